@@ -1,0 +1,30 @@
+"""Command-line conventions: every bad input is one ``error:`` line on stderr and exit code 2.
+
+Scripts are thin: they build an :class:`ArgumentParser`, then call one importable function through
+:func:`run_cli`, which turns :class:`UsageError` into that one line instead of a traceback.
+"""
+import argparse
+import sys
+
+
+class UsageError(Exception):
+    """A problem the user can fix (missing file, malformed line, bad option): one line, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports misuse as a single ``prog: error: ...`` line (exit 2), no usage dump."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+def run_cli(main, argv=None):
+    """Call ``main(argv)`` and map user errors to exit code 2; returns the exit code."""
+    try:
+        return main(argv) or 0
+    except UsageError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130

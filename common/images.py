@@ -1,0 +1,44 @@
+"""Robust image decoding shared by packing, alignment and extraction.
+
+``cv2.imread`` returns ``None`` for unicode paths on some platforms and for every failure alike;
+here each failure gets a reason so callers can count and list what they skipped.
+"""
+import os
+
+import cv2
+import numpy as np
+
+_FLAGS = {'gray': cv2.IMREAD_GRAYSCALE, 'bgr': cv2.IMREAD_COLOR, 'rgb': cv2.IMREAD_COLOR}
+
+
+class ImageError(Exception):
+    """An image file that cannot be used; ``str(err)`` is the reason (e.g. ``zero-byte file``)."""
+
+
+def decode_image(buf, color='gray', name='<bytes>'):
+    """Decode encoded bytes to uint8 HxW (gray) or HxWx3 (bgr/rgb)."""
+    if color not in _FLAGS:
+        raise ValueError(f'color must be one of {sorted(_FLAGS)}, not {color!r}')
+    if len(buf) == 0:
+        raise ImageError('zero-byte file')
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), _FLAGS[color])
+    if img is None or img.size == 0:
+        raise ImageError('not a decodable image (corrupt, truncated or not an image)')
+    if color == 'rgb':
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def read_image(path, color='gray', min_size=1):
+    """Read ``path`` as uint8 gray (HxW) or colour (HxWx3); raise :class:`ImageError` with a reason."""
+    try:
+        with open(path, 'rb') as f:
+            buf = f.read()
+    except FileNotFoundError:
+        raise ImageError('file not found') from None
+    except OSError as err:
+        raise ImageError(f'unreadable ({err.strerror or err})') from None
+    img = decode_image(buf, color, os.fspath(path))
+    if min(img.shape[:2]) < min_size:
+        raise ImageError(f'too small ({img.shape[1]}x{img.shape[0]} < {min_size})')
+    return img

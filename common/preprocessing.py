@@ -1,0 +1,121 @@
+"""The one definition of how a LightCNN sees a face, read by training, extraction and evaluation.
+
+A :class:`Preprocessing` travels with every checkpoint (its JSON metadata), so a model always gets
+the pixels it was trained on: channel order, scaling, input side and the side of stored records.
+"""
+from dataclasses import asdict, dataclass, fields
+
+import cv2
+import numpy as np
+
+from .images import read_image
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Pixels a network expects.
+
+    Parameters
+    ----------
+    channels : str
+        ``'gray'`` (LightCNN-9/29/29v2) or ``'bgr'`` (LightCNN-V4); ``'rgb'`` for nets trained from
+        ``ImageRecordIter`` colour batches, which decodes to RGB.
+    input_size : int
+        Side of the square the network takes (128 in the paper).
+    scale, mean : float
+        Network input is ``(pixel - mean) * scale``; the official models use ``/255``.
+    record_size : int
+        Side of stored training images; training crops ``input_size`` out of it at random,
+        validation and extraction take the centre (144 -> 128 in the paper).
+    """
+    channels: str = 'gray'
+    input_size: int = 128
+    scale: float = 1.0 / 255
+    mean: float = 0.0
+    record_size: int = 144
+
+    def __post_init__(self):
+        if self.channels not in ('gray', 'bgr', 'rgb'):
+            raise ValueError(f"channels must be 'gray', 'bgr' or 'rgb', not {self.channels!r}")
+
+    @property
+    def num_channels(self):
+        return 1 if self.channels == 'gray' else 3
+
+    @property
+    def data_shape(self):
+        return (self.num_channels, self.input_size, self.input_size)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def fit(self, img, center_crop=None):
+        """Bring a decoded image to ``input_size`` square, keeping its centre.
+
+        ``center_crop`` first takes a central square of that side (e.g. 250x250 unaligned LFW);
+        images of the input size pass unchanged, larger ones are centre-cropped (144 -> 128, as in
+        validation), smaller ones are scaled up on their shorter side first.
+        """
+        size = self.input_size
+        if center_crop:
+            img = _center_crop(img, min(center_crop, *img.shape[:2]))
+            if img.shape[0] != size:
+                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA
+                                 if img.shape[0] > size else cv2.INTER_LINEAR)
+        elif min(img.shape[:2]) < size:
+            h, w = img.shape[:2]
+            f = size / min(h, w)
+            img = cv2.resize(img, (max(size, round(w * f)), max(size, round(h * f))),
+                             interpolation=cv2.INTER_LINEAR)
+        if img.shape[:2] != (size, size):
+            img = _center_crop(img, size)
+        return img
+
+    def load(self, path, center_crop=None):
+        """Read an image file in this model's channels and geometry (uint8 HxWxC)."""
+        img = read_image(path, 'bgr' if self.channels != 'gray' else 'gray')
+        return self.decoded(img, center_crop)
+
+    def decoded(self, img, center_crop=None):
+        """Convert a decoded uint8 image (gray HxW or BGR HxWx3) to this model's channels and size."""
+        if img.ndim == 2 and self.channels != 'gray':
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        elif img.ndim == 3 and self.channels == 'gray':
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        if img.ndim == 3 and self.channels == 'rgb':
+            img = img[:, :, ::-1]
+        img = self.fit(img, center_crop)
+        return img[:, :, None] if img.ndim == 2 else np.ascontiguousarray(img)
+
+    def to_batch(self, images):
+        """Stack uint8 HxWxC images into the float32 NCHW batch the network takes."""
+        batch = np.stack(images).astype(np.float32)
+        if self.mean:
+            batch -= self.mean
+        batch *= self.scale
+        return batch.transpose(0, 3, 1, 2)
+
+    def record_iter_args(self, train):
+        """Arguments for ``mx.io.ImageRecordIter`` that give exactly these pixels.
+
+        Training takes a random ``input_size`` crop with random mirroring; validation the centre crop.
+        """
+        if self.channels == 'bgr':
+            raise ValueError('ImageRecordIter decodes colour as RGB; train colour nets with '
+                             "channels='rgb' or swap channels after loading")
+        args = dict(data_shape=self.data_shape, scale=self.scale,
+                    rand_crop=bool(train), rand_mirror=bool(train))
+        if self.mean:
+            args.update(mean_r=self.mean, mean_g=self.mean, mean_b=self.mean)
+        return args
+
+
+def _center_crop(img, side):
+    h, w = img.shape[:2]
+    y, x = (h - side) // 2, (w - side) // 2
+    return img[y:y + side, x:x + side]
