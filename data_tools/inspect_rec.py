@@ -1,0 +1,30 @@
+"""Summarise a RecordIO file (ours, im2rec's or insightface's): counts, images per class, image size and mode.
+
+Example: ``python data_tools/inspect_rec.py data/casia.rec --sheet casia_sheet.png``
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import ArgumentParser, run_cli  # noqa: E402
+from data_tools.records import contact_sheet, format_summary, summarize_records  # noqa: E402
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('rec', help='the .rec file (its .idx beside it is checked when present)')
+    parser.add_argument('--sheet', metavar='PNG', help='also save a contact sheet of records spread over the file')
+    parser.add_argument('--count', type=int, default=32, help='records on the contact sheet (default 32)')
+    parser.add_argument('--json', action='store_true', help='print the summary as JSON')
+    args = parser.parse_args(argv)
+    idx = os.path.splitext(args.rec)[0] + '.idx'
+    summary = summarize_records(args.rec, idx if os.path.isfile(idx) else None)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    if args.sheet:
+        print(f'contact sheet: {contact_sheet(args.rec, args.sheet, args.count)}')
+
+
+if __name__ == '__main__':
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,35 @@
+"""Write LFW-format verification pairs (``pairs.txt``) from an ``identity/image`` tree.
+
+Example: ``python data_tools/make_pairs.py --images held_out/ --out pairs.txt --folds 10 --per-fold 300``
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import ArgumentParser, run_cli  # noqa: E402
+from data_tools.pairs import identities_from, make_pairs, write_pairs  # noqa: E402
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--images', required=True, help='root with one folder per identity')
+    parser.add_argument('--out', required=True, help='pairs file to write (LFW pairs.txt format)')
+    parser.add_argument('--folds', type=int, default=10, help='identity-disjoint folds (default 10)')
+    parser.add_argument('--per-fold', type=int, default=300,
+                        help='matched pairs per fold, and as many mismatched (default 300)')
+    parser.add_argument('--identities-from', metavar='FILE',
+                        help="only these identities: a pack_rec PREFIX.json (its held-out identities) "
+                             "or a text file with one folder name per line")
+    parser.add_argument('--seed', type=int, default=0, help='random seed; same seed -> same file')
+    args = parser.parse_args(argv)
+    identities = identities_from(args.identities_from) if args.identities_from else None
+    pairs = make_pairs(args.images, folds=args.folds, per_fold=args.per_fold, seed=args.seed,
+                       identities=identities)
+    write_pairs(args.out, pairs, args.folds, args.per_fold)
+    print(f'wrote {args.out}: {args.folds} folds x ({args.per_fold} matched + {args.per_fold} mismatched) '
+          f'= {len(pairs)} pairs from {args.images}')
+
+
+if __name__ == '__main__':
+    raise SystemExit(run_cli(main))

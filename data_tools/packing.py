@@ -1,0 +1,539 @@
+"""Pack face images into im2rec-compatible RecordIO: one record per image, label = dense class index.
+
+Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines or an im2rec
+``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG encoding run in worker
+processes over ordered chunks, so the output does not depend on the number of workers; the parent only frames
+records and writes them with :class:`~data_tools.records.IndexedRecordWriter` (MXNet's exact bytes, without
+the cost of importing MXNet). At most a few chunks per
+worker are in flight, so memory stays flat however large the dataset.
+
+Outputs (all written under temporary names and renamed at the end, ``PREFIX.json`` last):
+
+* ``PREFIX.lst/.rec/.idx`` -- training images (im2rec formats; ``.lst`` is ``index<TAB>label<TAB>path``),
+* ``PREFIX_val.*`` -- images held out *within* training identities (``val_per_identity``/``val_ratio``),
+* ``PREFIX_heldout.*`` -- whole identities held out for verification (``val_identities``), own labels,
+* ``PREFIX.json`` -- classes, identity names, label map, counts per split, skipped files with reasons, options.
+"""
+import collections
+import json
+import multiprocessing
+import os
+import random
+import re
+import signal
+import sys
+import time
+
+import cv2
+
+from common.cli import UsageError
+from common.images import ImageError, decode_image
+
+from .pairs import IMAGE_EXTENSIONS
+from .records import IndexedRecordWriter, pack_header
+
+FORMAT = 'lightcnn-pack/1'
+SPLIT_SUFFIX = {'train': '', 'val': '_val', 'heldout': '_heldout'}
+CHUNK = 64             # images per worker task: amortises inter-process traffic
+IN_FLIGHT_PER_WORKER = 4  # chunks queued per worker: bounds memory, keeps workers busy
+_NO_FACE = 'no face'
+
+
+# ----------------------------------------------------------------------------------------- per image
+def to_square(img, size):
+    """Resize the shorter side to ``size`` and keep the central ``size`` x ``size`` square.
+
+    Faces keep their aspect ratio (ORL's 92x112 loses a few rows top and bottom instead of being
+    stretched); ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging.
+    """
+    h, w = img.shape[:2]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        y, x = (new_h - size) // 2, (new_w - size) // 2
+        img = img[y:y + size, x:x + size]
+    return img
+
+
+def check_complete(buf):
+    """Raise :class:`ImageError` for a JPEG cut short: OpenCV decodes those into grey-padded images.
+
+    A complete JPEG has its end-of-image marker after the start of its last scan (``FF DA``); entropy-coded
+    data cannot contain ``FF D9``, and an EXIF thumbnail's markers come before the main scan.
+    """
+    if buf[:2] == b'\xff\xd8' and buf.rfind(b'\xff\xd9') < buf.rfind(b'\xff\xda'):
+        raise ImageError('truncated JPEG (no end-of-image marker)')
+
+
+class ImageEncoder:
+    """Turn one image file into the JPEG bytes of a record (runs in workers; picklable).
+
+    Parameters
+    ----------
+    size : int
+        Side of the stored square.
+    color : {'gray', 'bgr'}
+        Stored channels; gray records decode with ``ImageRecordIter(data_shape=(1, H, W))``.
+    quality : int
+        JPEG quality.
+    min_size : int
+        Images whose shorter side is below this (capped at ``size``) are skipped as too small.
+    image_filter : callable, optional
+        ``filter(uint8 image) -> image or None`` applied to the decoded image before resizing (face
+        alignment). ``None`` skips the image with reason ``'no face'``; raising :class:`ImageError` skips it
+        with that reason. It receives BGR unless it has an ``input_color`` attribute (``'gray'``/``'bgr'``).
+        It is pickled once into each worker, so heavy state (a detector) should load lazily on first call.
+    """
+
+    def __init__(self, size=144, color='gray', quality=95, min_size=32, image_filter=None):
+        if color not in ('gray', 'bgr'):
+            raise UsageError(f"color must be 'gray' or 'bgr', not {color!r}")
+        self.size, self.color, self.quality = size, color, quality
+        self.min_size = min(min_size, size)  # tiny records (tests, demos) accept sources of their own size
+        self.image_filter = image_filter
+        self.decode_color = getattr(image_filter, 'input_color', 'bgr') if image_filter else color
+
+    def __call__(self, path):
+        """Return ``(jpeg_bytes, None)`` or ``(None, reason)``."""
+        try:
+            with open(path, 'rb') as f:
+                buf = f.read()
+            img = decode_image(buf, self.decode_color, path)
+            check_complete(buf)
+            if min(img.shape[:2]) < self.min_size:
+                raise ImageError(f'too small ({img.shape[1]}x{img.shape[0]} < {self.min_size})')
+            if self.image_filter is not None:
+                img = self.image_filter(img)
+                if img is None:
+                    return None, _NO_FACE
+            img = self._channels(to_square(img, self.size))
+            ok, enc = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            if not ok:
+                raise ImageError('cannot encode as JPEG')
+            return enc.tobytes(), None
+        except ImageError as err:
+            return None, str(err)
+        except cv2.error as err:  # OpenCV rejects some malformed headers by raising instead of returning None
+            return None, f'not a decodable image (OpenCV: {str(err).strip().splitlines()[-1][:80]})'
+        except FileNotFoundError:
+            return None, 'file not found'
+        except OSError as err:
+            return None, f'unreadable ({err.strerror or err})'
+
+    def _channels(self, img):
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if self.color == 'gray' and img.ndim == 3:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        if self.color == 'bgr' and img.ndim == 2:
+            return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        return img
+
+
+_worker_encoder = None
+
+
+def _init_worker(encoder):
+    global _worker_encoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool and cleans up
+    cv2.setNumThreads(1)  # one image per process at a time: OpenCV's own threads only contend
+    _worker_encoder = encoder
+
+
+def _encode_chunk(paths):
+    return [_worker_encoder(p) for p in paths]
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def scan_tree(images_root):
+    """Entries ``(relpath, identity)`` of an ``identity/…/image`` tree and files that are no candidates.
+
+    Every file inside an identity folder (at any depth) is a candidate; files without an image extension
+    and files directly under the root are returned as skipped, with a reason, not silently dropped.
+    """
+    entries, skipped = [], []
+    for name in sorted(os.listdir(images_root)):
+        top = os.path.join(images_root, name)
+        if not os.path.isdir(top):
+            skipped.append((name, 'not inside an identity folder'))
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, images_root).replace(os.sep, '/')
+            for fname in sorted(filenames):
+                rel = f'{rel_dir}/{fname}'
+                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                    entries.append((rel, name))
+                else:
+                    skipped.append((rel, 'not an image file (extension)'))
+    return entries, skipped
+
+
+def _parse_label(text, path, n):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value.is_integer() or value < 0:
+        raise UsageError(f'{path}:{n}: label must be a non-negative integer class, got {text!r}')
+    return int(value)
+
+
+def read_list(list_path, strip_prefix=0):
+    """Entries ``(relpath, label)`` of an MS-Celeb ``path label`` list or an im2rec ``.lst``.
+
+    The format is chosen per line: three or more tab-separated fields starting with an integer are
+    im2rec's ``index<TAB>label[<TAB>…]<TAB>path`` (first label used); anything else is ``path label``
+    split at the last whitespace, so paths may contain spaces. ``strip_prefix`` drops that many leading
+    path components (``/data/MS/aligned/m.0109kg/1.jpg`` with 3 -> ``m.0109kg/1.jpg``).
+    """
+    entries = []
+    try:
+        f = open(list_path, encoding='utf-8')
+    except FileNotFoundError:
+        raise UsageError(f'list file not found: {list_path}') from None
+    except OSError as err:
+        raise UsageError(f'cannot read list file {list_path}: {err}') from None
+    with f:
+        try:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip('\r\n')
+                if not line.strip():
+                    continue
+                tabs = line.split('\t')
+                if len(tabs) >= 3 and re.fullmatch(r'\s*[0-9]+\s*', tabs[0]):
+                    path, label = tabs[-1], tabs[1]
+                else:
+                    parts = line.rsplit(None, 1)
+                    if len(parts) != 2:
+                        raise UsageError(f'{list_path}:{n}: expected "path label" or im2rec '
+                                         f'"index<TAB>label<TAB>path", got {line!r}')
+                    path, label = parts
+                path = path.strip().replace('\\', '/')
+                if strip_prefix:
+                    parts = [p for p in path.split('/') if p]
+                    if len(parts) <= strip_prefix:
+                        raise UsageError(f'{list_path}:{n}: --strip-prefix {strip_prefix} leaves nothing '
+                                         f'of {path!r}')
+                    path = '/'.join(parts[strip_prefix:])
+                entries.append((path, _parse_label(label, list_path, n)))
+        except UnicodeDecodeError as err:
+            raise UsageError(f'{list_path}: not a UTF-8 text list ({err.reason})') from None
+    if not entries:
+        raise UsageError(f'list file {list_path} has no entries')
+    return entries
+
+
+# ----------------------------------------------------------------------------------------- selection
+def select_identities(counts, min_images=1, top=None):
+    """Identities kept by ``min_images`` and ``top``; returns (kept sorted, dropped counts).
+
+    ``top`` keeps the ``top`` identities with the most listed images; ties go to the identity that sorts
+    first (smaller label / name), so the choice is deterministic.
+    """
+    kept = [k for k in counts if counts[k] >= min_images]
+    dropped = {'fewer_than_min_images': len(counts) - len(kept)}
+    if top is not None and top < len(kept):
+        ranked = sorted(kept, key=lambda k: (-counts[k], k))
+        dropped['beyond_top_identities'] = len(kept) - top
+        kept = ranked[:top]
+    return sorted(kept), dropped
+
+
+def _holdout(identities, val_identities, rng):
+    if not val_identities:
+        return []
+    count = int(val_identities) if val_identities >= 1 else round(val_identities * len(identities))
+    if not 0 < count < len(identities):
+        raise UsageError(f'--val-identities {val_identities} holds out {count} of {len(identities)} '
+                         f'identities; need at least one held out and one left for training')
+    return sorted(rng.sample(identities, count))
+
+
+def _val_split(items, val_per_identity, val_ratio, rng):
+    """Split one identity's images: ``(train, val)``, leaving at least one training image."""
+    if val_per_identity:
+        k = val_per_identity
+    elif val_ratio:
+        k = int(len(items) * val_ratio + 0.5)
+    else:
+        return items, []
+    k = min(k, len(items) - 1)
+    if k <= 0:
+        return items, []
+    chosen = set(rng.sample(range(len(items)), k))
+    return ([x for i, x in enumerate(items) if i not in chosen],
+            [x for i, x in enumerate(items) if i in chosen])
+
+
+# ----------------------------------------------------------------------------------------- writing
+class _SplitWriter:
+    """One split's ``.lst/.rec/.idx`` under temporary names; records get dense ids 0..n-1."""
+
+    def __init__(self, prefix, split):
+        self.paths = {ext: f'{prefix}{SPLIT_SUFFIX[split]}.{ext}' for ext in ('lst', 'rec', 'idx')}
+        self.tmp = {ext: p + '.part' for ext, p in self.paths.items()}
+        self.record = IndexedRecordWriter(self.tmp['idx'], self.tmp['rec'])
+        self.lst = open(self.tmp['lst'], 'w', encoding='utf-8', newline='\n')
+        self.count = 0
+        self.per_class = collections.Counter()
+
+    def write(self, label, relpath, jpeg):
+        self.record.write_idx(self.count, pack_header(label, self.count, jpeg))
+        self.lst.write(f'{self.count}\t{float(label):f}\t{relpath}\n')
+        self.count += 1
+        self.per_class[label] += 1
+
+    def close(self):
+        self.record.close()
+        self.lst.close()
+
+    def commit(self):
+        for ext in ('rec', 'idx', 'lst'):
+            os.replace(self.tmp[ext], self.paths[ext])
+
+    def discard(self):
+        for path in self.tmp.values():
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def _run_encoders(encoder, images_root, jobs, workers, progress):
+    """Yield ``(job, (jpeg, reason))`` in job order, encoding in ``workers`` processes (0: in-process)."""
+    from tqdm import tqdm
+    bar = tqdm(total=len(jobs), unit='img', desc='packing', disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, mininterval=0.5)
+    chunks = (jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK))
+    try:
+        if workers == 0:
+            for chunk in chunks:
+                for job in chunk:
+                    yield job, encoder(os.path.join(images_root, job[0]))
+                bar.update(len(chunk))
+            return
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context('fork' if 'fork' in methods else 'spawn')
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(encoder,)) as pool:
+            pending = collections.deque()
+            for chunk in chunks:
+                pending.append((chunk, pool.apply_async(_encode_chunk, ([os.path.join(images_root, j[0]) for j in chunk],))))
+                while len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                    done, result = pending.popleft()
+                    yield from zip(done, result.get())
+                    bar.update(len(done))
+            while pending:
+                done, result = pending.popleft()
+                yield from zip(done, result.get())
+                bar.update(len(done))
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------------------------------- main entry
+def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gray', quality=95, workers=None,
+                 val_per_identity=0, val_ratio=0.0, val_identities=0.0, seed=0, min_images_per_identity=1,
+                 strip_prefix=0, top_identities=None, image_filter=None, progress=True, min_size=32,
+                 shuffle=True):
+    """Pack an image tree or list into ``PREFIX.rec/.idx/.lst`` (+ ``_val``/``_heldout``) and ``PREFIX.json``.
+
+    Parameters
+    ----------
+    images_root : str
+        Tree with one folder per identity, or the root the list's paths are relative to (default: the
+        list file's folder).
+    out_prefix : str
+        Output prefix; its folder is created.
+    list_path : str, optional
+        ``path label`` list (MS-Celeb clean lists) or im2rec ``.lst``; labels are re-indexed densely.
+    size, color, quality, min_size, image_filter
+        Record geometry and decoding, see :class:`ImageEncoder`.
+    workers : int, optional
+        Encoding processes (default: all cores; 0 encodes in this process).
+    val_per_identity, val_ratio : int, float
+        Images per training identity moved to ``PREFIX_val`` (K each, or a fraction rounded per identity);
+        each identity keeps at least one training image.
+    val_identities : float
+        Whole identities moved to ``PREFIX_heldout`` for verification: a fraction (< 1) or a count (>= 1).
+    seed : int
+        Seeds the held-out identities, the val images and the training record order.
+    min_images_per_identity, top_identities : int
+        Identity filters on *listed* images, applied first (``top_identities``: see
+        :func:`select_identities` for ties).
+    strip_prefix : int
+        Leading path components dropped from list paths.
+    shuffle : bool
+        Shuffle training records (seeded), as im2rec does; val and held-out stay in identity order.
+
+    Returns
+    -------
+    dict
+        The summary written to ``PREFIX.json``.
+    """
+    start = time.time()
+    if val_per_identity and val_ratio:
+        raise UsageError('give --val-per-identity or --val-ratio, not both')
+    if not 0 <= val_ratio < 1:
+        raise UsageError(f'--val-ratio must be in [0, 1), got {val_ratio}')
+    if size < 1 or not 1 <= quality <= 100:
+        raise UsageError('--size must be positive and --quality in 1..100')
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 0:
+        raise UsageError('--workers must be >= 0')
+    encoder = ImageEncoder(size, color, quality, min_size, image_filter)
+
+    if list_path is not None:
+        images_root = images_root or os.path.dirname(os.path.abspath(list_path))
+    if not images_root or not os.path.isdir(images_root):
+        raise UsageError(f'image root not found or not a directory: {images_root}')
+    if list_path is None:
+        entries, skipped = scan_tree(images_root)
+        if not entries:
+            raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in identity folders under {images_root}')
+    else:
+        entries, skipped = read_list(list_path, strip_prefix), []
+        _check_list_resolves(entries, images_root, list_path)
+
+    by_identity = collections.defaultdict(list)
+    for rel, key in entries:
+        by_identity[key].append(rel)
+    candidates = len(entries)
+    del entries  # the per-identity lists hold the same strings; keep one structure the size of the dataset
+    kept, dropped = select_identities({k: len(v) for k, v in by_identity.items()},
+                                      min_images_per_identity, top_identities)
+    if not kept:
+        raise UsageError(f'no identity has >= {min_images_per_identity} images')
+    rng = random.Random(seed)
+    heldout = _holdout(kept, val_identities, rng)
+    heldout_set = set(heldout)
+    train_ids = [k for k in kept if k not in heldout_set]
+    class_of = {k: i for i, k in enumerate(train_ids)}
+
+    jobs = {'train': [], 'val': [], 'heldout': []}
+    for key in train_ids:
+        train, val = _val_split(by_identity[key], val_per_identity, val_ratio, rng)
+        jobs['train'] += [(r, class_of[key], 'train') for r in train]
+        jobs['val'] += [(r, class_of[key], 'val') for r in val]
+    for i, key in enumerate(heldout):
+        jobs['heldout'] += [(r, i, 'heldout') for r in by_identity[key]]
+    if shuffle:
+        rng.shuffle(jobs['train'])
+    splits = [s for s in ('train', 'val', 'heldout') if jobs[s] or s == 'train']
+    all_jobs = [j for s in splits for j in jobs[s]]
+
+    out_dir = os.path.dirname(os.path.abspath(out_prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    writers = {}
+    failed = list(skipped)
+    try:
+        writers = {s: _SplitWriter(out_prefix, s) for s in splits}
+        for (rel, label, split), (jpeg, reason) in _run_encoders(encoder, images_root, all_jobs, workers,
+                                                                progress):
+            if jpeg is None:
+                failed.append((rel, reason))
+            else:
+                writers[split].write(label, rel, jpeg)
+        for w in writers.values():
+            w.close()
+        if writers['train'].count == 0:
+            raise UsageError(f'no image could be packed ({_reason_summary(failed)}); check --images'
+                             + (' and --strip-prefix' if list_path else ''))
+    except BaseException:
+        for w in writers.values():
+            w.close()
+            w.discard()
+        raise
+
+    names = _identity_names(train_ids, by_identity, list_path is not None)
+    heldout_names = _identity_names(heldout, by_identity, list_path is not None)
+    elapsed = time.time() - start
+    packed = sum(w.count for w in writers.values())
+    summary = {
+        'format': FORMAT,
+        'num_classes': len(train_ids),
+        'identities': names,
+        'images_per_identity': [writers['train'].per_class[i] for i in range(len(train_ids))],
+        'empty_classes': sum(1 for i in range(len(train_ids)) if writers['train'].per_class[i] == 0),
+        'label_map': {str(k): i for i, k in enumerate(train_ids)} if list_path is not None else None,
+        'record': {'size': size, 'color': color, 'channels': 1 if color == 'gray' else 3,
+                   'encoding': '.jpg', 'quality': quality},
+        'splits': {s: {'prefix': out_prefix + SPLIT_SUFFIX[s],
+                       'rec': writers[s].paths['rec'], 'idx': writers[s].paths['idx'], 'lst': writers[s].paths['lst'],
+                       'images': writers[s].count, 'identities': len(writers[s].per_class)} for s in splits},
+        'heldout_identities': heldout_names,
+        'packed': packed,
+        'candidates': candidates,
+        'identities_dropped': dropped,
+        'skipped': [{'path': p, 'reason': r} for p, r in failed],
+        'skipped_by_reason': dict(collections.Counter(_reason_kind(r) for _, r in failed)),
+        'options': {'images_root': os.path.abspath(images_root),
+                    'list': os.path.abspath(list_path) if list_path else None,
+                    'size': size, 'color': color, 'quality': quality, 'min_size': min_size,
+                    'workers': workers, 'val_per_identity': val_per_identity, 'val_ratio': val_ratio,
+                    'val_identities': val_identities, 'seed': seed,
+                    'min_images_per_identity': min_images_per_identity, 'strip_prefix': strip_prefix,
+                    'top_identities': top_identities, 'shuffle': shuffle,
+                    'image_filter': _describe(image_filter)},
+        'elapsed_s': round(elapsed, 3),
+        'images_per_s': round(len(all_jobs) / elapsed, 1) if elapsed > 0 else None,
+    }
+    if heldout and 'heldout' in writers:
+        summary['splits']['heldout']['identity_names'] = heldout_names
+    json_path = out_prefix + '.json'
+    if os.path.exists(json_path):
+        os.remove(json_path)  # an interrupted rename below must not leave an old "complete" marker
+    for w in writers.values():
+        w.commit()
+    with open(json_path + '.part', 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=1, ensure_ascii=False)
+    os.replace(json_path + '.part', json_path)
+    return summary
+
+
+def _check_list_resolves(entries, images_root, list_path):
+    """Fail fast on a wrong ``--images``/``--strip-prefix``: none of the first listed files exist."""
+    probe = entries[:50]
+    if not any(os.path.isfile(os.path.join(images_root, rel)) for rel, _ in probe):
+        raise UsageError(f'none of the first {len(probe)} files of {list_path} exist under {images_root} '
+                         f'(e.g. {os.path.join(images_root, probe[0][0])}); check --images and --strip-prefix')
+
+
+def _identity_names(keys, by_identity, from_list):
+    """Display names: tree folder names; for lists the images' common folder, else the original label."""
+    if not from_list:
+        return list(keys)
+    names = []
+    for key in keys:
+        folders = {os.path.dirname(r) for r in by_identity[key]}
+        names.append(folders.pop() if len(folders) == 1 and '' not in folders else str(key))
+    return names
+
+
+def _reason_kind(reason):
+    return reason.split(' (')[0]
+
+
+def _reason_summary(failed):
+    counts = collections.Counter(_reason_kind(r) for _, r in failed)
+    return ', '.join(f'{n} {r}' for r, n in counts.most_common()) or 'nothing listed'
+
+
+def _describe(obj):
+    if obj is None:
+        return None
+    return getattr(obj, 'description', None) or type(obj).__name__
+
+
+def summary_line(summary):
+    """One line for the terminal: what was packed, how fast, what was skipped and where the list is."""
+    splits = ', '.join(f"{s} {v['images']}" for s, v in summary['splits'].items())
+    skipped = summary['skipped']
+    line = (f"packed {summary['packed']} images ({splits}) of {summary['num_classes']} classes into "
+            f"{summary['splits']['train']['rec']} in {summary['elapsed_s']:.1f} s "
+            f"({summary['images_per_s']:.0f} img/s)")
+    if skipped:
+        line += f"; skipped {len(skipped)} ({_reason_summary([(s['path'], s['reason']) for s in skipped])})"
+        line += f" -- listed in {summary['splits']['train']['prefix']}.json"
+    else:
+        line += '; skipped 0'
+    return line

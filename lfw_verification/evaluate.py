@@ -1,0 +1,295 @@
+"""LFW-style verification from a features ``.mat`` and a pairs file: scores, metrics, JSON, ROC plot.
+
+The ``.mat`` holds ``data`` (N x D float) and ``label`` (N x 1 cell of ``Name/Name_0001.jpg``), as written by
+``extract_features.py`` and loaded by the seed's MATLAB evaluator. Pairs are read by
+:func:`data_tools.pairs.read_pairs` (official ``pairs.txt`` or the seed's ``pair.label``).
+
+Matching labels to pair paths (:func:`image_key`, same rule in ``lfw_eval.m``): backslashes become ``/``,
+only the last two path components (identity folder and file) are kept and the file extension is dropped,
+so ``/lfw_patch/Aaron_Eckhart/Aaron_Eckhart_0001.jpg``, ``Aaron_Eckhart/Aaron_Eckhart_0001.png`` and
+``Aaron_Eckhart/Aaron_Eckhart_0001`` are the same image. Matching is case-sensitive.
+"""
+import json
+import math
+import os
+
+import numpy as np
+
+from common.cli import UsageError
+from data_tools.pairs import read_pairs
+from lfw_verification.metrics import TAR_FARS, VAL_FAR, verification_metrics
+
+METRICS = ('cosine', 'euclidean')
+SCORE_DECIMALS = 12  # rounding makes ties identical in Python and Octave/MATLAB (their sums differ in the last bit)
+_NORM_FLOOR = 1e-12
+
+
+def image_key(path):
+    """``identity/file`` without extension: the key under which a label and a pair path match."""
+    parts = [p for p in str(path).strip().replace('\\', '/').split('/') if p]
+    if not parts:
+        return ''
+    stem, dot, ext = parts[-1].rpartition('.')
+    parts[-1] = stem if dot and stem else parts[-1]
+    return '/'.join(parts[-2:])
+
+
+def _cell_strings(value):
+    """Labels from ``loadmat``: a cell (object array of 1-element str arrays) or a padded char matrix."""
+    if value.dtype == object:
+        out = []
+        for item in value.ravel(order='F'):
+            item = np.asarray(item).ravel()
+            out.append(str(item[0]) if item.size else '')
+        return out
+    if value.dtype.kind in 'US':
+        return [str(s).rstrip() for s in np.atleast_1d(value).ravel()]
+    raise UsageError(f'"label" must be a cell of strings, got {value.dtype} {value.shape}')
+
+
+def load_features(path):
+    """Read ``data`` (N x D float32) and ``label`` (N strings) from a features ``.mat``.
+
+    Raises
+    ------
+    UsageError
+        Missing/unreadable file, missing variables, N mismatch, non-finite values.
+    """
+    from scipy.io import loadmat
+    if not os.path.isfile(path):
+        raise UsageError(f'features file not found: {path}')
+    try:
+        mat = loadmat(path)
+    except Exception as err:  # scipy raises several types for corrupt/unsupported files
+        raise UsageError(f'cannot read {path} as a .mat file: {err}') from None
+    missing = [k for k in ('data', 'label') if k not in mat]
+    if missing:
+        raise UsageError(f'{path} lacks variable(s) {", ".join(missing)} (expected data N x D, label N x 1 cell)')
+    data, labels = np.asarray(mat['data']), _cell_strings(mat['label'])
+    if data.ndim != 2 or data.shape[0] != len(labels):
+        raise UsageError(f'{path}: data is {data.shape} but label has {len(labels)} entries '
+                         f'(expected data N x D with one label per row)')
+    if data.dtype.kind not in 'fiu':
+        raise UsageError(f'{path}: data must be numeric, got {data.dtype}')
+    bad = ~np.isfinite(data).all(axis=1)
+    if bad.any():
+        raise UsageError(f'{path}: {int(bad.sum())} feature rows hold NaN/inf, e.g. {labels[int(np.argmax(bad))]}')
+    return data.astype(np.float32, copy=False), labels
+
+
+def pair_rows(labels, pairs):
+    """Row indices in ``labels`` of both images of every pair (matched by :func:`image_key`).
+
+    Raises
+    ------
+    UsageError
+        Two labels with the same key, or pairs naming images absent from the labels (count + examples).
+    """
+    rows, duplicates = {}, []
+    for i, label in enumerate(labels):
+        key = image_key(label)
+        if key in rows:
+            duplicates.append(label)
+        rows[key] = rows.get(key, i)
+    if duplicates:
+        raise UsageError(f'{len(duplicates)} labels repeat an image already in the features file '
+                         f'(same identity/file after normalisation), e.g. {duplicates[:3]}')
+    missing = sorted({p for pair in pairs for p in (pair.path1, pair.path2) if image_key(p) not in rows})
+    if missing:
+        raise UsageError(f'{len(missing)} images named by the pairs are not in the features file, '
+                         f'e.g. {", ".join(missing[:5])} (labels look like {labels[0]!r})')
+    idx1 = np.array([rows[image_key(p.path1)] for p in pairs], dtype=np.int64)
+    idx2 = np.array([rows[image_key(p.path2)] for p in pairs], dtype=np.int64)
+    return idx1, idx2
+
+
+def l2_normalize(features):
+    """Rows scaled to unit length (all-zero rows stay zero)."""
+    norms = np.sqrt(np.sum(features * features, axis=1, keepdims=True))
+    return features / np.maximum(norms, _NORM_FLOOR)
+
+
+def pair_scores(features, idx1, idx2, metric='cosine'):
+    """Similarity per pair: cosine, or minus the Euclidean distance; rounded to ``SCORE_DECIMALS``."""
+    a, b = features[idx1], features[idx2]
+    if metric == 'cosine':
+        a, b = l2_normalize(a), l2_normalize(b)
+        scores = np.sum(a * b, axis=1)
+    elif metric == 'euclidean':
+        scores = -np.sqrt(np.sum((a - b) ** 2, axis=1))
+    else:
+        raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
+    return np.round(scores, SCORE_DECIMALS)
+
+
+def fold_pca_scores(features, idx1, idx2, folds, n_components, metric='cosine', l2=False):
+    """Scores under a PCA fitted, for each fold, on the images of the *other* folds' pairs only.
+
+    Returns
+    -------
+    (array (n,), array (n_folds, n))
+        Out-of-fold scores (each pair scored by the PCA that did not see its fold) and the full
+        per-fold score matrix used to fit each fold's threshold.
+    """
+    from sklearn.decomposition import PCA
+    fold_ids = np.unique(folds)
+    if len(fold_ids) < 2:
+        raise UsageError('--pca needs at least 2 folds (it is fitted on the training folds)')
+    fold_scores = np.empty((len(fold_ids), len(idx1)))
+    for k, fold in enumerate(fold_ids):
+        train = folds != fold
+        train_rows = np.union1d(idx1[train], idx2[train])
+        if n_components > min(len(train_rows), features.shape[1]):
+            raise UsageError(f'--pca {n_components} exceeds what fold {fold} can fit: {len(train_rows)} training '
+                             f'images of dimension {features.shape[1]}')
+        pca = PCA(n_components=n_components, svd_solver='full').fit(features[train_rows])
+        projected = pca.transform(features).astype(np.float64)
+        if l2:
+            projected = l2_normalize(projected)
+        fold_scores[k] = pair_scores(projected, idx1, idx2, metric)
+    scores = np.empty(len(idx1))
+    for k, fold in enumerate(fold_ids):
+        scores[folds == fold] = fold_scores[k][folds == fold]
+    return scores, fold_scores
+
+
+def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, pca=None):
+    """Load features and pairs, score every pair and compute :func:`verification_metrics`.
+
+    Parameters
+    ----------
+    metric : {'cosine', 'euclidean'}
+        Similarity; Euclidean scores are ``-distance``.
+    l2 : bool
+        L2-normalise features first (and again after PCA), e.g. for Euclidean distance on the unit sphere.
+    pca : int, optional
+        Project to ``pca`` dimensions, fitted per fold on the training folds' images only.
+
+    Returns
+    -------
+    dict
+        ``config`` (inputs and options) and ``metrics`` (see :func:`verification_metrics`).
+    """
+    if metric not in METRICS:
+        raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
+    if pca is not None and pca < 1:
+        raise UsageError(f'--pca must be a positive number of dimensions, got {pca}')
+    data, labels = load_features(features_path)
+    pairs = read_pairs(pairs_path)
+    idx1, idx2 = pair_rows(labels, pairs)
+    issame = np.array([p.issame for p in pairs], dtype=bool)
+    folds = np.array([p.fold for p in pairs], dtype=np.int64)
+    if issame.all() or not issame.any():
+        raise UsageError(f'{pairs_path}: need both same and different pairs, all {len(pairs)} are '
+                         f'{"same" if issame.all() else "different"}')
+    features = data.astype(np.float64)
+    if l2:
+        features = l2_normalize(features)
+    if pca:
+        scores, fold_scores = fold_pca_scores(features, idx1, idx2, folds, pca, metric, l2)
+    else:
+        scores, fold_scores = pair_scores(features, idx1, idx2, metric), None
+    metrics = verification_metrics(scores, issame, folds, fold_scores)
+    config = {'features': os.path.abspath(features_path), 'pairs': os.path.abspath(pairs_path),
+              'n_images': len(labels), 'feature_dim': int(data.shape[1]), 'metric': metric, 'l2': bool(l2),
+              'pca': pca, 'score': 'cosine similarity' if metric == 'cosine' else 'minus Euclidean distance',
+              'rule': 'same if score > threshold; threshold fitted on the other folds'}
+    return {'config': config, 'metrics': metrics}
+
+
+def _pct(value):
+    return 'n/a' if value is None else f'{100.0 * value:.2f}%'
+
+
+def format_table(result):
+    """A short plain-text table of the headline numbers (percentages)."""
+    m, c = result['metrics'], result['config']
+    acc = ('n/a (one fold)' if m['accuracy_mean'] is None else
+           f'{100 * m["accuracy_mean"]:.2f}% +- {100 * m["accuracy_std"]:.2f}%')
+    val = 'n/a' if m['val'] is None else f'{_pct(m["val"])} +- {_pct(m["val_std"])} @ FAR={_pct(m["val_far"])}'
+    rows = [
+        ('pairs', f'{m["n_pairs"]} ({m["n_same"]} same, {m["n_different"]} different), {m["n_folds"]} folds'),
+        ('similarity', c['metric'] + (' + l2' if c['l2'] else '') + (f' + PCA {c["pca"]}' if c['pca'] else '')),
+        (f'{m["n_folds"]}-fold accuracy', acc),
+        ('best-threshold accuracy', f'{_pct(m["optimistic_accuracy"])} (optimistic: threshold fitted on test pairs)'),
+        ('EER / 100%-EER', f'{_pct(m["eer"])} / {_pct(m["one_minus_eer"])}'),
+        ('AUC', f'{100 * m["auc"]:.3f}%'),
+    ]
+    rows += [(f'TAR @ FAR={100 * far:g}%', _pct(m['tar_at_far'][far])) for far in TAR_FARS]
+    rows.append((f'VAL @ FAR={VAL_FAR:g} (facenet)', val))
+    width = max(len(name) for name, _ in rows)
+    return '\n'.join(f'{name.ljust(width)}  {value}' for name, value in rows)
+
+
+def _finite_or_none(values):
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def to_json_dict(result, include_roc=True):
+    """JSON-ready copy: ``tar_at_far`` keys as strings, ROC arrays as lists (``inf`` thresholds -> null)."""
+    m = dict(result['metrics'])
+    roc = m.pop('roc')
+    m['tar_at_far'] = {f'{far:g}': tar for far, tar in m['tar_at_far'].items()}
+    out = {'config': result['config'], 'metrics': m}
+    if include_roc:
+        out['roc'] = {'fpr': roc['fpr'].tolist(), 'tpr': roc['tpr'].tolist(),
+                      'thresholds': _finite_or_none(roc['thresholds'])}
+    return out
+
+
+def write_json(result, path):
+    """Write the result (config, metrics, ROC points) as JSON."""
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(to_json_dict(result), f, indent=1)
+
+
+def plot_roc(result, path):
+    """ROC figure: full curve, the seed's zoomed top-left corner (FAR <= 10%, TAR >= 90%), and log-FAR."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    m = result['metrics']
+    fpr, tpr, eer = m['roc']['fpr'], m['roc']['tpr'], m['eer']
+    label = f'AUC {100 * m["auc"]:.2f}%, EER {100 * eer:.2f}%'
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for ax, title in zip(axes, ('ROC', 'zoomed (seed view)', 'log FAR')):
+        ax.plot(fpr, tpr, lw=1.5, label=label)
+        ax.plot([eer], [1 - eer], 'o', ms=5, label='EER point')
+        ax.set_xlabel('false accept rate (FAR)')
+        ax.set_ylabel('true accept rate (TAR)')
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    axes[0].plot([0, 1], [0, 1], 'k:', lw=0.8)
+    axes[0].set_xlim(0, 1)
+    axes[0].set_ylim(0, 1)
+    axes[1].set_xlim(0, 0.1)
+    axes[1].set_ylim(0.9, 1.0)
+    axes[2].set_xscale('log')
+    axes[2].set_xlim(max(1e-4, 0.5 / max(m['n_different'], 1)), 1)
+    axes[2].set_ylim(0, 1)
+    axes[0].legend(loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def check_output_paths(*paths):
+    """Fail before any work when an output's folder does not exist."""
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise UsageError(f'output folder does not exist: {folder} (for {path})')
+
+
+def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None):
+    """What ``lfw_eval.py`` does: evaluate, print the table, write the JSON / ROC when asked."""
+    check_output_paths(json_path, roc_path)
+    result = evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca)
+    print(format_table(result))
+    if json_path:
+        write_json(result, json_path)
+        print(f'wrote {json_path}')
+    if roc_path:
+        plot_roc(result, roc_path)
+        print(f'wrote {roc_path}')
+    return result

@@ -1,0 +1,223 @@
+"""Closed- and open-set face identification from features ``.mat`` files (gallery vs probe, cosine).
+
+Closed set: every probe whose identity is in the gallery is ranked against the gallery identities, either by
+its best cosine to any gallery image ("image", nearest neighbour) or by its cosine to each identity's centroid
+(mean of the L2-normalised gallery features, renormalised) ("centroid"); top-1 and top-5 accuracy.
+
+Open set: probes of identities absent from the gallery must come out "unknown". A probe is accepted when its
+top-1 score is ``> threshold``, otherwise it is unknown. For each threshold: the detection-and-identification
+rate (known probes accepted *and* correct), the false-accept rate (unknown probes accepted) and the open-set
+accuracy (known probes accepted and correct + unknown probes rejected, over all probes). The operating
+threshold is the lowest one whose false-accept rate is ``<= far`` (same candidate rule as verification).
+
+The identity of an image is the folder part of its label (``Name/Name_0001.jpg`` -> ``Name``), after the
+same normalisation as verification (:func:`lfw_verification.evaluate.image_key`).
+"""
+import json
+
+import numpy as np
+
+from common.cli import UsageError
+from lfw_verification.evaluate import check_output_paths, image_key, l2_normalize, load_features
+from lfw_verification.metrics import threshold_at_far
+
+METHODS = ('image', 'centroid')
+TOP_K = 5
+
+
+def identity_of(label):
+    """The identity folder of a label; UsageError for labels without one."""
+    key = image_key(label)
+    if '/' not in key:
+        raise UsageError(f'label {label!r} has no identity folder (expected Name/Name_0001.jpg)')
+    return key.split('/')[0]
+
+
+def split_by_index(labels, gallery_per_identity, unknown_fraction=0.0, seed=0):
+    """Split one set of images into gallery and probe rows.
+
+    Per identity the images are sorted by label; the first ``gallery_per_identity`` go to the gallery, the
+    rest are probes. A ``unknown_fraction`` of the identities (drawn with ``seed``) is left out of the gallery
+    entirely, all their images becoming unknown probes for the open-set test.
+
+    Returns
+    -------
+    (array, array, dict)
+        Gallery rows, probe rows, and counts (``identities``, ``unknown_identities``,
+        ``gallery_only_identities``: known identities with no image left to probe).
+    """
+    if gallery_per_identity < 1:
+        raise UsageError(f'--gallery-per-identity must be >= 1, got {gallery_per_identity}')
+    if not 0.0 <= unknown_fraction < 1.0:
+        raise UsageError(f'--unknown-fraction must be in [0, 1), got {unknown_fraction}')
+    by_identity = {}
+    for row, label in enumerate(labels):
+        by_identity.setdefault(identity_of(label), []).append(row)
+    names = sorted(by_identity)
+    n_unknown = int(round(unknown_fraction * len(names)))
+    unknown = set(np.random.default_rng(seed).permutation(names)[:n_unknown].tolist())
+    gallery, probe, gallery_only = [], [], 0
+    for name in names:
+        rows = sorted(by_identity[name], key=lambda r: labels[r])
+        if name in unknown:
+            probe += rows
+            continue
+        gallery += rows[:gallery_per_identity]
+        probe += rows[gallery_per_identity:]
+        gallery_only += len(rows) <= gallery_per_identity
+    if not gallery or not probe:
+        raise UsageError(f'splitting {len(labels)} images with --gallery-per-identity {gallery_per_identity} '
+                         f'leaves {len(gallery)} gallery and {len(probe)} probe images')
+    counts = {'identities': len(names), 'unknown_identities': n_unknown, 'gallery_only_identities': gallery_only}
+    return np.array(gallery), np.array(probe), counts
+
+
+def _rank_identities(similarity, top_k):
+    """Indices of the ``top_k`` best columns per row, best first."""
+    k = min(top_k, similarity.shape[1])
+    part = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(similarity, part, axis=1), axis=1, kind='stable')
+    return np.take_along_axis(part, order, axis=1)
+
+
+def identity_scores(gallery, gallery_ids, probe, method='image'):
+    """Probe x identity cosine scores, and the identity names (columns) in sorted order."""
+    names, codes = np.unique(np.asarray(gallery_ids), return_inverse=True)
+    g, p = l2_normalize(np.asarray(gallery, np.float64)), l2_normalize(np.asarray(probe, np.float64))
+    if method == 'image':
+        order = np.argsort(codes, kind='stable')
+        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+        return np.maximum.reduceat(p @ g[order].T, starts, axis=1), names
+    if method == 'centroid':
+        centroids = np.zeros((len(names), g.shape[1]))
+        np.add.at(centroids, codes, g)
+        return p @ l2_normalize(centroids).T, names
+    raise ValueError(f'unknown method {method!r}')
+
+
+def rank_probes(gallery, gallery_ids, probe, method='image', chunk=2048):
+    """Top-``TOP_K`` identity names per probe (best first) and the top-1 score, ``chunk`` probes at a time.
+
+    Chunking keeps memory at ``chunk`` x gallery scores, so a whole LFW-sized split fits.
+    """
+    ranked, top1 = [], []
+    for start in range(0, len(probe), chunk):
+        scores, names = identity_scores(gallery, gallery_ids, probe[start:start + chunk], method)
+        best = _rank_identities(scores, TOP_K)
+        ranked.append(names[best])
+        top1.append(scores[np.arange(len(scores)), best[:, 0]])
+    return np.concatenate(ranked), np.concatenate(top1)
+
+
+def open_set_table(top1_scores, top1_correct, known, thresholds):
+    """Rows of (threshold, DIR, FAR, open-set accuracy) for each threshold (accept when score > threshold)."""
+    rows = []
+    n_known, n_unknown = int(known.sum()), int((~known).sum())
+    for t in thresholds:
+        accepted = top1_scores > t
+        hits = int((accepted & top1_correct & known).sum())
+        false_accepts = int((accepted & ~known).sum())
+        rows.append({'threshold': float(t),
+                     'dir': hits / n_known if n_known else None,
+                     'far': false_accepts / n_unknown if n_unknown else None,
+                     'accuracy': (hits + n_unknown - false_accepts) / len(known)})
+    return rows
+
+
+def identify(gallery, gallery_ids, probe, probe_ids, far=0.01, n_table=11):
+    """Closed-set ranks and open-set thresholds for ``probe`` against ``gallery``.
+
+    Returns
+    -------
+    dict
+        ``closed_set`` (per method: ``top1``, ``top5`` over known probes), ``open_set`` (per method: the
+        threshold picked for ``far`` -- None without unknown probes -- its row, and the accuracy-vs-threshold
+        table at quantiles of the top-1 scores), counts, and ``predictions`` (a pandas DataFrame).
+    """
+    import pandas as pd
+    gallery_ids, probe_ids = np.asarray(gallery_ids), np.asarray(probe_ids)
+    known = np.isin(probe_ids, gallery_ids)
+    if not known.any():
+        raise UsageError('no probe identity is in the gallery: nothing to identify (check the labels)')
+    result = {'n_gallery': int(len(gallery_ids)), 'n_gallery_identities': int(len(np.unique(gallery_ids))),
+              'n_probe': int(len(probe_ids)), 'n_known_probes': int(known.sum()),
+              'n_unknown_probes': int((~known).sum()), 'target_far': far, 'closed_set': {}, 'open_set': {}}
+    columns = {'probe_identity': probe_ids, 'known': known}
+    for method in METHODS:
+        ranked_names, top1_score = rank_probes(gallery, gallery_ids, probe, method)
+        top1 = ranked_names[:, 0]
+        correct = top1 == probe_ids
+        in_top5 = (ranked_names == probe_ids[:, None]).any(axis=1)
+        result['closed_set'][method] = {'top1': float(correct[known].mean()), 'top5': float(in_top5[known].mean())}
+        threshold = threshold_at_far(top1_score, known, far) if (~known).any() else None
+        grid = np.unique(np.quantile(top1_score, np.linspace(0, 1, n_table)))
+        at_threshold = None if threshold is None else open_set_table(top1_score, correct, known, [threshold])[0]
+        result['open_set'][method] = {'threshold': threshold, 'at_threshold': at_threshold,
+                                      'table': open_set_table(top1_score, correct, known, grid)}
+        columns[f'{method}_top1'] = top1
+        columns[f'{method}_score'] = top1_score
+        columns[f'{method}_top{TOP_K}'] = [';'.join(r) for r in ranked_names]
+        if threshold is not None:
+            columns[f'{method}_open_set'] = np.where(top1_score > threshold, top1, 'unknown')
+    result['predictions'] = pd.DataFrame(columns)
+    return result
+
+
+def format_report(result):
+    """Plain-text summary: closed-set accuracies, the open-set operating point and its table."""
+    lines = [f'gallery {result["n_gallery"]} images of {result["n_gallery_identities"]} identities; '
+             f'probes {result["n_probe"]} ({result["n_known_probes"]} known, {result["n_unknown_probes"]} unknown)']
+    for method in METHODS:
+        c = result['closed_set'][method]
+        lines.append(f'closed set, {method:8s}: top-1 {100 * c["top1"]:.2f}%  top-{TOP_K} {100 * c["top5"]:.2f}%')
+    for method in METHODS:
+        o = result['open_set'][method]
+        if o['threshold'] is None:
+            lines.append(f'open set, {method}: no unknown probes, no threshold picked (use --unknown-fraction)')
+            continue
+        row = o['at_threshold']
+        lines.append(f'open set, {method:8s}: threshold {o["threshold"]:.4f} for FAR <= {result["target_far"]:g}: '
+                     f'DIR {100 * row["dir"]:.2f}%  FAR {100 * row["far"]:.2f}%  accuracy {100 * row["accuracy"]:.2f}%')
+    lines.append('open set (image) accuracy vs threshold:')
+    lines.append('  threshold      DIR      FAR  accuracy')
+    for row in result['open_set']['image']['table']:
+        fmt = lambda v: '     n/a' if v is None else f'{100 * v:7.2f}%'  # noqa: E731
+        lines.append(f'  {row["threshold"]:9.4f} {fmt(row["dir"])} {fmt(row["far"])}  {fmt(row["accuracy"])}')
+    return '\n'.join(lines)
+
+
+def run_identification(gallery_path, probe_path=None, gallery_per_identity=None, unknown_fraction=0.0,
+                       seed=0, far=0.01, predictions_path=None, json_path=None):
+    """What ``identify.py`` does: load, split if asked, identify, print, write the predictions CSV / JSON."""
+    if (probe_path is None) == (gallery_per_identity is None):
+        raise UsageError('give either --probe P.mat or --gallery-per-identity K (to split --gallery by image index)')
+    if probe_path is not None and unknown_fraction:
+        raise UsageError('--unknown-fraction only applies when splitting one file (--gallery-per-identity)')
+    if not 0.0 <= far <= 1.0:
+        raise UsageError(f'--far must be in [0, 1], got {far}')
+    check_output_paths(predictions_path, json_path)
+    data, labels = load_features(gallery_path)
+    ids = np.array([identity_of(label) for label in labels])
+    if probe_path is None:
+        g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
+        gallery, gallery_ids, probe, probe_ids = data[g_rows], ids[g_rows], data[p_rows], ids[p_rows]
+        probe_labels = [labels[r] for r in p_rows]
+    else:
+        probe, probe_labels = load_features(probe_path)
+        gallery, gallery_ids, split = data, ids, None
+        probe_ids = np.array([identity_of(label) for label in probe_labels])
+        if probe.shape[1] != gallery.shape[1]:
+            raise UsageError(f'gallery features are {gallery.shape[1]}-D but probe features {probe.shape[1]}-D')
+    result = identify(gallery, gallery_ids, probe, probe_ids, far=far)
+    result['split'] = split
+    result['predictions'].insert(0, 'probe', probe_labels)
+    print(format_report(result))
+    if predictions_path:
+        result['predictions'].to_csv(predictions_path, index=False)
+        print(f'wrote {predictions_path}')
+    if json_path:
+        with open(json_path, 'w', encoding='utf-8') as f:
+            json.dump({k: v for k, v in result.items() if k != 'predictions'}, f, indent=1)
+        print(f'wrote {json_path}')
+    return result
+
