@@ -2,10 +2,9 @@
 
 Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines or an im2rec
 ``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG encoding run in worker
-processes over ordered chunks, so the output does not depend on the number of workers; the parent only frames
-records and writes them with :class:`~data_tools.records.IndexedRecordWriter` (MXNet's exact bytes, without
-the cost of importing MXNet). At most a few chunks per
-worker are in flight, so memory stays flat however large the dataset.
+processes over ordered chunks, so the output does not depend on the number of workers; the parent only writes
+records with ``mx.recordio.MXIndexedRecordIO``. At most a few chunks per worker are in flight, so memory stays
+flat however large the dataset.
 
 Outputs (all written under temporary names and renamed at the end, ``PREFIX.json`` last):
 
@@ -30,7 +29,6 @@ from common.cli import UsageError
 from common.images import ImageError, decode_image
 
 from .pairs import IMAGE_EXTENSIONS
-from .records import IndexedRecordWriter, pack_header
 
 FORMAT = 'lightcnn-pack/1'
 SPLIT_SUFFIX = {'train': '', 'val': '_val', 'heldout': '_heldout'}
@@ -274,13 +272,16 @@ class _SplitWriter:
     def __init__(self, prefix, split):
         self.paths = {ext: f'{prefix}{SPLIT_SUFFIX[split]}.{ext}' for ext in ('lst', 'rec', 'idx')}
         self.tmp = {ext: p + '.part' for ext, p in self.paths.items()}
-        self.record = IndexedRecordWriter(self.tmp['idx'], self.tmp['rec'])
+        import mxnet as mx  # imported here: worker processes only need OpenCV
+        self._recordio = mx.recordio
+        self.record = mx.recordio.MXIndexedRecordIO(self.tmp['idx'], self.tmp['rec'], 'w')
         self.lst = open(self.tmp['lst'], 'w', encoding='utf-8', newline='\n')
         self.count = 0
         self.per_class = collections.Counter()
 
     def write(self, label, relpath, jpeg):
-        self.record.write_idx(self.count, pack_header(label, self.count, jpeg))
+        header = self._recordio.IRHeader(0, float(label), self.count, 0)
+        self.record.write_idx(self.count, self._recordio.pack(header, jpeg))
         self.lst.write(f'{self.count}\t{float(label):f}\t{relpath}\n')
         self.count += 1
         self.per_class[label] += 1

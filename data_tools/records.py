@@ -1,13 +1,9 @@
-"""RecordIO files: read ours, im2rec's and insightface's; write MXNet's framing without importing MXNet.
+"""RecordIO files: read ours, im2rec's and insightface's.
 
 Reading goes through ``mx.recordio``. insightface ``train.rec`` files begin with a header record
 (``flag > 0``, label ``[first identity record, end of identity records]``, empty payload) and end with one
 record per identity (label ``[first image, end image]``, empty payload); :func:`iter_records` skips every
 record without an image payload, so those files read like plain im2rec ones.
-
-Writing (:class:`IndexedRecordWriter`) produces byte for byte what ``mx.recordio.MXIndexedRecordIO`` writes
-(dmlc-core's framing, tested against it) so the packer's parent process need not import MXNet: that import
-alone costs ~2 CPU-seconds, 40 % of packing PubFig83 on two cores.
 """
 import collections
 import os
@@ -17,56 +13,7 @@ import numpy as np
 
 from common.cli import UsageError
 
-IR_FORMAT = 'IfQQ'      # mx.recordio._IR_FORMAT: flag, label, id, id2
-_MAGIC = 0xced7230a     # dmlc::RecordIOWriter::kMagic
-_MAGIC_BYTES = struct.pack('<I', _MAGIC)
-_PAD = b'\0\0\0'
-
-
-def pack_header(label, record_id, payload):
-    """``mx.recordio.pack(IRHeader(0, label, record_id, 0), payload)`` for a scalar label."""
-    return struct.pack(IR_FORMAT, 0, float(label), record_id, 0) + payload
-
-
-class IndexedRecordWriter:
-    """Append-only writer of a ``.rec`` with its ``.idx`` (``key<TAB>offset`` lines), MXNet-compatible.
-
-    A payload containing the magic number at a 4-byte aligned offset is split into continuation parts
-    exactly as dmlc-core does, so MXNet's readers reassemble it.
-    """
-
-    def __init__(self, idx_path, rec_path):
-        self.rec = open(rec_path, 'wb')
-        self.idx = open(idx_path, 'w', encoding='ascii', newline='\n')
-        self.pos = 0
-
-    def write_idx(self, key, buf):
-        self.idx.write(f'{key}\t{self.pos}\n')
-        self._write_record(buf)
-
-    def _write_record(self, buf):
-        size = len(buf)
-        if size >= 1 << 29:
-            raise ValueError('a RecordIO record must be smaller than 512 MiB')
-        parts, start = [], 0
-        at = buf.find(_MAGIC_BYTES)
-        while 0 <= at <= size - 4:
-            if at % 4 == 0:
-                parts.append((1 if start == 0 else 2, start, at))
-                start = at + 4
-            at = buf.find(_MAGIC_BYTES, at + 1)
-        parts.append((3 if start else 0, start, size))
-        out = []
-        for cflag, begin, end in parts:
-            out += [_MAGIC_BYTES, struct.pack('<I', (cflag << 29) | (end - begin)), buf[begin:end]]
-        out.append(_PAD[:(-size) % 4])
-        data = b''.join(out)
-        self.rec.write(data)
-        self.pos += len(data)
-
-    def close(self):
-        self.rec.close()
-        self.idx.close()
+IR_FORMAT = 'IfQQ'  # mx.recordio._IR_FORMAT: flag, label, id, id2 (sizes the header check)
 
 
 # ------------------------------------------------------------------------------------------ reading

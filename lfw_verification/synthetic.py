@@ -5,7 +5,7 @@ sets how hard verification is. Labels follow LFW naming (``Name_003/Name_003_000
 """
 import numpy as np
 
-from data_tools.pairs import Pair, write_pairs
+from data_tools.pairs import Pair
 
 
 def synthetic_features(n_identities=40, images_per_identity=6, dim=256, noise=0.8, seed=0):
