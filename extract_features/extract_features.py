@@ -1,0 +1,66 @@
+"""Extract 256-d LightCNN features of many images into a ``.mat`` (``data`` N x 256, ``label`` cell).
+
+    python extract_features/extract_features.py --model models/lightcnn-v4 \\
+        --img-list lfw_list.txt --root /data/lfw --out LFW_features.mat --flip
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.cli import ArgumentParser, run_cli  # noqa: E402
+from extract_features.extraction import extract_to_mat, failure_report_path  # noqa: E402
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--model', required=True,
+                   help='checkpoint: PREFIX (with --epoch, else its latest epoch), a stem such as '
+                        'models/lightcnn-v4, or a .params file next to its .json')
+    p.add_argument('--epoch', type=int, help='epoch of a training checkpoint PREFIX')
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--img-list', metavar='LIST', help='text file, one image path per line')
+    src.add_argument('--images', metavar='ROOT', help='every image under ROOT (recursive, sorted)')
+    src.add_argument('--pairs', metavar='PAIRS', help='the images named by a pairs.txt / pair.label')
+    p.add_argument('--root', default='.', help='folder list/pairs paths are relative to (default .)')
+    p.add_argument('--out', default='LFW_features.mat', help='output .mat (default LFW_features.mat)')
+    p.add_argument('--npy', help='also save the features as a float32 .npy')
+    p.add_argument('--csv', help='also save index,label,path of every row as CSV')
+    p.add_argument('--center-crop', type=int, metavar='PX',
+                   help='take a central PX x PX square first, then resize to the net input '
+                        '(e.g. 150 or so for unaligned 250x250 LFW)')
+    p.add_argument('--batch-size', type=int, default=64, help='images per forward (default 64)')
+    p.add_argument('--flip', action='store_true',
+                   help='feature = feature(image) + feature(mirrored image)')
+    p.add_argument('--ctx', default='cpu', help='cpu, gpu or gpu:N (default cpu)')
+    p.add_argument('--workers', type=int, default=2, help='image decoding threads (default 2)')
+    p.add_argument('--skip-missing', action='store_true',
+                   help='skip missing/unreadable images (listed, and stored in the .mat as "skipped") '
+                        'instead of stopping')
+    p.add_argument('--align', action='store_true',
+                   help='detect and align faces with MTCNN (data_tools.alignment) before cropping')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    result = extract_to_mat(
+        args.model, args.out, img_list=args.img_list, images=args.images, pairs=args.pairs,
+        root=args.root, epoch=args.epoch, center_crop=args.center_crop, batch_size=args.batch_size,
+        flip=args.flip, ctx=args.ctx, skip_missing=args.skip_missing, align=args.align or None,
+        num_workers=args.workers, npy=args.npy, csv=args.csv, progress=not args.quiet)
+    if result.skipped:
+        print(f'skipped {len(result.skipped)} unreadable image(s):', file=sys.stderr)
+        for label, reason in result.skipped[:20]:
+            print(f'  {label}: {reason}', file=sys.stderr)
+        if len(result.skipped) > 20:
+            print(f'  ... all {len(result.skipped)} in {failure_report_path(args.out)}',
+                  file=sys.stderr)
+    print(f'wrote {args.out}: {len(result.labels)} x {result.features.shape[1]} features'
+          + (f', {len(result.skipped)} skipped' if result.skipped else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(run_cli(main))
