@@ -1,0 +1,161 @@
+"""train_lightcnn.py / training.train: devices, resume, LR schedule, validation, divergence, logging."""
+import csv
+import os
+import re
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from data_tools.packing import pack_records
+from data_tools.pairs import make_pairs, write_pairs
+from data_tools.synthetic import make_synthetic_faces
+from models.checkpoint import load_checkpoint
+from training import TrainingDiverged, train
+from training.trainer import make_lr_scheduler, parse_config
+
+SIZE = 36  # small records and 32x32 crops keep these tests to seconds on a busy CPU
+
+
+def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0):
+    """Pack an ``identity/image`` tree into ``prefix.rec/.idx/.json`` (+ ``prefix_val.*``)."""
+    pack_records(images_root, prefix, size=size, color='gray', workers=0, progress=False,
+                 val_per_identity=val_per_identity, seed=0)
+    return prefix + '.rec'
+
+
+@pytest.fixture(scope='module')
+def tiny_rec(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tiny')
+    make_synthetic_faces(root / 'images', num_identities=6, images_per_identity=8, size=SIZE, seed=3)
+    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), val_per_identity=2)
+
+
+def _config(rec, prefix, **overrides):
+    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=8,
+                  num_epochs=2, lr=0.01, data_nthreads=1, disp_batches=2, seed=1)
+    config.update(overrides)
+    return config
+
+
+def _params(net):
+    return {k: v.data().asnumpy() for k, v in net._collect_params_with_prefix().items()}
+
+
+def test_two_devices_equal_one_device_for_the_same_global_batch(tiny_rec, tmp_path):
+    # 36 records in batches of 18: two momentum-SGD updates, 9 + 9 samples on the two devices
+    one = train(_config(tiny_rec, tmp_path / 'one', dropout=0.0, num_epochs=1, batch_size=18),
+                contexts=[mx.cpu(0)], log=lambda _: None)
+    two = train(_config(tiny_rec, tmp_path / 'two', dropout=0.0, num_epochs=1, batch_size=18),
+                contexts=[mx.cpu(0), mx.cpu(1)], log=lambda _: None)
+    p1 = _params(load_checkpoint(one['checkpoint'])[0])
+    p2 = _params(load_checkpoint(two['checkpoint'])[0])
+    init = train(_config(tiny_rec, tmp_path / 'zero', dropout=0.0, num_epochs=1, lr=0.0,
+                         batch_size=18),
+                 contexts=[mx.cpu(0)], log=lambda _: None)
+    p0 = _params(load_checkpoint(init['checkpoint'])[0])
+    assert p1.keys() == p2.keys() == p0.keys()
+    for key in p1:
+        update = np.abs(p1[key] - p0[key]).max()
+        assert update > 0, f'{key} was not trained'
+        # Only the summation order differs. Kept to two updates on purpose: MFM's max has exact
+        # ties on flat image regions, and after more steps such float-level differences can
+        # tip a tie the other way and grow (both results are then equally right).
+        assert np.abs(p1[key] - p2[key]).max() <= 1e-3 * update + 1e-8, key
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_rec, tmp_path):
+    common = dict(lr_step_epochs='1', lr_factor=0.5, optimizer='nag', dropout=0.3)
+    straight = train(_config(tiny_rec, tmp_path / 'straight', **common), log=lambda _: None)
+    train(_config(tiny_rec, tmp_path / 'resumed', num_epochs=1, **common), log=lambda _: None)
+    lines = []
+    resumed = train(_config(tiny_rec, tmp_path / 'resumed', load_epoch=1, **common), log=lines.append)
+    assert any('resumed from' in line for line in lines)
+    assert resumed['history'][0]['epoch'] == 1
+    a, meta_a = load_checkpoint(straight['checkpoint'])
+    b, meta_b = load_checkpoint(resumed['checkpoint'])
+    pa, pb = _params(a), _params(b)
+    for key in pa:
+        np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert meta_a['lr_schedule']['lr'] == pytest.approx(0.005)
+    assert meta_b['lr_schedule'] == meta_a['lr_schedule']
+    assert meta_b['epoch'] == 2
+    with open(resumed['metrics_csv']) as f:
+        assert [int(r['epoch']) for r in csv.DictReader(f)] == [0, 1]
+
+
+def test_lr_schedule_warmup_steps_and_fc2_multiplier(tiny_rec, tmp_path):
+    args = parse_config(dict(lr=0.1, lr_step_epochs='2,4', lr_factor=0.1, warmup_epochs=1))
+    sched = make_lr_scheduler(args, updates_per_epoch=10)
+    assert sched(0) == pytest.approx(0.0)
+    assert sched(5) == pytest.approx(0.05)
+    assert sched(15) == pytest.approx(0.1)
+    assert sched(25) == pytest.approx(0.01)
+    assert sched(45) == pytest.approx(0.001)
+    from training.trainer import build_network
+    from common.preprocessing import Preprocessing
+    built = build_network(parse_config(dict(fc2_lr_mult=7.0)), 6, Preprocessing(input_size=32), [mx.cpu()])
+    mults = {k: p.lr_mult for k, p in built._collect_params_with_prefix().items()}
+    assert mults['fc2.weight'] == 7.0 and mults['fc2.bias'] == 7.0
+    assert all(v == 1.0 for k, v in mults.items() if not k.startswith('fc2'))
+
+
+def test_validation_logging_csv_and_metadata(tiny_rec, tmp_path):
+    lines = []
+    val = tiny_rec.replace('.rec', '_val.rec')
+    images = os.path.join(os.path.dirname(tiny_rec), 'images')
+    pairs = str(tmp_path / 'pairs.txt')
+    write_pairs(pairs, make_pairs(images, folds=2, per_fold=6, seed=0), 2, 6)
+    result = train(_config(tiny_rec, tmp_path / 'v', data_val=val, num_epochs=2, save_period=2,
+                           val_pairs=pairs, val_images=images), log=lines.append)
+    speed = [l for l in lines if l.startswith('Epoch[0] Batch [')]
+    assert speed, lines
+    assert re.fullmatch(r'Epoch\[0\] Batch \[0-2\]\tSpeed: \d+\.\d\d samples/sec\t'
+                        r'accuracy=\d\.\d{6}\tcross-entropy=\d+\.\d{6}', speed[0]), speed[0]
+    row = result['history'][-1]
+    assert 0.0 <= row['val_top1'] <= row['val_top5'] <= 1.0
+    assert 0.0 <= row['val_verification'] <= 1.0
+    assert result['checkpoint'].endswith('-0002')  # save_period 2: only the last epoch
+    assert not os.path.exists(str(tmp_path / 'v-0001.params'))
+    _, meta = load_checkpoint(result['checkpoint'])
+    assert meta['network'] == 'lightcnn9' and meta['num_classes'] == 6
+    assert meta['preprocessing'].input_size == 32 and meta['preprocessing'].record_size == SIZE
+    assert meta['metrics']['val_top1'] == row['val_top1']
+    assert any(l.startswith('Done: 2 epoch(s)') for l in lines)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tiny_rec, tmp_path, repo_root):
+    prefix = tmp_path / 'nan'
+    train(_config(tiny_rec, prefix, num_epochs=1), log=lambda _: None)
+    with pytest.raises(TrainingDiverged, match='last good checkpoint: .*nan-0001'):
+        train(_config(tiny_rec, prefix, load_epoch=1, num_epochs=3, lr=1e12), log=lambda _: None)
+    assert not os.path.exists(f'{prefix}-0002.params')
+    net, _ = load_checkpoint(str(prefix), epoch=1)
+    assert all(np.isfinite(v).all() for v in _params(net).values())
+    cmd = [sys.executable, 'train_lightcnn.py', '--data-train', tiny_rec, '--model-prefix',
+           str(tmp_path / 'cli'), '--input-size', '32', '--batch-size', '8', '--num-epochs', '1',
+           '--lr', '1e12', '--data-nthreads', '1']
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count('\n') == 0 and proc.stderr.startswith('error: loss is nan')
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, repo_root):
+    cmd = [sys.executable, 'train_lightcnn.py', '--data-train', str(tmp_path / 'missing.rec')]
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'missing.rec does not exist' in proc.stderr
+    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', 'x.rec',
+                           '--kv-store', 'dist_sync'], cwd=repo_root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and 'tools.launch' in proc.stderr, proc.stderr
+
+
+def test_benchmark_prints_samples_per_second(repo_root):
+    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--benchmark', '--batch-size', '4',
+                           '--input-size', '32', '--benchmark-batches', '2'], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r'benchmark lightcnn9 batch 4 .*: \d+\.\d\d samples/sec', proc.stdout)

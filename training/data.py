@@ -1,0 +1,122 @@
+"""Training and validation batches from RecordIO files, plus synthetic batches for ``--benchmark``.
+
+Iterators are rebuilt every epoch with a seed derived from ``(seed, epoch)``: the data order and the
+random crops of epoch ``e`` are then the same whether a run went straight through or was resumed
+from a checkpoint, which makes ``--load-epoch`` exact.
+"""
+import json
+import math
+import os
+
+import mxnet as mx
+
+from common.cli import UsageError
+from common.preprocessing import Preprocessing
+
+
+def dataset_prefix(rec_path):
+    """``data/casia.rec`` and ``data/casia_val.rec`` -> ``data/casia`` (where the packing JSON lives)."""
+    stem = os.fspath(rec_path)
+    if stem.endswith('.rec'):
+        stem = stem[:-4]
+    if stem.endswith('_val') and not os.path.exists(stem + '.json'):
+        stem = stem[:-4]
+    return stem
+
+
+def packing_summary(rec_path):
+    """The ``PREFIX.json`` written by ``data_tools.packing`` beside a ``.rec``, or ``{}`` if absent."""
+    path = dataset_prefix(rec_path) + '.json'
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise UsageError(f'cannot read packing summary {path}: {err}') from None
+
+
+def check_record_file(rec_path):
+    """Fail with one line unless ``rec_path`` and its ``.idx`` exist; returns the record count."""
+    rec_path = os.fspath(rec_path)
+    if not rec_path.endswith('.rec'):
+        raise UsageError(f'{rec_path}: expected a .rec file (made by data_tools/pack_rec.py or im2rec)')
+    if not os.path.exists(rec_path):
+        raise UsageError(f'{rec_path} does not exist')
+    idx = rec_path[:-4] + '.idx'
+    if not os.path.exists(idx):
+        raise UsageError(f'{idx} is missing: pack with data_tools/pack_rec.py or im2rec to get it')
+    with open(idx) as f:
+        count = sum(1 for line in f if line.strip())
+    if count == 0:
+        raise UsageError(f'{rec_path} holds no records')
+    return count
+
+
+def record_preprocessing(base, rec_path, input_size=None):
+    """``base`` (the network's default) adapted to how the records were packed.
+
+    The packing JSON's record ``size`` becomes ``record_size`` and its ``color`` the channels
+    (``ImageRecordIter`` decodes colour as RGB); ``input_size`` overrides the crop side.
+    """
+    record = packing_summary(rec_path).get('record') or {}
+    record_size = int(record.get('size', base.record_size))
+    channels = 'gray' if record.get('color', 'gray') == 'gray' else 'rgb'
+    input_size = input_size or min(base.input_size, record_size)
+    if input_size > record_size:
+        raise UsageError(f'--input-size {input_size} is larger than the packed images ({record_size})')
+    return Preprocessing(channels=channels, input_size=input_size, scale=base.scale, mean=base.mean,
+                         record_size=record_size)
+
+
+def record_iter(rec_path, preprocessing, batch_size, train, seed=0, num_parts=1, part_index=0,
+                threads=4, shuffle=None):
+    """An ``ImageRecordIter`` giving ``preprocessing``'s pixels (random crop+mirror when ``train``).
+
+    Built with ``ctx='gpu'`` on every machine: batches land in pinned memory (fast copies to
+    GPUs, an ordinary buffer on CPU builds) and ``threads`` decoders are honoured, where the
+    ``'cpu'`` variant ignores them for OpenMP and logs a line on stderr each epoch.
+    """
+    rec_path = os.fspath(rec_path)
+    shuffle = train if shuffle is None else shuffle
+    return mx.io.ImageRecordIter(
+        path_imgrec=rec_path, path_imgidx=rec_path[:-4] + '.idx', batch_size=batch_size,
+        shuffle=shuffle, seed=seed, seed_aug=seed, num_parts=num_parts, part_index=part_index,
+        preprocess_threads=threads, round_batch=train, verbose=False, ctx='gpu',
+        **preprocessing.record_iter_args(train))
+
+
+def steps_per_epoch(num_records, global_batch):
+    """Updates per epoch: every record once across all workers (the last batch wraps round)."""
+    return max(1, math.ceil(num_records / global_batch))
+
+
+def take_batches(make_iter, count):
+    """Exactly ``count`` batches, restarting the iterator if its part runs out first.
+
+    Distributed workers must all take the same number of steps (``dist_sync`` waits for every
+    worker at each update), while ``num_parts`` shards can differ by a few records.
+    """
+    taken = 0
+    while taken < count:
+        it = make_iter(taken)
+        empty = True
+        for batch in it:
+            empty = False
+            yield batch
+            taken += 1
+            if taken == count:
+                return
+        if empty:
+            raise UsageError('the training iterator yielded no batch (is the .rec empty?)')
+
+
+class SyntheticBatches:
+    """Random images and labels already on the devices: measures the network, not the input."""
+
+    def __init__(self, batch_size, data_shape, num_classes, contexts, seed=0):
+        mx.random.seed(seed)
+        data = mx.nd.random.uniform(0, 1, shape=(batch_size,) + tuple(data_shape))
+        label = mx.nd.random.randint(0, num_classes, shape=(batch_size,)).astype('float32')
+        self.data = mx.gluon.utils.split_and_load(data, contexts, even_split=False)
+        self.label = mx.gluon.utils.split_and_load(label, contexts, even_split=False)
