@@ -24,16 +24,6 @@ from .data import (SyntheticBatches, check_record_file, packing_summary, record_
 NETWORKS = [n for n in get_model_list() if n != 'lightcnn_v4']  # V4 is BGR: no record training
 
 
-# MFM keeps max(a, b) instead of zeroing half the units, so He's factor 2 ("seed") doubles the
-# activation variance per layer: logits of ~36 at initialisation and NaN within a few SGD steps.
-INITIALIZERS = {
-    'mfm': dict(rnd_type='gaussian', factor_type='in', magnitude=1, bias=0.0),
-    'xavier': dict(rnd_type='uniform', factor_type='avg', magnitude=3, bias=0.0),
-    'torch': dict(rnd_type='uniform', factor_type='in', magnitude=1, bias=0.0),
-    'seed': {},
-}
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the message names the last good checkpoint."""
 
@@ -54,9 +44,6 @@ def build_parser(prog='train_lightcnn.py'):
     n = p.add_argument_group('network')
     n.add_argument('--network', default='lightcnn9', choices=NETWORKS)
     n.add_argument('--dropout', type=float, default=0.5, help='dropout before fc2 (default 0.5)')
-    n.add_argument('--init', default='xavier', choices=sorted(INITIALIZERS),
-                   help='xavier: Glorot uniform (default); torch: PyTorch default, as the official '
-                   'recipe; seed: the Gluon seed (He gaussian + bias 0.1, diverges at lr 0.01)')
     o = p.add_argument_group('optimisation')
     o.add_argument('--optimizer', choices=['sgd', 'nag', 'adam'], help='default sgd (the demo: adam)')
     o.add_argument('--lr', type=float, help='base learning rate (default 0.01, demo 5e-4; resuming: the '
@@ -230,7 +217,7 @@ def build_network(args, num_classes, preprocessing, contexts):
     net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
-    net.initialize(LightCNNInit(**INITIALIZERS[args.init]), ctx=contexts)
+    net.initialize(LightCNNInit(), ctx=contexts)
     for param in net.fc2.collect_params().values():
         param.lr_mult = args.fc2_lr_mult
     net.hybridize(static_alloc=True, static_shape=True)
