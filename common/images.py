@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.pbm', '.bmp', '.tif', '.tiff', '.webp')
 _FLAGS = {'gray': cv2.IMREAD_GRAYSCALE, 'bgr': cv2.IMREAD_COLOR, 'rgb': cv2.IMREAD_COLOR}
 
 
@@ -42,3 +43,18 @@ def read_image(path, color='gray', min_size=1):
     if min(img.shape[:2]) < min_size:
         raise ImageError(f'too small ({img.shape[1]}x{img.shape[0]} < {min_size})')
     return img
+
+
+def is_image_file(name):
+    """True for the file names every stage treats as images (by extension, any case)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(root):
+    """Image files under ``root``, recursively: relative ``/``-separated paths, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, '/')
+        found += [name if rel_dir == '.' else f'{rel_dir}/{name}' for name in filenames if is_image_file(name)]
+    return sorted(found)

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from common.cli import UsageError
-from common.images import ImageError, read_image
+from common.images import ImageError, list_images, read_image
 
 __all__ = ['template', 'similarity_transform', 'eyes_mouth_transform', 'choose_face', 'center_crop',
            'FaceAligner', 'AlignResult', 'make_aligner', 'align_tree', 'TRAIN_SIZE', 'TEST_SIZE']
@@ -264,18 +264,6 @@ def _align_one(task):
         if not cv2.imwrite(dst, result.image):
             row.update(status='unwritable', reason=f'cv2.imwrite failed for {dst}')
     return row
-
-
-def list_images(root):
-    """Image files under ``root`` (relative paths, sorted), by extension."""
-    from .pairs import IMAGE_EXTENSIONS
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.relpath(os.path.join(dirpath, name), root))
-    return found
 
 
 def _output_name(rel, color):

@@ -26,9 +26,8 @@ import time
 import cv2
 
 from common.cli import UsageError
-from common.images import ImageError, decode_image
+from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, is_image_file
 
-from .pairs import IMAGE_EXTENSIONS
 
 FORMAT = 'lightcnn-pack/1'
 SPLIT_SUFFIX = {'train': '', 'val': '_val', 'heldout': '_heldout'}
@@ -161,7 +160,7 @@ def scan_tree(images_root):
             rel_dir = os.path.relpath(dirpath, images_root).replace(os.sep, '/')
             for fname in sorted(filenames):
                 rel = f'{rel_dir}/{fname}'
-                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                if is_image_file(fname):
                     entries.append((rel, name))
                 else:
                     skipped.append((rel, 'not an image file (extension)'))

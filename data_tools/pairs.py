@@ -23,8 +23,8 @@ import re
 from collections import namedtuple
 
 from common.cli import UsageError
+from common.images import IMAGE_EXTENSIONS, is_image_file
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.pbm', '.bmp', '.tif', '.tiff', '.webp')
 
 Pair = namedtuple('Pair', 'path1 path2 issame fold')
 Pair.__doc__ = 'One verification pair: two image paths relative to the image root, same identity?, fold.'
@@ -158,7 +158,7 @@ def list_identities(images_root):
         if not os.path.isdir(folder):
             continue
         files = sorted(f for f in os.listdir(folder)
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+                       if is_image_file(f) and os.path.isfile(os.path.join(folder, f)))
         if files:
             identities[name] = files
     if not identities:

@@ -24,10 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from common.cli import UsageError
-from common.images import ImageError, read_image
+from common.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.ppm', '.pbm', '.tif', '.tiff',
-                    '.webp')
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
 
 
@@ -120,16 +118,10 @@ def items_from_list(list_path, root='.'):
 def items_from_tree(root):
     """Every image under ``root`` (recursive, sorted by relative path), labelled by that path."""
     _check_root(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in filenames:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                path = os.path.join(dirpath, name)
-                found.append((os.path.relpath(path, root).replace(os.sep, '/'), path))
+    found = list_images(root)
     if not found:
         raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {root}')
-    return [ImageItem(label, path) for label, path in sorted(found)]
+    return [ImageItem(rel, os.path.join(root, rel)) for rel in found]
 
 
 def items_from_pairs(pairs_path, root='.'):

@@ -181,8 +181,8 @@ def test_no_face_in_blank_image(detector):
 def test_recall_and_landmarks_orl_all_and_pubfig_subset(detector, orl_root, pubfig_root):
     """>= 99 % of images give a face (with the aligner's retry on a padded frame), landmarks in order,
     eye distance consistent within an identity."""
-    from common.images import read_image
-    from data_tools.alignment import FaceAligner, list_images
+    from common.images import list_images, read_image
+    from data_tools.alignment import FaceAligner
     aligner = FaceAligner(detector=detector)
     for root, per_id in [(orl_root, 10), (pubfig_root, 3)]:
         by_id = collections.defaultdict(list)

@@ -46,12 +46,12 @@ def build_parser(prog='train_lightcnn.py'):
     n.add_argument('--dropout', type=float, default=0.5, help='dropout before fc2 (default 0.5)')
     o = p.add_argument_group('optimisation')
     o.add_argument('--optimizer', choices=['sgd', 'nag', 'adam'], help='default sgd (the demo: adam)')
-    o.add_argument('--lr', type=float, help='base learning rate (default 0.01, demo 5e-4; resuming: the '
+    o.add_argument('--lr', type=float, help='base learning rate (default 0.01, demo 1e-3; resuming: the '
                    "checkpoint's schedule, or this base lr from the resumed update on)")
     o.add_argument('--mom', type=float, default=0.9, help='momentum (sgd, nag)')
     o.add_argument('--wd', type=float, default=1e-4)
     o.add_argument('--batch-size', type=int, default=64, help='per machine, split over its devices')
-    o.add_argument('--num-epochs', type=int, help='default 30 (the demo: 5)')
+    o.add_argument('--num-epochs', type=int, help='default 30 (the demo: 15)')
     o.add_argument('--lr-step-epochs', default='', help='e.g. 10,20: multiply the lr by --lr-factor there')
     o.add_argument('--lr-factor', type=float, default=0.1)
     o.add_argument('--warmup-epochs', type=float, default=0.0, help='linear warm-up from 0')
@@ -75,7 +75,8 @@ def build_parser(prog='train_lightcnn.py'):
     e.add_argument('--demo-identities', type=int, default=70, help='synthetic identities in all')
     e.add_argument('--demo-heldout', type=int, default=30, help='of them held out for verification')
     e.add_argument('--demo-images', type=int, default=16, help='images per identity')
-    e.add_argument('--demo-size', type=int, default=144, help='side of the rendered images')
+    e.add_argument('--demo-size', type=int, default=72,
+                   help='side of the rendered images (default 72, cropped to 64)')
     return p
 
 
