@@ -1,6 +1,6 @@
 """Detection + alignment on CPU: recall, landmark sanity, images/s; mean aligned face as a PNG.
 
-    python bench/bench_align.py [--pubfig-per-id 5|0=all] [--out bench/align.json] [--mean-png docs/aligned_mean.png]
+    python bench/bench_align.py [--pubfig-per-id 5|0=all] [--out bench/results/align.json] [--mean-png docs/aligned_mean.png]
 
 Runs :class:`data_tools.alignment.FaceAligner` (MTCNN + similarity warp, 144 gray) over all of ORL and a
 PubFig83 subset (``--pubfig-per-id`` images per identity, 0 = all 13,838) in one process, and reports per
@@ -65,7 +65,7 @@ def run(name, root, files, aligner, mean_acc):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--pubfig-per-id', type=int, default=5)
-    parser.add_argument('--out', default='bench/align.json')
+    parser.add_argument('--out', default='bench/results/align.json')
     parser.add_argument('--mean-png', default=None, help='save the mean aligned face (144 gray) here')
     args = parser.parse_args()
     aligner = FaceAligner(size=144, color='gray')

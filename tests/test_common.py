@@ -1,0 +1,93 @@
+"""The shared pieces: image decoding with reasons, the one preprocessing definition, CLI conventions."""
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from common.cli import ArgumentParser, UsageError, run_cli
+from common.images import ImageError, decode_image, list_images, read_image
+from common.preprocessing import Preprocessing
+
+
+def _jpeg(img):
+    return cv2.imencode('.jpg', img)[1].tobytes()
+
+
+def test_decode_reasons_for_bad_bytes(tmp_path):
+    img = np.random.RandomState(0).randint(0, 255, (40, 30), np.uint8)
+    good = _jpeg(img)
+    assert decode_image(good).shape == (40, 30)
+    assert decode_image(good, 'bgr').shape == (40, 30, 3)
+    for buf, reason in [(b'', 'zero-byte'), (good[: len(good) // 2], 'truncated JPEG'),
+                        (b'not an image at all', 'not a decodable image')]:
+        with pytest.raises(ImageError, match=reason):
+            decode_image(buf)
+    with pytest.raises(ImageError, match='file not found'):
+        read_image(tmp_path / 'missing.jpg')
+    (tmp_path / 'tiny.png').write_bytes(cv2.imencode('.png', img[:5, :5])[1].tobytes())
+    with pytest.raises(ImageError, match='too small'):
+        read_image(tmp_path / 'tiny.png', min_size=8)
+
+
+def test_list_images_is_recursive_sorted_and_by_extension(tmp_path):
+    for rel in ['b/2.JPG', 'b/1.png', 'a/x y/ü.pgm', 'a/notes.txt', 'top.jpeg']:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b'x')
+    assert list_images(tmp_path) == ['a/x y/ü.pgm', 'b/1.png', 'b/2.JPG', 'top.jpeg']
+
+
+def test_fit_geometry():
+    pre = Preprocessing(input_size=128)
+    exact = np.arange(128 * 128, dtype=np.uint32).reshape(128, 128).astype(np.uint8)
+    assert pre.fit(exact) is exact                                         # used as it is
+    big = np.zeros((144, 144), np.uint8)
+    big[8:136, 8:136] = 255
+    assert np.all(pre.fit(big) == 255)                                     # 144 -> centre 128, as validation
+    small = np.full((100, 80), 7, np.uint8)
+    assert pre.fit(small).shape == (128, 128)                              # scaled up on the shorter side
+    lfw = np.zeros((250, 250), np.uint8)
+    lfw[50:200, 50:200] = 200
+    assert np.all(pre.fit(lfw, center_crop=150) == 200)                    # central 150 square, resized
+
+
+def test_channels_scaling_and_record_iter_args():
+    bgr = np.zeros((128, 128, 3), np.uint8)
+    bgr[..., 0] = 255                                                      # pure blue
+    gray = Preprocessing(channels='gray').decoded(bgr)
+    assert gray.shape == (128, 128, 1) and gray.max() == cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).max()
+    rgb = Preprocessing(channels='rgb').decoded(bgr)
+    assert rgb[0, 0].tolist() == [0, 0, 255]
+    batch = Preprocessing(channels='bgr', mean=127.5, scale=1 / 127.5).to_batch([bgr, bgr])
+    assert batch.shape == (2, 3, 128, 128) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[0, :, 0, 0], [1.0, -1.0, -1.0])
+    train = Preprocessing().record_iter_args(train=True)
+    assert train['data_shape'] == (1, 128, 128) and train['rand_crop'] and train['rand_mirror']
+    assert not Preprocessing().record_iter_args(train=False)['rand_crop']
+    with pytest.raises(ValueError, match='RGB'):
+        Preprocessing(channels='bgr').record_iter_args(train=True)
+    assert Preprocessing.from_dict(Preprocessing(input_size=96).to_dict()) == Preprocessing(input_size=96)
+
+
+def test_cli_errors_are_one_line_exit_2(capsys):
+    assert run_cli(lambda argv: (_ for _ in ()).throw(UsageError('missing root /x')), []) == 2
+    assert capsys.readouterr().err == 'error: missing root /x\n'
+    with pytest.raises(SystemExit) as exit_info:
+        ArgumentParser(prog='tool').parse_args(['--bogus'])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.count('\n') == 1
+
+
+@pytest.mark.parametrize('script', ['train_lightcnn.py', 'data_tools/pack_rec.py', 'data_tools/make_pairs.py',
+                                    'data_tools/inspect_rec.py', 'data_tools/align.py',
+                                    'extract_features/extract_features.py', 'lfw_verification/lfw_eval.py',
+                                    'lfw_verification/identify.py', 'models/import_pretrained.py',
+                                    'models/export.py'])
+def test_every_script_runs_from_the_root_and_misuse_is_exit_2(repo_root, tmp_path, script):
+    ok = subprocess.run([sys.executable, script, '--help'], cwd=repo_root, capture_output=True, text=True)
+    assert ok.returncode == 0 and 'usage' in ok.stdout.lower()
+    bad = subprocess.run([sys.executable, str(repo_root / script), '--no-such-option'], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert 'Traceback' not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
