@@ -78,12 +78,11 @@ def test_classify_matches_logits_and_embed_uses_features(data):
 
 
 @pytest.mark.slow
-def test_real_v4_weights_separate_orl_identities(orl_root, repo_root):
+def test_real_v4_weights_separate_orl_identities(orl_root, tmp_path_factory):
     """With the imported official V4 weights, same-person cosine beats different-person cosine."""
-    stem = repo_root / 'models' / 'lightcnn-v4'
-    if not (stem.parent / 'lightcnn-v4.params').exists():
-        pytest.skip('models/lightcnn-v4 not imported (python models/import_pretrained.py lightcnn-v4)')
-    model = load_model(str(stem))
+    from real_v4 import real_v4_stem
+    stem, _ = real_v4_stem(tmp_path_factory)
+    model = load_model(stem)
     ids = [f's{i}' for i in range(1, 7)]
     paths = [str(orl_root / s / f'{k}.pgm') for s in ids for k in (1, 2, 3)]
     feats = model.embed(paths, batch_size=8, flip=True)
