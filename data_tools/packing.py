@@ -260,14 +260,21 @@ class _SplitWriter:
     def __init__(self, prefix, split):
         self.paths = {ext: f'{prefix}{SPLIT_SUFFIX[split]}.{ext}' for ext in ('lst', 'rec', 'idx')}
         self.tmp = {ext: p + '.part' for ext, p in self.paths.items()}
-        import mxnet as mx  # imported here: worker processes only need OpenCV
-        self._recordio = mx.recordio
-        self.record = mx.recordio.MXIndexedRecordIO(self.tmp['idx'], self.tmp['rec'], 'w')
+        self.record = None  # opened at the first write, see _open
         self.lst = open(self.tmp['lst'], 'w', encoding='utf-8', newline='\n')
         self.count = 0
         self.per_class = collections.Counter()
 
+    def _open(self):
+        if self.record is None:
+            # Imported this late, MXNet loads while the already-forked workers encode the first chunks:
+            # they never carry it, and its start-up cost overlaps with work.
+            import mxnet as mx
+            self._recordio = mx.recordio
+            self.record = mx.recordio.MXIndexedRecordIO(self.tmp['idx'], self.tmp['rec'], 'w')
+
     def write(self, label, relpath, jpeg):
+        self._open()
         header = self._recordio.IRHeader(0, float(label), self.count, 0)
         self.record.write_idx(self.count, self._recordio.pack(header, jpeg))
         self.lst.write(f'{self.count}\t{float(label):f}\t{relpath}\n')
@@ -275,6 +282,7 @@ class _SplitWriter:
         self.per_class[label] += 1
 
     def close(self):
+        self._open()  # an empty split still gets (empty) files
         self.record.close()
         self.lst.close()
 
