@@ -108,9 +108,8 @@ def load_model(spec, ctx=None, epoch=None):
 
     ``ctx``: ``mx.Context`` or ``'cpu'``/``'gpu:N'``.
     """
-    from models.checkpoint import load_checkpoint, load_metadata, resolve_checkpoint
+    from models.checkpoint import load_checkpoint
     context = parse_ctx(ctx) if ctx is None or isinstance(ctx, str) else ctx
-    has_classifier = bool(load_metadata(resolve_checkpoint(spec, epoch)).get('num_classes'))
-    kwargs = {'return_features': True} if has_classifier else {}
-    net, meta = load_checkpoint(spec, epoch=epoch, ctx=context, **kwargs)
+    # return_features: a classifier net gives (logits, features); a feature-only net ignores it
+    net, meta = load_checkpoint(spec, epoch=epoch, ctx=context, return_features=True)
     return FaceModel(net, meta, context)

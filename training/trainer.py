@@ -249,28 +249,19 @@ def evaluate_classification(net, args, preprocessing, contexts, rec_path):
                 val_top5=sum(float(v.asscalar()) for v in topk) / total)
 
 
-def _embed_images(net, preprocessing, paths, contexts, batch_size=64):
-    feats = []
-    for start in range(0, len(paths), batch_size):
-        batch = preprocessing.to_batch([preprocessing.load(p) for p in paths[start:start + batch_size]])
-        feats.append(net(mx.nd.array(batch, ctx=contexts[0]))[1].asnumpy())
-    return np.concatenate(feats)
-
-
 def evaluate_pairs(net, preprocessing, contexts, pairs_path, images_root):
-    """Verification accuracy (10-fold, threshold chosen on the other folds) on LFW-format pairs."""
+    """Verification accuracy (10-fold, threshold chosen on the other folds) on LFW-format pairs.
+
+    The same engine and scoring as ``extract_features.py`` + ``lfw_eval.py``, without the files.
+    """
     from data_tools.pairs import read_pairs
-    from lfw_verification import pair_scores, verification_metrics
+    from extract_features.extraction import Embedder, embed_images, items_from_pairs
+    from lfw_verification import pair_rows, pair_scores, verification_metrics
     pairs = read_pairs(pairs_path)
-    paths = sorted({p for pair in pairs for p in pair[:2]})
-    index = {p: i for i, p in enumerate(paths)}
-    missing = [p for p in paths if not os.path.exists(os.path.join(images_root, p))]
-    if missing:
-        raise UsageError(f'{len(missing)} image(s) of {pairs_path} are missing under {images_root}, '
-                         f'e.g. {missing[0]}')
-    feats = _embed_images(net, preprocessing, [os.path.join(images_root, p) for p in paths], contexts)
-    scores = pair_scores(feats.astype(np.float64), [index[p.path1] for p in pairs],
-                         [index[p.path2] for p in pairs])
+    embedder = Embedder(net, preprocessing, contexts[0], batch_size=64, hybridize=False)
+    extraction = embed_images(embedder, items_from_pairs(pairs_path, images_root))
+    idx1, idx2 = pair_rows(extraction.labels, pairs)
+    scores = pair_scores(extraction.features.astype(np.float64), idx1, idx2)
     return verification_metrics(scores, np.array([p.issame for p in pairs], dtype=bool),
                                 np.array([p.fold for p in pairs]))
 
