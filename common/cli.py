@@ -1,10 +1,16 @@
 """Command-line conventions: every bad input is one ``error:`` line on stderr and exit code 2.
 
 Scripts are thin: they build an :class:`ArgumentParser`, then call one importable function through
-:func:`run_cli`, which turns :class:`UsageError` into that one line instead of a traceback.
+:func:`run_cli`, which turns :class:`UsageError` into that one line instead of a traceback. Every script
+imports this module before anything that loads MXNet, so importing it also sizes MXNet's compute threads
+(:mod:`common.threads`).
 """
 import argparse
 import sys
+
+from common.threads import default_compute_threads
+
+default_compute_threads()
 
 
 class UsageError(Exception):

@@ -3,8 +3,8 @@
 Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines or an im2rec
 ``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG encoding run in worker
 processes over ordered chunks, so the output does not depend on the number of workers; the parent only writes
-records with ``mx.recordio.MXIndexedRecordIO``. At most a few chunks per worker are in flight, so memory stays
-flat however large the dataset.
+records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few chunks per worker
+are in flight, so memory stays flat however large the dataset.
 
 Outputs (all written under temporary names and renamed at the end, ``PREFIX.json`` last):
 
@@ -26,7 +26,8 @@ import time
 import cv2
 
 from common.cli import UsageError
-from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, is_image_file
+from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file
+from data_tools.records import IndexedRecordWriter, pack_header
 
 
 FORMAT = 'lightcnn-pack/1'
@@ -93,11 +94,7 @@ class ImageEncoder:
                 img = self.image_filter(img)
                 if img is None:
                     return None, _NO_FACE
-            img = self._channels(to_square(img, self.size))
-            ok, enc = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            if not ok:
-                raise ImageError('cannot encode as JPEG')
-            return enc.tobytes(), None
+            return encode_jpeg(self._channels(to_square(img, self.size)), self.quality), None
         except ImageError as err:
             return None, str(err)
         except cv2.error as err:  # OpenCV rejects some malformed headers by raising instead of returning None
@@ -260,29 +257,18 @@ class _SplitWriter:
     def __init__(self, prefix, split):
         self.paths = {ext: f'{prefix}{SPLIT_SUFFIX[split]}.{ext}' for ext in ('lst', 'rec', 'idx')}
         self.tmp = {ext: p + '.part' for ext, p in self.paths.items()}
-        self.record = None  # opened at the first write, see _open
+        self.record = IndexedRecordWriter(self.tmp['idx'], self.tmp['rec'])
         self.lst = open(self.tmp['lst'], 'w', encoding='utf-8', newline='\n')
         self.count = 0
         self.per_class = collections.Counter()
 
-    def _open(self):
-        if self.record is None:
-            # Imported this late, MXNet loads while the already-forked workers encode the first chunks:
-            # they never carry it, and its start-up cost overlaps with work.
-            import mxnet as mx
-            self._recordio = mx.recordio
-            self.record = mx.recordio.MXIndexedRecordIO(self.tmp['idx'], self.tmp['rec'], 'w')
-
     def write(self, label, relpath, jpeg):
-        self._open()
-        header = self._recordio.IRHeader(0, float(label), self.count, 0)
-        self.record.write_idx(self.count, self._recordio.pack(header, jpeg))
+        self.record.write_idx(self.count, pack_header(label, self.count, jpeg))
         self.lst.write(f'{self.count}\t{float(label):f}\t{relpath}\n')
         self.count += 1
         self.per_class[label] += 1
 
     def close(self):
-        self._open()  # an empty split still gets (empty) files
         self.record.close()
         self.lst.close()
 
@@ -309,8 +295,14 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
                     yield job, encoder(os.path.join(images_root, job[0]))
                 bar.update(len(chunk))
             return
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context('fork' if 'fork' in methods else 'spawn')
+        # Workers fork from a fresh server process, not from this one: a fork copies OpenCV's and OpenMP's
+        # thread pools mid-state, so workers forked from a process that already ran threaded OpenCV (or
+        # MXNet) code hang on their locks. The server imports this module once, so workers start warm.
+        if 'forkserver' in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context('forkserver')
+            ctx.set_forkserver_preload([__name__])
+        else:
+            ctx = multiprocessing.get_context('spawn')
         with ctx.Pool(workers, initializer=_init_worker, initargs=(encoder,)) as pool:
             pending = collections.deque()
             for chunk in chunks:

@@ -1,9 +1,13 @@
-"""RecordIO files: read ours, im2rec's and insightface's.
+"""RecordIO files: read ours, im2rec's and insightface's; write MXNet's framing without importing MXNet.
 
 Reading goes through ``mx.recordio``. insightface ``train.rec`` files begin with a header record
 (``flag > 0``, label ``[first identity record, end of identity records]``, empty payload) and end with one
 record per identity (label ``[first image, end image]``, empty payload); :func:`iter_records` skips every
 record without an image payload, so those files read like plain im2rec ones.
+
+Writing (:class:`IndexedRecordWriter`) produces byte for byte what ``mx.recordio.MXIndexedRecordIO`` writes
+(dmlc-core's framing; a test holds it to MXNet's own writer) so the packer never imports MXNet: that import
+alone costs ~2 CPU-seconds, a quarter of all the CPU that packing PubFig83 takes on two cores.
 """
 import collections
 import os
@@ -13,7 +17,53 @@ import numpy as np
 
 from common.cli import UsageError
 
-IR_FORMAT = 'IfQQ'  # mx.recordio._IR_FORMAT: flag, label, id, id2 (sizes the header check)
+IR_FORMAT = 'IfQQ'      # mx.recordio._IR_FORMAT: flag, label, id, id2
+_MAGIC = struct.pack('<I', 0xced7230a)  # dmlc::RecordIOWriter::kMagic
+
+
+# ------------------------------------------------------------------------------------------ writing
+def pack_header(label, record_id, payload):
+    """``mx.recordio.pack(IRHeader(0, label, record_id, 0), payload)`` for a scalar label."""
+    return struct.pack(IR_FORMAT, 0, float(label), record_id, 0) + payload
+
+
+class IndexedRecordWriter:
+    """Append-only ``.rec`` + ``.idx`` (``key<TAB>offset`` lines), as ``mx.recordio.MXIndexedRecordIO`` writes.
+
+    dmlc-core frames a record as magic, ``cflag << 29 | length``, data, zero padding to 4 bytes; a payload
+    holding the magic number at a 4-byte aligned offset is cut there into continuation parts (cflag 1, 2, 3)
+    so readers never mistake it for a record start.
+    """
+
+    def __init__(self, idx_path, rec_path):
+        self.rec = open(rec_path, 'wb')
+        self.idx = open(idx_path, 'w', encoding='ascii', newline='\n')
+        self.pos = 0
+
+    def write_idx(self, key, buf):
+        if len(buf) >= 1 << 29:
+            raise ValueError('a RecordIO record must be smaller than 512 MiB')
+        cuts = list(_aligned(buf, _MAGIC))
+        starts, ends = [0] + [at + 4 for at in cuts], cuts + [len(buf)]
+        flags = [0] if not cuts else [1] + [2] * (len(cuts) - 1) + [3]
+        data = b''.join(_MAGIC + struct.pack('<I', flag << 29 | (end - start)) + buf[start:end]
+                        for flag, start, end in zip(flags, starts, ends)) + bytes(-len(buf) % 4)
+        self.idx.write(f'{key}\t{self.pos}\n')
+        self.rec.write(data)
+        self.pos += len(data)
+
+    def close(self):
+        self.rec.close()
+        self.idx.close()
+
+
+def _aligned(buf, word):
+    """Offsets of ``word`` in ``buf`` that are multiples of 4 (a JPEG rarely has any: one ``find``)."""
+    at = buf.find(word)
+    while at >= 0:
+        if at % 4 == 0:
+            yield at
+        at = buf.find(word, at + 1)
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -17,10 +17,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common.cli import ArgumentParser, UsageError, run_cli  # noqa: E402  (first: sizes MXNet's threads)
+
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-
-from common.cli import ArgumentParser, UsageError, run_cli  # noqa: E402
 from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 
 ONNX_OPSET = 13  # mx.onnx 1.9.1 writes opset-13 operators (Split with a 'split' attribute)

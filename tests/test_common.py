@@ -1,4 +1,5 @@
 """The shared pieces: image decoding with reasons, the one preprocessing definition, CLI conventions."""
+import os
 import subprocess
 import sys
 
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 
 from common.cli import ArgumentParser, UsageError, run_cli
-from common.images import ImageError, decode_image, list_images, read_image
+from common.images import ImageError, decode_image, encode_jpeg, list_images, read_image
 from common.preprocessing import Preprocessing
+from common.threads import physical_cores
 
 
 def _jpeg(img):
@@ -29,6 +31,35 @@ def test_decode_reasons_for_bad_bytes(tmp_path):
     (tmp_path / 'tiny.png').write_bytes(cv2.imencode('.png', img[:5, :5])[1].tobytes())
     with pytest.raises(ImageError, match='too small'):
         read_image(tmp_path / 'tiny.png', min_size=8)
+
+
+@pytest.mark.parametrize('quality', [40, 75, 95, 100])
+def test_encode_jpeg_gives_opencvs_bytes(quality):
+    rng = np.random.RandomState(quality)
+    smooth = cv2.GaussianBlur(rng.randint(0, 256, (150, 133, 3)).astype(np.uint8), (9, 9), 3)
+    for img in (smooth, smooth[:, :, 1], smooth[::-1, 7:], rng.randint(0, 256, (144, 144)).astype(np.uint8)):
+        expected = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+        assert encode_jpeg(img, quality) == expected
+    decoded = decode_image(encode_jpeg(smooth, quality), 'bgr')  # channel order kept, not swapped
+    assert np.abs(decoded.astype(int) - smooth).mean() < 8
+
+
+def _threads_seen(repo_root, code, **env):
+    """OMP_NUM_THREADS as a fresh interpreter sees it after ``code`` (OMP variables from ``env`` only)."""
+    base = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')}
+    run = subprocess.run([sys.executable, '-c', code + '; import os; print(os.environ.get("OMP_NUM_THREADS"))'],
+                         cwd=repo_root, env={**base, **env}, capture_output=True, text=True, check=True)
+    return run.stdout.split()[-1]
+
+
+def test_command_lines_use_every_physical_core_unless_told(repo_root):
+    """MXNet alone would use half the cores on x86; importing common.cli (every script does, first) sizes it."""
+    cores = physical_cores()
+    assert 1 <= cores <= os.cpu_count()
+    assert _threads_seen(repo_root, 'import common.cli') == str(cores)
+    assert _threads_seen(repo_root, 'import common.cli', OMP_NUM_THREADS='3') == '3'
+    assert _threads_seen(repo_root, 'import common.cli', MXNET_OMP_MAX_THREADS='3') == 'None'
+    assert _threads_seen(repo_root, 'import mxnet, common.cli') == 'None'  # too late to change: left alone
 
 
 def test_list_images_is_recursive_sorted_and_by_extension(tmp_path):

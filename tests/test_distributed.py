@@ -5,16 +5,24 @@ import sys
 import numpy as np
 import pytest
 
+from common import threads
 from data_tools.synthetic import make_synthetic_faces
 from models.checkpoint import load_checkpoint
 from test_training import SIZE, write_tiny_rec
 from tools.launch import launch, role_env
 
 
-def test_role_env_binds_to_loopback():
+def test_role_env_binds_to_loopback_and_shares_the_cores(monkeypatch):
+    monkeypatch.setattr(threads, 'USER_THREADS', None)
+    monkeypatch.setattr(threads, 'physical_cores', lambda: 8)
     env = role_env('worker', 2, 1, 9123, base={})
     assert env == dict(DMLC_ROLE='worker', DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT='9123',
-                       DMLC_NUM_WORKER='2', DMLC_NUM_SERVER='1', DMLC_NODE_HOST='127.0.0.1')
+                       DMLC_NUM_WORKER='2', DMLC_NUM_SERVER='1', DMLC_NODE_HOST='127.0.0.1',
+                       OMP_NUM_THREADS='4')
+    assert role_env('worker', 16, 1, 9123, base={})['OMP_NUM_THREADS'] == '1'
+    assert role_env('server', 2, 1, 9123, base={})['OMP_NUM_THREADS'] == '1'
+    monkeypatch.setattr(threads, 'USER_THREADS', '3')  # the user's choice wins
+    assert role_env('worker', 2, 1, 9123, base={})['OMP_NUM_THREADS'] == '3'
 
 
 def test_launcher_propagates_a_failing_worker_and_stops_the_rest():

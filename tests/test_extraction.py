@@ -1,4 +1,5 @@
 """Feature extraction: engine == direct forward, batching and flip semantics, list paths, .mat layout."""
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import scipy.io
 
 from common.preprocessing import Preprocessing
 from extract_features.extraction import (Embedder, ImageItem, ImageLoadError, embed_images,
-                                         extract_to_mat, items_from_list, items_from_tree,
+                                         extract_to_mat, inference_backend, items_from_list, items_from_tree,
                                          resolve_list_path)
 from models.checkpoint import load_checkpoint, save_checkpoint
 from symbols import LightCNNInit, get_model
@@ -91,6 +92,19 @@ def test_features_equal_direct_forward_and_are_batch_independent(setup):
     assert_same_features(seven.features, ref)
     assert_same_features(one.features, seven.features)
     assert np.abs(ref).max() > 1e-3  # not a degenerate all-zero net
+
+
+def test_cpu_engine_runs_the_onednn_fused_graph(setup):
+    """The CPU engine partitions the graph for oneDNN (MFM's relu and add become conv post-ops); same features."""
+    if inference_backend(mx.cpu()) is None:
+        pytest.skip('this MXNet build has no oneDNN (MKLDNN) for the subgraph pass')
+    net, _ = load_checkpoint(setup['stem'], features_only=True)  # fresh, not hybridized
+    imgs = [setup['pre'].load(str(setup['root'] / rel)) for rel in setup['labels']]
+    ref = net(mx.nd.array(setup['pre'].to_batch(imgs))).asnumpy()
+    got, _ = Embedder(net, setup['pre'], batch_size=len(imgs)).forward(imgs)
+    ops = {node['op'] for node in json.loads(net._cached_graph[1].tojson())['nodes']}
+    assert '_sg_mkldnn_conv' in ops and 'Convolution' not in ops
+    assert_same_features(got, ref)
 
 
 def test_flip_adds_the_mirrored_feature(setup):

@@ -129,6 +129,29 @@ def test_same_inputs_same_bytes_any_worker_count(tmp_path):
     assert open(f'{a}.rec', 'rb').read() != open(f'{c}.rec', 'rb').read()  # seed sets the record order
 
 
+def test_packing_runs_without_mxnet(tmp_path, repo_root):
+    """Records are framed without MXNet (byte-identical, see test_records): its import costs ~2 CPU-seconds."""
+    root = make_tree(tmp_path / 'faces', bad=False)
+    code = ('import sys; sys.modules["mxnet"] = None  # any "import mxnet" now fails\n'
+            'from data_tools.packing import pack_records\n'
+            f'pack_records({str(root)!r}, {str(tmp_path / "p")!r}, workers=2, progress=False, val_identities=1)')
+    run = subprocess.run([sys.executable, '-c', code], cwd=repo_root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert len(list(iter_records(str(tmp_path / 'p.rec')))) + len(list(iter_records(str(tmp_path / 'p_heldout.rec')))) == 14
+
+
+def test_packing_after_threaded_opencv_does_not_hang(tmp_path, repo_root):
+    """Workers forked from a process whose OpenCV thread pool had run used to hang in cv2.setNumThreads."""
+    root = make_tree(tmp_path / 'faces', bad=False)
+    code = ('import cv2, numpy as np\n'
+            'cv2.GaussianBlur(np.zeros((3000, 3000), np.uint8), (31, 31), 9)  # starts OpenCV\'s threads\n'
+            'from data_tools.packing import pack_records\n'
+            f'print(pack_records({str(root)!r}, {str(tmp_path / "p")!r}, workers=2, progress=False)["packed"])')
+    run = subprocess.run([sys.executable, '-c', code], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == '14'
+
+
 def test_val_and_heldout_splits(tmp_path):
     root = make_tree(tmp_path / 'faces', per_identity=(6, 5, 4, 1), bad=False)
     prefix = str(tmp_path / 'p')

@@ -60,10 +60,12 @@ def test_two_devices_equal_one_device_for_the_same_global_batch(tiny_rec, tmp_pa
     for key in p1:
         update = np.abs(p1[key] - p0[key]).max()
         assert update > 0, f'{key} was not trained'
-        # Only the summation order differs. Kept to two updates on purpose: MFM's max has exact
-        # ties on flat image regions, and after more steps such float-level differences can
-        # tip a tie the other way and grow (both results are then equally right).
-        assert np.abs(p1[key] - p2[key]).max() <= 1e-3 * update + 1e-8, key
+        # Only the summation order differs (across devices, and across oneDNN's threads: ~3e-3 of the
+        # update with 2 threads); a wrong split -- gradients scaled by the per-device batch, a device left
+        # out of the sum -- moves weights by half the update or more. Kept to two updates on purpose:
+        # MFM's max has exact ties on flat image regions, and after more steps such float-level
+        # differences can tip a tie the other way and grow (both results are then equally right).
+        assert np.abs(p1[key] - p2[key]).max() <= 1e-2 * update + 1e-8, key
 
 
 def test_resume_gives_the_same_weights_as_a_straight_run(tiny_rec, tmp_path):

@@ -21,6 +21,7 @@ if __name__ == '__main__':
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common.cli import ArgumentParser, UsageError, run_cli
+from common.threads import threads_per_process
 
 HOST = '127.0.0.1'
 SERVE = [sys.executable, '-c', 'import mxnet']
@@ -34,11 +35,16 @@ def free_port(host=HOST):
 
 
 def role_env(role, num_workers, num_servers, port, host=HOST, base=None):
-    """Environment of one ps-lite process; ``DMLC_NODE_HOST`` keeps it on ``host``."""
+    """Environment of one ps-lite process; ``DMLC_NODE_HOST`` keeps it on ``host``.
+
+    Workers share the cores (``OMP_NUM_THREADS`` = cores / workers unless the user set it); the
+    scheduler and servers only move gradients and get one thread.
+    """
     env = dict(os.environ if base is None else base)
     env.update(DMLC_ROLE=role, DMLC_PS_ROOT_URI=host, DMLC_PS_ROOT_PORT=str(port),
                DMLC_NUM_WORKER=str(num_workers), DMLC_NUM_SERVER=str(num_servers),
-               DMLC_NODE_HOST=host)
+               DMLC_NODE_HOST=host,
+               OMP_NUM_THREADS=threads_per_process(num_workers) if role == 'worker' else '1')
     return env
 
 
