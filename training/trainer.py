@@ -225,6 +225,22 @@ def build_network(args, num_classes, preprocessing, contexts):
     return net
 
 
+def broadcast_before_first_push(trainer):
+    """Give every worker rank 0's weights through the kvstore, and wait, before any gradient is pushed.
+
+    Gluon's Trainer broadcasts lazily inside the first ``step()``, and in MXNet 1.9.1 nothing orders those
+    pulls before the same step's gradient pushes (the engine ops share no variable). On a loaded machine a
+    worker's pull could reach the server after both workers' gradients for that key were summed, and the
+    sum came back as that layer's *weights* (fc1 of LightCNN-9 in ~1 of 5 two-worker runs). The
+    private ``_init_kvstore``/``_init_params`` are what ``step()`` calls; 1.9.1 is MXNet's last release.
+    """
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    mx.nd.waitall()  # also after a resume, whose load_states() already issued the broadcast
+
+
 def evaluate_classification(net, args, preprocessing, contexts, rec_path):
     """Top-1 / top-5 of ``net`` on a ``.rec`` (centre crops, every record once)."""
     it = record_iter(rec_path, preprocessing, args.batch_size, train=False,
@@ -375,6 +391,8 @@ def train(config=None, contexts=None, log=None):
                 outputs = [net(x)[0] for x in data]
                 losses = [loss_fn(out, y) for out, y in zip(outputs, label)]
             autograd.backward(losses)
+            if num_workers > 1 and epoch == begin_epoch and nbatch == 0:
+                broadcast_before_first_push(trainer)
             trainer.step(global_batch)
             meters.update(losses, outputs, label)
             if bar is not None:
