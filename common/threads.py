@@ -2,7 +2,7 @@
 
 With ``OMP_NUM_THREADS`` unset, MXNet 1.x on x86 uses *half* the processors (it assumes every core runs two
 hyper-threads). On machines with one thread per core -- most cloud VMs -- that leaves half the cores idle:
-extracting ORL with LightCNN-V4 on 2 cores took 32.6 s instead of 18.6 s. Every command line therefore
+extracting ORL with LightCNN-V4 on 2 cores took 32.6 s instead of 17.1 s. Every command line therefore
 sets ``OMP_NUM_THREADS`` to the number of physical cores it may run on, unless the user has set it (or
 ``MXNET_OMP_MAX_THREADS``). Hyper-threaded machines keep one thread per physical core, as MXNet intends.
 """
@@ -25,7 +25,7 @@ def physical_cores():
     return max(1, len(cores))
 
 
-def default_compute_threads(threads=None):
+def default_compute_threads():
     """Set ``OMP_NUM_THREADS`` (physical cores by default) unless the user did or MXNet is already loaded.
 
     Returns the value in effect for MXNet started after this call, or ``None`` when it is not ours to set.
@@ -34,7 +34,7 @@ def default_compute_threads(threads=None):
         return USER_THREADS or os.environ['OMP_NUM_THREADS']
     if 'mxnet' in sys.modules:
         return None  # too late: its thread pool is sized at import
-    os.environ['OMP_NUM_THREADS'] = str(threads or physical_cores())
+    os.environ['OMP_NUM_THREADS'] = str(physical_cores())
     return os.environ['OMP_NUM_THREADS']
 
 

@@ -306,7 +306,8 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
         with ctx.Pool(workers, initializer=_init_worker, initargs=(encoder,)) as pool:
             pending = collections.deque()
             for chunk in chunks:
-                pending.append((chunk, pool.apply_async(_encode_chunk, ([os.path.join(images_root, j[0]) for j in chunk],))))
+                paths = [os.path.join(images_root, job[0]) for job in chunk]
+                pending.append((chunk, pool.apply_async(_encode_chunk, (paths,))))
                 while len(pending) >= workers * IN_FLIGHT_PER_WORKER:
                     done, result = pending.popleft()
                     yield from zip(done, result.get())

@@ -137,7 +137,8 @@ def test_packing_runs_without_mxnet(tmp_path, repo_root):
             f'pack_records({str(root)!r}, {str(tmp_path / "p")!r}, workers=2, progress=False, val_identities=1)')
     run = subprocess.run([sys.executable, '-c', code], cwd=repo_root, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert len(list(iter_records(str(tmp_path / 'p.rec')))) + len(list(iter_records(str(tmp_path / 'p_heldout.rec')))) == 14
+    packed = [len(list(iter_records(str(tmp_path / name)))) for name in ('p.rec', 'p_heldout.rec')]
+    assert packed[1] > 0 and sum(packed) == 14
 
 
 def test_packing_after_threaded_opencv_does_not_hang(tmp_path, repo_root):

@@ -231,8 +231,9 @@ def broadcast_before_first_push(trainer):
     Gluon's Trainer broadcasts lazily inside the first ``step()``, and in MXNet 1.9.1 nothing orders those
     pulls before the same step's gradient pushes (the engine ops share no variable). On a loaded machine a
     worker's pull could reach the server after both workers' gradients for that key were summed, and the
-    sum came back as that layer's *weights* (fc1 of LightCNN-9 in ~1 of 5 two-worker runs). The
-    private ``_init_kvstore``/``_init_params`` are what ``step()`` calls; 1.9.1 is MXNet's last release.
+    sum came back as that layer's *weights* (fc1 of LightCNN-9 in ~1 of 5 two-worker runs; a single worker
+    is exposed too: its own push can overtake its pull). The private ``_init_kvstore``/``_init_params`` are
+    what ``step()`` calls; 1.9.1 is MXNet's last release.
     """
     if not trainer._kv_initialized:
         trainer._init_kvstore()
@@ -391,7 +392,7 @@ def train(config=None, contexts=None, log=None):
                 outputs = [net(x)[0] for x in data]
                 losses = [loss_fn(out, y) for out, y in zip(outputs, label)]
             autograd.backward(losses)
-            if num_workers > 1 and epoch == begin_epoch and nbatch == 0:
+            if args.kv_store.startswith('dist') and epoch == begin_epoch and nbatch == 0:
                 broadcast_before_first_push(trainer)
             trainer.step(global_batch)
             meters.update(losses, outputs, label)
