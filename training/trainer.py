@@ -373,6 +373,7 @@ def train(config=None, contexts=None, log=None):
     if args.load_epoch:
         last_saved = checkpoint_stem(args.model_prefix, args.load_epoch)
     train_start = time.time()
+    sync_before_first_push = args.kv_store.startswith('dist')
     for epoch in range(begin_epoch, args.num_epochs):
         mx.random.seed(args.seed * 1000 + epoch, ctx='all')  # dropout masks: same after a resume
 
@@ -392,8 +393,9 @@ def train(config=None, contexts=None, log=None):
                 outputs = [net(x)[0] for x in data]
                 losses = [loss_fn(out, y) for out, y in zip(outputs, label)]
             autograd.backward(losses)
-            if args.kv_store.startswith('dist') and epoch == begin_epoch and nbatch == 0:
+            if sync_before_first_push:
                 broadcast_before_first_push(trainer)
+                sync_before_first_push = False
             trainer.step(global_batch)
             meters.update(losses, outputs, label)
             if bar is not None:
