@@ -8,13 +8,10 @@ imports this module before anything that loads MXNet, so importing it also sizes
 import argparse
 import sys
 
+from common.errors import UsageError
 from common.threads import default_compute_threads
 
 default_compute_threads()
-
-
-class UsageError(Exception):
-    """A problem the user can fix (missing file, malformed line, bad option): one line, exit 2."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -19,14 +19,14 @@ Offline: pass a local ``.npy`` or ``.whl`` path, or set ``LIGHTCNN_MTCNN_WEIGHTS
 """
 import io
 import os
-import pickle
 import subprocess
 import sys
 import zipfile
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.safe_pickle import UnsafePickleError, load_npy_object
 
 WHEEL_SPEC = 'mtcnn==0.1.1'
 WHEEL_NAME = 'mtcnn-0.1.1-py3-none-any.whl'
@@ -91,8 +91,10 @@ def load_tf_weights(source=None, cache_dir=DEFAULT_CACHE):
         else:
             with open(source, 'rb') as f:
                 buf = io.BytesIO(f.read())
-        weights = np.load(buf, allow_pickle=True).item()
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as err:
+        weights = load_npy_object(buf, source)
+    except UnsafePickleError:
+        raise
+    except (UsageError, KeyError, OSError, zipfile.BadZipFile) as err:
         raise UsageError(f'{source} holds no MTCNN weights ({err})') from None
     if not isinstance(weights, dict) or set(weights) != set(NET_NAMES):
         raise UsageError(f'{source}: expected a dict with keys {NET_NAMES}')

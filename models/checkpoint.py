@@ -13,7 +13,8 @@ import re
 
 import mxnet as mx
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.safe_pickle import restricted_load
 from common.preprocessing import Preprocessing
 from symbols import get_model
 
@@ -81,6 +82,39 @@ def resolve_checkpoint(spec, epoch=None):
         if not os.path.exists(stem + ext):
             raise UsageError(f'checkpoint file {stem + ext} is missing')
     return stem
+
+
+def _optimizer_state_globals():
+    """What MXNet's ``Trainer.save_states`` pickles: optimiser and LR-scheduler classes, NDArrays."""
+    allowed = {('mxnet.ndarray.ndarray', 'NDArray'), ('builtins', 'bytearray')}
+    for base in (mx.optimizer.Optimizer, mx.lr_scheduler.LRScheduler):
+        todo = [base]
+        while todo:
+            cls = todo.pop()
+            allowed.add((cls.__module__, cls.__qualname__))
+            todo += cls.__subclasses__()
+    return allowed
+
+
+def read_optimizer_states(path):
+    """Check a ``.states`` file before MXNet unpickles it; returns the pickled optimiser.
+
+    ``.states`` is a pickle (``(states, optimizer)``); MXNet reads it with plain ``pickle.loads``, which
+    would run code a crafted file names. Here only optimiser/scheduler classes and NDArrays may appear.
+
+    Raises
+    ------
+    UsageError
+        Unreadable, not an optimiser state, or naming any other global (UnsafePickleError).
+    """
+    try:
+        with open(path, 'rb') as f:
+            obj = restricted_load(f, _optimizer_state_globals(), source=str(path))
+    except OSError as err:
+        raise UsageError(f'cannot read {path}: {err.strerror or err}') from None
+    if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], mx.optimizer.Optimizer)):
+        raise UsageError(f'{path} is not an MXNet optimiser state saved with its optimiser')
+    return obj[1]
 
 
 def load_metadata(stem):

@@ -10,7 +10,9 @@ Two layouts exist in the wild, and the official LightCNN checkpoints come in bot
   int64 element count and its raw bytes.
 
 Only the names a checkpoint needs are resolved (tensor rebuilders, storage types, ``OrderedDict``); any
-other class becomes an inert :class:`OpaqueObject`, so reading a file never runs code from it.
+other class becomes an inert :class:`OpaqueObject`; the legacy layout's other pickles (magic number,
+protocol, system info, storage keys) are plain data and may name no global at all. Reading a file never
+runs code from it (:mod:`common.safe_pickle`).
 """
 import collections
 import io
@@ -20,7 +22,8 @@ import zipfile
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.safe_pickle import RestrictedUnpickler, UnsafePickleError, restricted_load
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL = 1001
@@ -134,12 +137,12 @@ _TORCH_FUNCTIONS = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(RestrictedUnpickler):
     """Unpickler that resolves torch's tensor machinery to numpy and nothing else to real code."""
 
-    def __init__(self, file, persistent_load):
-        super().__init__(file, encoding='latin1')  # latin1: Python 2 era checkpoints
-        self._persistent = persistent_load
+    def __init__(self, file, persistent_load, source):
+        # latin1: Python 2 era checkpoints
+        super().__init__(file, source=source, encoding='latin1', persistent_load=persistent_load)
         self.skipped_classes = set()
 
     def find_class(self, module, name):
@@ -151,9 +154,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _TorchDtype(name, _TORCH_DTYPES[name])
         self.skipped_classes.add(f'{module}.{name}')
         return type(name, (OpaqueObject,), {'__module__': module})
-
-    def persistent_load(self, pid):
-        return self._persistent(pid)
 
 
 def _as_str(value):
@@ -208,14 +208,19 @@ def _load_zip(path, zf):
                 raise UsageError(f'{path}: storage {name} is missing (truncated file?)') from None
         return storage
 
-    unpickler = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), persistent_load)
+    unpickler = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), persistent_load, path)
     return _materialize(unpickler.load()), 'zip'
 
 
 def _load_legacy(path, f):
+    def data_pickle(what):  # the legacy layout's plain-data pickles: no global may appear in them
+        return restricted_load(f, source=f'{path} ({what})', encoding='latin1')
+
     try:
-        magic = pickle.load(f)
-    except Exception:
+        magic = data_pickle('magic number')
+    except UnsafePickleError:
+        raise
+    except UsageError:
         magic = None
     if magic != LEGACY_MAGIC:
         f.seek(0)
@@ -224,10 +229,12 @@ def _load_legacy(path, f):
             raise UsageError(f'{path} is a tar-format checkpoint (PyTorch < 0.4); load it once with '
                              f'PyTorch and torch.save it again')
         raise UsageError(f'{path} is not a PyTorch checkpoint (neither zip nor legacy pickle format)')
-    protocol = pickle.load(f)
+    protocol = data_pickle('protocol version')
     if protocol != LEGACY_PROTOCOL:
         raise UsageError(f'{path}: unsupported legacy checkpoint protocol {protocol}')
-    sys_info = pickle.load(f)
+    sys_info = data_pickle('system info')
+    if not isinstance(sys_info, dict):
+        raise UsageError(f'{path}: corrupt legacy checkpoint (system info is a {type(sys_info).__name__})')
     byteorder = 'little' if sys_info.get('little_endian', True) else 'big'
     storages = {}
 
@@ -240,9 +247,12 @@ def _load_legacy(path, f):
                              f'PyTorch')
         return storage
 
-    unpickler = _RestrictedUnpickler(f, persistent_load)
+    unpickler = _RestrictedUnpickler(f, persistent_load, path)
     obj = unpickler.load()
-    keys = [_as_str(k) for k in pickle.load(f)]
+    keys = data_pickle('storage keys')
+    if not isinstance(keys, (list, tuple)):
+        raise UsageError(f'{path}: corrupt legacy checkpoint (storage keys are a {type(keys).__name__})')
+    keys = [_as_str(k) for k in keys]
     for key in keys:
         if key not in storages:
             raise UsageError(f'{path}: storage {key} is listed but never used (corrupt file?)')

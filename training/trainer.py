@@ -15,7 +15,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from common.cli import ArgumentParser, UsageError
-from models.checkpoint import checkpoint_stem, load_metadata, save_checkpoint
+from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 from symbols import LightCNNInit, default_preprocessing, get_model, get_model_list
 
 from .data import (SyntheticBatches, check_record_file, packing_summary, record_iter,
@@ -474,6 +474,7 @@ def _resume(net, trainer, args, num_classes, contexts, updates_per_epoch):
         raise UsageError(f'{stem} is a {meta["network"]} with {meta["num_classes"]} classes, '
                          f'not {args.network} with {num_classes}')
     net.load_parameters(stem + '.params', ctx=contexts)
+    read_optimizer_states(stem + '.states')  # refuses a crafted pickle before MXNet unpickles it
     trainer.load_states(stem + '.states')
     base_lr = meta.get('lr_schedule', {}).get('base_lr', DEFAULT_LR)
     if args.lr is not None and args.lr != base_lr:
