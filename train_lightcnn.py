@@ -7,19 +7,25 @@
 import sys
 
 from common.cli import run_cli
-from training import TrainingDiverged, build_parser, train
+from common.errors import UsageError
+from demo import add_demo_options, run_demo
+from lfw_verification.epoch_validation import PairVerification
+from training import ParameterError, TrainingDiverged, build_parser, flag, train
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    # one parser for --help and dispatch: the training options and the demo's
+    args = add_demo_options(build_parser()).parse_args(argv)
     try:
-        if not args.data_train and not args.benchmark:
-            from training.demo import run_demo
-            run_demo(args)
+        if args.data_train or args.benchmark:
+            pairs = [PairVerification(args.val_pairs, args.val_images)] if args.val_pairs else []
+            train(args, validators=pairs)
         else:
-            train(args)
+            run_demo(sys.argv[1:] if argv is None else argv)  # parsed again with the demo's own defaults
+    except ParameterError as err:  # library messages name parameters; the command line spells flags
+        raise UsageError(err.spelled(flag)) from None
     except TrainingDiverged as err:
-        print(f'error: {err}', file=sys.stderr)
+        print(f'error: {err.spelled(flag)}', file=sys.stderr)
         return 1
     return 0
 

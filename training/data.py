@@ -10,8 +10,10 @@ import os
 
 import mxnet as mx
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
+
+from .errors import ParameterError
 
 
 def dataset_prefix(rec_path):
@@ -64,7 +66,8 @@ def record_preprocessing(base, rec_path, input_size=None):
     channels = 'gray' if record.get('color', 'gray') == 'gray' else 'rgb'
     input_size = input_size or min(base.input_size, record_size)
     if input_size > record_size:
-        raise UsageError(f'--input-size {input_size} is larger than the packed images ({record_size})')
+        raise ParameterError(lambda n: f'{n("input_size")} {input_size} is larger than the packed images '
+                                       f'({record_size})')
     return Preprocessing(channels=channels, input_size=input_size, scale=base.scale, mean=base.mean,
                          record_size=record_size)
 
@@ -109,6 +112,27 @@ def take_batches(make_iter, count):
                 return
         if empty:
             raise UsageError('the training iterator yielded no batch (is the .rec empty?)')
+
+
+class RecordBatches:
+    """One worker's training batches: exactly ``updates`` per epoch, in an order seeded by ``(seed, epoch)``.
+
+    ``epoch(e)`` yields ``mx.io.DataBatch`` es (``data[0]``: ``(batch_size,) + data_shape`` float32 pixels,
+    ``label[0]``: ``(batch_size,)`` float32 class ids) of part ``part_index`` of ``num_parts``.
+    """
+
+    def __init__(self, rec_path, preprocessing, batch_size, updates, seed=0, num_parts=1, part_index=0,
+                 threads=4):
+        self.rec_path, self.preprocessing, self.batch_size = rec_path, preprocessing, batch_size
+        self.updates, self.seed, self.threads = updates, seed, threads
+        self.num_parts, self.part_index = num_parts, part_index
+
+    def epoch(self, epoch):
+        def make_iter(offset):
+            return record_iter(self.rec_path, self.preprocessing, self.batch_size, train=True,
+                               seed=self.seed * 1000 + epoch + 7919 * offset, num_parts=self.num_parts,
+                               part_index=self.part_index, threads=self.threads)
+        return take_batches(make_iter, self.updates)
 
 
 class SyntheticBatches:
