@@ -4,10 +4,14 @@
     python train_lightcnn.py --data-train data/casia.rec --data-val data/casia_val.rec \\
         --network lightcnn9 --gpus 0,1 --lr 0.01 --lr-step-epochs 10,20 --model-prefix models/casia
 """
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-from common.cli import run_cli
-from training import TrainingDiverged, build_parser, train
+import sys  # noqa: E402
+
+from common.cli import run_cli  # noqa: E402
+from training import TrainingDiverged, build_parser, train  # noqa: E402
 
 
 def main(argv=None):

@@ -8,17 +8,18 @@ Both formats take a float32 NCHW batch already preprocessed as the checkpoint's 
 file in onnxruntime in a separate deploy environment (onnxruntime needs numpy >= 1.24, MXNet 1.9.1
 needs < 1.24) and compares it with MXNet.
 """
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import tempfile
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 
-from common.cli import ArgumentParser, UsageError, run_cli  # noqa: E402  (first: sizes MXNet's threads)
-
+from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.errors import UsageError  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402

@@ -4,10 +4,9 @@
     python models/import_pretrained.py LightCNN_29Layers_V2_checkpoint.pth.tar \
         --network lightcnn29v2 --out models/lightcnn29v2
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from models.pretrained import KNOWN_CHECKPOINTS, import_pretrained  # noqa: E402
