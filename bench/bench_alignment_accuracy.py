@@ -18,12 +18,10 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_tools.alignment import make_aligner  # noqa: E402
-from data_tools.pairs import list_identities, make_pairs, write_pairs  # noqa: E402
-from extract_features.extraction import extract_to_mat  # noqa: E402
-from lfw_verification.evaluate import evaluate_verification  # noqa: E402
+from data_tools.alignment import make_aligner
+from data_tools.pairs import list_identities, make_pairs, write_pairs
+from extract_features.extraction import extract_to_mat
+from lfw_verification.evaluate import evaluate_verification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBFIG = os.path.join(os.environ.get('LIGHTCNN_SHARED_DATASETS', os.path.join(ROOT, '..', 'shared', 'datasets')),
