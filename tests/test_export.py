@@ -11,11 +11,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.export import (DEPLOY_PYTHON_ENV, ONNX_OPSET, export_model, find_deploy_python,
                            main as export_main, run_onnxruntime)
-from real_v4 import real_v4_stem
 from symbols import LightCNNInit, default_preprocessing, get_model
 
 
@@ -115,8 +114,8 @@ def test_export_errors_are_usage_errors(checkpoints, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_v4_onnx_matches_mxnet_on_orl_faces(tmp_path_factory, deploy_python, orl_root):
-    stem, _ = real_v4_stem(tmp_path_factory)
+def test_real_v4_onnx_matches_mxnet_on_orl_faces(tmp_path_factory, deploy_python, orl_root, real_v4):
+    stem, _ = real_v4
     out = tmp_path_factory.mktemp('export') / 'lightcnn-v4'
     files = export_model(stem, 'onnx', str(out))['files']
     pre = default_preprocessing('lightcnn_v4')

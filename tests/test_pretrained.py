@@ -19,12 +19,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.import_pretrained import main as import_main
 from models.pretrained import build_pretrained_net, import_checkpoint
 from models.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_state_dict
-from real_v4 import real_v4_stem
 from symbols import LightCNNInit, get_model
 
 # --- a torch-free writer of torch's two checkpoint layouts --------------------------------------
@@ -282,7 +281,7 @@ def test_fake_writer_matches_what_torch_reads(tmp_path):
     ('lightcnn_v4', None, False), ('lightcnn9', None, True), ('lightcnn29v2', None, True)])
 def test_features_match_pytorch_forward(tmp_path, network, classes, legacy):
     torch = pytest.importorskip('torch')
-    from bench.torch_lightcnn import REFERENCE_NETS, features
+    from symbols.torch_reference import REFERENCE_NETS, features
     torch.manual_seed(0)
     ref = REFERENCE_NETS[network](**({'num_classes': classes or 5}
                                      if network != 'lightcnn_v4' else {}))
@@ -303,11 +302,6 @@ def test_features_match_pytorch_forward(tmp_path, network, classes, legacy):
 
 
 # --- (3) the real V4 weights on ORL --------------------------------------------------------------
-
-
-@pytest.fixture(scope='module')
-def real_v4(tmp_path_factory):
-    return real_v4_stem(tmp_path_factory)
 
 
 def _orl_verification(model, paths, labels):
@@ -343,7 +337,7 @@ def test_real_v4_verifies_orl_and_random_weights_do_not(real_v4, orl_root, tmp_p
 
 def test_real_v4_matches_pytorch(real_v4):
     torch = pytest.importorskip('torch')
-    from bench.torch_lightcnn import REFERENCE_NETS, features
+    from symbols.torch_reference import REFERENCE_NETS, features
     ref = REFERENCE_NETS['lightcnn_v4']()
     ckpt = torch.load(real_v4[1], map_location='cpu', weights_only=True)['state_dict']
     ref.load_state_dict({k.replace('module.', ''): v for k, v in ckpt.items()})
