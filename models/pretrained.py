@@ -16,7 +16,7 @@ import zipfile
 import mxnet as mx
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
 from symbols import default_preprocessing, get_model, get_model_list
 
 from .checkpoint import save_checkpoint

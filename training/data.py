@@ -10,7 +10,7 @@ import os
 
 import mxnet as mx
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
 
 

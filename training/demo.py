@@ -11,7 +11,7 @@ identities it never saw. What it is not: a face model -- the faces are cartoons.
 import os
 import time
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
 from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs

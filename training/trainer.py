@@ -14,7 +14,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from common.cli import ArgumentParser, UsageError
+from common.cli import ArgumentParser
+from common.errors import UsageError
 from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 from symbols import LightCNNInit, default_preprocessing, get_model, get_model_list
 
