@@ -1,6 +1,6 @@
 """Extract 256-d LightCNN features of many images into a ``.mat`` (``data`` N x 256, ``label`` cell).
 
-    python extract_features/extract_features.py --model models/lightcnn-v4 \\
+    python extract_features/extract_features.py --model runs/pretrained/lightcnn-v4 \\
         --img-list lfw_list.txt --root /data/lfw --out LFW_features.mat --flip
 """
 if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
@@ -24,7 +24,7 @@ def build_parser():
     p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', required=True,
                    help='checkpoint: PREFIX (with --epoch, else its latest epoch), a stem such as '
-                        'models/lightcnn-v4, or a .params file next to its .json')
+                        'runs/pretrained/lightcnn-v4, or a .params file next to its .json')
     p.add_argument('--epoch', type=int, help='epoch of a training checkpoint PREFIX')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--img-list', metavar='LIST', help='text file, one image path per line')

@@ -1,7 +1,7 @@
 """Export a checkpoint's feature net for deployment: MXNet symbol + params, or ONNX.
 
-    python models/export.py --model models/lightcnn-v4 --format mxnet   # models/export/lightcnn-v4-*
-    python models/export.py --model models/lightcnn-v4 --format onnx --check
+    python models/export.py --model runs/pretrained/lightcnn-v4 --format mxnet   # runs/export/lightcnn-v4-*
+    python models/export.py --model runs/pretrained/lightcnn-v4 --format onnx --check
 
 Both formats take a float32 NCHW batch already preprocessed as the checkpoint's JSON says (channels,
 /255, 128x128) and return the 256-d features; the classifier is not exported. ``--check`` runs the ONNX
@@ -20,6 +20,7 @@ import tempfile  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from common.errors import UsageError  # noqa: E402
+from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
@@ -30,9 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_prefix(model_spec):
-    """``models/export/NAME`` for checkpoint ``models/NAME``: never the checkpoint's own files."""
-    stem = resolve_checkpoint(model_spec)
-    return os.path.join(os.path.dirname(stem), 'export', os.path.basename(stem))
+    """``runs/export/NAME`` for checkpoint ``.../NAME``: never the checkpoint's own files."""
+    return runs_dir('export', os.path.basename(resolve_checkpoint(model_spec)))
 
 
 def load_feature_net(model_spec):
@@ -154,9 +154,9 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. models/lightcnn-v4')
+    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
     parser.add_argument('--format', required=True, choices=('mxnet', 'onnx'))
-    parser.add_argument('--out', help='output prefix (default models/export/NAME)')
+    parser.add_argument('--out', help='output prefix (default runs/export/NAME)')
     parser.add_argument('--check', action='store_true',
                         help='onnx: run the file in onnxruntime and compare with MXNet (< 1e-4)')
     parser.add_argument('--deploy-python', help=f'python with onnxruntime for --check (default '

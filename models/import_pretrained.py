@@ -2,7 +2,7 @@
 
     python models/import_pretrained.py lightcnn-v4                       # download, verify, convert
     python models/import_pretrained.py LightCNN_29Layers_V2_checkpoint.pth.tar \
-        --network lightcnn29v2 --out models/lightcnn29v2
+        --network lightcnn29v2 --out runs/pretrained/lightcnn29v2
 """
 if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
     from common.threads import default_compute_threads
@@ -20,11 +20,10 @@ def main(argv=None):
     parser.add_argument('--network', choices=get_model_list(),
                         help='architecture of the checkpoint (required for a file)')
     parser.add_argument('--out', help='output stem: writes OUT.params and OUT.json '
-                                      '(default for known names: models/NAME)')
+                                      '(default for known names: runs/pretrained/NAME)')
     parser.add_argument('--features-only', action='store_true',
                         help='drop the classifier fc2 if the checkpoint has one')
-    parser.add_argument('--cache', help='download cache (default $LIGHTCNN_CACHE or '
-                                        '~/.cache/lightcnn-gluon)')
+    parser.add_argument('--cache', help='download cache (default $LIGHTCNN_CACHE or runs/cache)')
     args = parser.parse_args(argv)
     result = import_pretrained(args.checkpoint, args.network, args.out, args.features_only,
                                args.cache)

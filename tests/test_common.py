@@ -72,6 +72,20 @@ def test_importing_library_code_sets_no_threads(repo_root):
     assert _threads_seen(repo_root, 'import models, data_tools.packing') == 'None'
 
 
+def test_default_locations_are_under_runs_and_movable(monkeypatch, repo_root, tmp_path):
+    from common.paths import cache_dir, runs_dir
+    monkeypatch.delenv('LIGHTCNN_RUNS_DIR', raising=False)
+    monkeypatch.delenv('LIGHTCNN_CACHE', raising=False)
+    assert runs_dir('pretrained', 'v4') == str(repo_root / 'runs' / 'pretrained' / 'v4')
+    assert cache_dir('mtcnn') == str(repo_root / 'runs' / 'cache' / 'mtcnn')
+    monkeypatch.setenv('LIGHTCNN_RUNS_DIR', str(tmp_path / 'r'))
+    assert runs_dir('export', 'v4') == str(tmp_path / 'r' / 'export' / 'v4')
+    assert cache_dir() == str(tmp_path / 'r' / 'cache')
+    monkeypatch.setenv('LIGHTCNN_CACHE', str(tmp_path / 'c'))
+    assert cache_dir('mtcnn') == str(tmp_path / 'c' / 'mtcnn')
+    assert not (tmp_path / 'r').exists()  # nothing is created until a command writes there
+
+
 def test_list_images_is_recursive_sorted_and_by_extension(tmp_path):
     for rel in ['b/2.JPG', 'b/1.png', 'a/x y/ü.pgm', 'a/notes.txt', 'top.jpeg']:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ deploy environment (``requirements-deploy.txt``) found through ``$LIGHTCNN_DEPLO
 """
 import glob
 import hashlib
+import os
 
 import mxnet as mx
 import numpy as np
@@ -59,8 +60,9 @@ def _sha(path):
 
 
 @pytest.mark.parametrize('network', ['lightcnn9', 'lightcnn_v4'])
-def test_mxnet_export_loads_as_symbolblock_with_equal_features(checkpoints, network):
+def test_mxnet_export_loads_as_symbolblock_with_equal_features(checkpoints, network, monkeypatch):
     stem = checkpoints[network]
+    monkeypatch.setenv('LIGHTCNN_RUNS_DIR', os.path.dirname(stem))  # default prefix: runs/export/NAME
     before = _sha(stem + '.params')
     result = export_model(stem, 'mxnet')
     prefix = stem.replace(network, f'export/{network}')

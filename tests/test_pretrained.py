@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
+from models import pretrained
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.import_pretrained import main as import_main
 from models.pretrained import build_pretrained_net, import_checkpoint
@@ -168,6 +169,18 @@ def test_bare_state_dict_without_classifier_v4_is_bgr(tmp_path):
     assert result['num_classes'] is None and result['tensors'] == len(state)
     meta = assert_imported_exactly(tmp_path / 'v4', state)
     assert meta['preprocessing'].channels == 'bgr' and meta['num_classes'] is None
+
+
+def test_known_name_lands_in_runs_pretrained_unless_out_is_given(tmp_path, monkeypatch):
+    """``import_pretrained.py lightcnn-v4`` writes runs/pretrained/lightcnn-v4 ($LIGHTCNN_RUNS_DIR here)."""
+    state = random_state('lightcnn_v4', seed=2)
+    path = checkpoint(tmp_path, state)
+    monkeypatch.setattr(pretrained, 'fetch_known_checkpoint', lambda name, cache=None: str(path))
+    monkeypatch.setenv('LIGHTCNN_RUNS_DIR', str(tmp_path / 'runs'))
+    assert import_main(['lightcnn-v4']) is None
+    assert_imported_exactly(tmp_path / 'runs' / 'pretrained' / 'lightcnn-v4', state)
+    assert import_main(['lightcnn-v4', '--out', str(tmp_path / 'mine' / 'v4')]) is None  # a given path wins
+    assert_imported_exactly(tmp_path / 'mine' / 'v4', state)
 
 
 def test_29v2_classifier_without_bias_keeps_its_classes(tmp_path):
