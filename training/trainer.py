@@ -16,6 +16,7 @@ from mxnet import autograd, gluon
 
 from common.cli import ArgumentParser
 from common.errors import UsageError
+from common.paths import runs_dir
 from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 from symbols import LightCNNInit, default_preprocessing, get_model, get_model_list
 
@@ -64,7 +65,7 @@ def build_parser(prog='train_lightcnn.py'):
     r.add_argument('--kv-store', default='device',
                    choices=['device', 'local', 'dist_sync', 'dist_device_sync'])
     c = p.add_argument_group('checkpoints and logging')
-    c.add_argument('--model-prefix', default='models/lightcnn',
+    c.add_argument('--model-prefix', default=runs_dir('lightcnn'),
                    help='checkpoints PREFIX-NNNN.params/.json/.states and PREFIX-metrics.csv')
     c.add_argument('--save-period', type=int, default=1, help='save every N epochs (and the last)')
     c.add_argument('--load-epoch', type=int, help='resume from PREFIX-NNNN: weights, optimiser, LR')
@@ -72,7 +73,7 @@ def build_parser(prog='train_lightcnn.py'):
     c.add_argument('--benchmark', action='store_true', help='synthetic batches, prints samples/sec')
     c.add_argument('--benchmark-batches', type=int, default=10)
     e = p.add_argument_group('demo (no --data-train)')
-    e.add_argument('--work-dir', default='models/demo', help='demo data, checkpoints and results')
+    e.add_argument('--work-dir', default=runs_dir('demo'), help='demo data, checkpoints and results')
     e.add_argument('--demo-identities', type=int, default=70, help='synthetic identities in all')
     e.add_argument('--demo-heldout', type=int, default=30, help='of them held out for verification')
     e.add_argument('--demo-images', type=int, default=16, help='images per identity')
