@@ -2,15 +2,19 @@
 
     python train_lightcnn.py                                   # demo: synthetic faces, a few minutes on CPU
     python train_lightcnn.py --data-train data/casia.rec --data-val data/casia_val.rec \\
-        --network lightcnn9 --gpus 0,1 --lr 0.01 --lr-step-epochs 10,20 --model-prefix models/casia
+        --network lightcnn9 --gpus 0,1 --lr 0.01 --lr-step-epochs 10,20 --model-prefix runs/casia
 """
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-from common.cli import run_cli
-from common.errors import UsageError
-from demo import add_demo_options, run_demo
-from lfw_verification.epoch_validation import PairVerification
-from training import ParameterError, TrainingDiverged, build_parser, flag, train
+import sys  # noqa: E402
+
+from common.cli import run_cli  # noqa: E402
+from common.errors import UsageError  # noqa: E402
+from demo import add_demo_options, run_demo  # noqa: E402
+from lfw_verification.epoch_validation import PairVerification  # noqa: E402
+from training import ParameterError, TrainingDiverged, build_parser, flag, train  # noqa: E402
 
 
 def main(argv=None):

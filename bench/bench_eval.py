@@ -12,13 +12,10 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import REPO_ROOT, alternate, finish, pin_threads, skipped_row  # noqa: E402
+from harness import REPO_ROOT, alternate, finish, pin_threads, skipped_row
 
 COLUMNS = (('variant', 'evaluation', ''), ('seconds', 'seconds', '.3f'), ('pairs_per_s', 'pairs/s', '.0f'),
            ('ratio', 'speed vs Octave', '.1f'), ('note', 'note', ''))

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.images import ImageError, list_images, read_image
 
 __all__ = ['template', 'similarity_transform', 'eyes_mouth_transform', 'choose_face', 'center_crop',

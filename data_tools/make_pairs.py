@@ -2,10 +2,9 @@
 
 Example: ``python data_tools/make_pairs.py --images held_out/ --out pairs.txt --folds 10 --per-fold 300``
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from data_tools.pairs import identities_from, make_pairs, write_pairs  # noqa: E402

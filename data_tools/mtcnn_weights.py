@@ -14,7 +14,7 @@ transposes every image before the nets. We convert once so the Gluon nets take i
   NCHW as ``(c, y, x)``, so its rows are permuted accordingly.
 
 No TensorFlow or Keras is needed: the ``.npy`` is read from the wheel with :mod:`zipfile` and numpy. The
-converted parameters are cached as ``models/mtcnn/{pnet,rnet,onet}.params`` (gitignored).
+converted parameters are cached as ``runs/cache/mtcnn/{pnet,rnet,onet}.params`` (:func:`common.paths.cache_dir`).
 Offline: pass a local ``.npy`` or ``.whl`` path, or set ``LIGHTCNN_MTCNN_WEIGHTS`` to one.
 """
 import io
@@ -26,14 +26,14 @@ import zipfile
 import numpy as np
 
 from common.errors import UsageError
+from common.paths import cache_dir
 from common.safe_pickle import UnsafePickleError, load_npy_object
 
 WHEEL_SPEC = 'mtcnn==0.1.1'
 WHEEL_NAME = 'mtcnn-0.1.1-py3-none-any.whl'
 WEIGHTS_MEMBER = 'mtcnn/data/mtcnn_weights.npy'
 ENV_SOURCE = 'LIGHTCNN_MTCNN_WEIGHTS'
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CACHE = os.path.join(REPO_ROOT, 'models', 'mtcnn')
+DEFAULT_CACHE = cache_dir('mtcnn')  # runs/cache/mtcnn, or $LIGHTCNN_CACHE/mtcnn
 NET_NAMES = ('pnet', 'rnet', 'onet')
 
 # Gluon structural parameter names in the TF ``set_weights`` order of each net (see data_tools.mtcnn).

@@ -25,7 +25,7 @@ import time
 
 import cv2
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file
 from data_tools.records import IndexedRecordWriter, pack_header
 

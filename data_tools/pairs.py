@@ -22,7 +22,7 @@ import random
 import re
 from collections import namedtuple
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.images import IMAGE_EXTENSIONS, is_image_file
 
 

@@ -15,7 +15,7 @@ import struct
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
 
 IR_FORMAT = 'IfQQ'      # mx.recordio._IR_FORMAT: flag, label, id, id2
 _MAGIC = struct.pack('<I', 0xced7230a)  # dmlc::RecordIOWriter::kMagic

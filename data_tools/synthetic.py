@@ -9,10 +9,6 @@ pipeline and reward a model that learns identity over nuisance, nothing more.
 ``python data_tools/synthetic.py OUT_DIR --identities 80 --images 20`` writes ``OUT_DIR/id_0000/000.png``.
 """
 import os
-import sys
-
-if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2
 import numpy as np

@@ -7,11 +7,12 @@ import argparse
 
 from common.cli import ArgumentParser
 from common.errors import UsageError
+from common.paths import runs_dir
 from training.config import Option, add_options
 from training.errors import flag
 
 DEMO_OPTIONS = {'demo (no --data-train)': [
-    Option('work_dir', 'models/demo', 'demo data, checkpoints and results'),
+    Option('work_dir', runs_dir('demo'), 'demo data, checkpoints and results'),
     Option('demo_identities', 70, 'synthetic identities in all', int),
     Option('demo_heldout', 30, 'of them held out for verification', int),
     Option('demo_images', 16, 'images per identity', int),

@@ -3,7 +3,7 @@
 Render face-like identities (``data_tools.synthetic``), pack them (``data_tools.packing``, identities
 held out for verification), train LightCNN-9, extract features of the held-out identities
 (``extract_features``), and score LFW-style pairs of them (``lfw_verification``). Everything lands
-in ``work_dir`` (default ``models/demo``). Options and defaults: :mod:`demo.config`.
+in ``work_dir`` (default ``runs/demo``). Options and defaults: :mod:`demo.config`.
 
 What it is: proof that every stage runs and that training learns something that transfers to
 identities it never saw. What it is not: a face model -- the faces are cartoons.

@@ -23,7 +23,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
 
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')

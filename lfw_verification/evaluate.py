@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.pairs import read_pairs
 from lfw_verification.metrics import TAR_FARS, VAL_FAR, verification_metrics
 

@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
 from lfw_verification.evaluate import check_output_paths, image_key, l2_normalize, load_features
 from lfw_verification.metrics import threshold_at_far
 

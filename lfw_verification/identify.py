@@ -4,10 +4,9 @@ Examples:
   python lfw_verification/identify.py --gallery G.mat --probe P.mat --far 0.01 --predictions pred.csv
   python lfw_verification/identify.py --gallery LFW_features.mat --gallery-per-identity 1 --unknown-fraction 0.2
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from lfw_verification.identification import run_identification  # noqa: E402

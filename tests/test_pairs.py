@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.pairs import make_pairs, read_pairs, write_pairs
 
 LFW_SNIPPET = """2\t2
@@ -155,11 +155,11 @@ def test_orl_pgm_pairs(orl_root, tmp_path):
 
 def test_pairs_from_held_out_identities(tmp_path, repo_root):
     from data_tools.packing import pack_records
-    from test_packing import _image, _save
+    from helpers import face_image, save_image
     root = tmp_path / 'faces'
     for k in range(12):
         for i in range(4):
-            _save(root / f'id {k}' / f'{i}.jpg', _image(10 * k + i))
+            save_image(root / f'id {k}' / f'{i}.jpg', face_image(10 * k + i))
     meta = pack_records(str(root), str(tmp_path / 'p'), workers=0, progress=False, val_identities=4)
     held = set(meta['heldout_identities'])
     out = tmp_path / 'pairs.txt'

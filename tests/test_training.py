@@ -9,23 +9,13 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
+from helpers import SIZE, write_tiny_rec
 from lfw_verification.epoch_validation import PairVerification
 from models.checkpoint import load_checkpoint
 from training import TrainingDiverged, train
 from training.trainer import make_lr_scheduler, parse_config
-
-SIZE = 36  # small records and 32x32 crops keep these tests to seconds on a busy CPU
-
-
-def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0):
-    """Pack an ``identity/image`` tree into ``prefix.rec/.idx/.json`` (+ ``prefix_val.*``)."""
-    pack_records(images_root, prefix, size=size, color='gray', workers=0, progress=False,
-                 val_per_identity=val_per_identity, seed=0)
-    return prefix + '.rec'
-
 
 @pytest.fixture(scope='module')
 def tiny_rec(tmp_path_factory):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from common.cli import ArgumentParser
 from common.errors import UsageError
+from common.paths import runs_dir
 from symbols import get_model_list
 
 from .errors import ParameterError, flag
@@ -70,7 +71,7 @@ OPTIONS = {
                choices=('device', 'local', 'dist_sync', 'dist_device_sync')),
     ],
     'checkpoints and logging': [
-        Option('model_prefix', 'models/lightcnn',
+        Option('model_prefix', runs_dir('lightcnn'),
                'checkpoints PREFIX-NNNN.params/.json/.states (NNNN = epochs completed) and '
                'PREFIX-metrics.csv'),
         Option('save_period', 1, 'save every N epochs (and after the last)', int),
