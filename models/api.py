@@ -1,7 +1,7 @@
 """Embeddings in three lines, for people who just want features::
 
     from models import load_model
-    model = load_model('models/lightcnn-v4')
+    model = load_model('runs/pretrained/lightcnn-v4')
     features = model.embed(['a.jpg', 'b.jpg'], flip=True)       # float32 (2, 256)
 
 Runs on the extraction engine (:mod:`extract_features.extraction`): same pixels, same batching.
