@@ -16,10 +16,11 @@ from mxnet import autograd, gluon
 
 from common.cli import ArgumentParser, UsageError
 from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
+from data_tools.dataset_info import records_info
 from symbols import LightCNNInit, default_preprocessing, get_model, get_model_list
 
-from .data import (SyntheticBatches, check_record_file, packing_summary, record_iter,
-                   record_preprocessing, steps_per_epoch, take_batches)
+from .data import (SyntheticBatches, check_record_file, record_iter, record_preprocessing,
+                   steps_per_epoch, take_batches)
 
 NETWORKS = [n for n in get_model_list() if n != 'lightcnn_v4']  # V4 is BGR: no record training
 
@@ -334,7 +335,7 @@ def train(config=None, contexts=None, log=None):
     num_train = check_record_file(args.data_train)
     if args.data_val:
         check_record_file(args.data_val)
-    summary = packing_summary(args.data_train)
+    summary = records_info(args.data_train)
     num_classes = args.num_classes or summary.get('num_classes')
     if not num_classes:
         raise UsageError(f'--num-classes is needed: no num_classes in a PREFIX.json beside {args.data_train}')
