@@ -8,13 +8,13 @@ import sys
 
 from common.cli import run_cli
 from training import TrainingDiverged, build_parser, train
+from training.demo import run_demo
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if not args.data_train and not args.benchmark:
-            from training.demo import run_demo
             run_demo(args)
         else:
             train(args)

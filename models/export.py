@@ -21,7 +21,7 @@ from common.cli import ArgumentParser, UsageError, run_cli  # noqa: E402  (first
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from symbols.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 
 ONNX_OPSET = 13  # mx.onnx 1.9.1 writes opset-13 operators (Split with a 'split' attribute)
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'

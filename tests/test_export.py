@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from common.cli import UsageError
-from models.checkpoint import load_checkpoint, save_checkpoint
+from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.export import (DEPLOY_PYTHON_ENV, ONNX_OPSET, export_model, find_deploy_python,
                            main as export_main, run_onnxruntime)
 from real_v4 import real_v4_stem

@@ -12,7 +12,7 @@ import pytest
 from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
-from models.checkpoint import load_checkpoint
+from symbols.checkpoint import load_checkpoint
 from training import TrainingDiverged, train
 from training.trainer import make_lr_scheduler, parse_config
 

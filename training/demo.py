@@ -11,15 +11,18 @@ identities it never saw. What it is not: a face model -- the faces are cartoons.
 import os
 import time
 
-from common.cli import UsageError
+import mxnet as mx
+
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
 from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
 from extract_features import extract_to_mat
 from lfw_verification import evaluate_verification, plot_roc, write_json
+from symbols.checkpoint import load_metadata, save_checkpoint
 
-from .trainer import parse_config, train
+from .trainer import build_network, parse_config, train
 
 # 72 px renders cropped to 64: four times cheaper than 144/128, so 15 epochs fit in a few CPU minutes
 DEMO_EPOCHS, DEMO_INPUT_SIZE = 15, 64
@@ -91,9 +94,6 @@ def run_demo(config=None, log=print):
 
 def _untrained_accuracy(train_config, checkpoint, pairs_path, images, work):
     """Verification accuracy of the initial weights: how much of the result training earned."""
-    import mxnet as mx
-    from models.checkpoint import load_metadata, save_checkpoint
-    from .trainer import build_network
     meta = load_metadata(checkpoint)
     args = parse_config(train_config)
     pre = Preprocessing.from_dict(meta['preprocessing'])

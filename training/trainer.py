@@ -14,10 +14,16 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from common.cli import ArgumentParser, UsageError
-from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
+from common.cli import ArgumentParser
+from common.devices import parse_devices
+from common.errors import UsageError
+from common.fileio import atomic_write
+from common.verification import pair_rows, pair_scores, verification_metrics
 from data_tools.dataset_info import records_info
+from data_tools.pairs import read_pairs
 from symbols import LightCNNInit, default_preprocessing, get_model, get_model_list
+from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
+from symbols.inference import Embedder, embed_images, items_from_pairs
 
 from .data import (SyntheticBatches, check_record_file, record_iter, record_preprocessing,
                    steps_per_epoch, take_batches)
@@ -98,17 +104,8 @@ def parse_config(config):
 
 
 def resolve_contexts(gpus):
-    """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]``."""
-    if not gpus:
-        return [mx.cpu()]
-    try:
-        ids = [int(g) for g in str(gpus).split(',') if g.strip()]
-    except ValueError:
-        raise UsageError(f'--gpus takes device numbers like 0,1, not {gpus!r}') from None
-    if ids and mx.context.num_gpus() < max(ids) + 1:
-        raise UsageError(f'--gpus {gpus}: this machine has {mx.context.num_gpus()} GPU(s) '
-                         '(the CPU build of MXNet sees none); drop --gpus to train on the CPU')
-    return [mx.gpu(i) for i in ids]
+    """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]`` (:func:`common.devices.parse_devices`)."""
+    return parse_devices(gpus, '--gpus')
 
 
 def _step_epochs(text):
@@ -270,11 +267,9 @@ def evaluate_classification(net, args, preprocessing, contexts, rec_path):
 def evaluate_pairs(net, preprocessing, contexts, pairs_path, images_root):
     """Verification accuracy (10-fold, threshold chosen on the other folds) on LFW-format pairs.
 
-    The same engine and scoring as ``extract_features.py`` + ``lfw_eval.py``, without the files.
+    The same engine (:mod:`symbols.inference`) and scoring (:mod:`common.verification`) as
+    ``extract_features.py`` + ``lfw_eval.py``, without the files.
     """
-    from data_tools.pairs import read_pairs
-    from extract_features.extraction import Embedder, embed_images, items_from_pairs
-    from lfw_verification import pair_rows, pair_scores, verification_metrics
     pairs = read_pairs(pairs_path)
     embedder = Embedder(net, preprocessing, contexts[0], batch_size=64, hybridize=False)
     extraction = embed_images(embedder, items_from_pairs(pairs_path, images_root))
@@ -292,12 +287,10 @@ def _append_csv(path, row, begin_epoch):
             rows = [r for r in csv.DictReader(f) if int(r['epoch']) < begin_epoch]
     rows.append({k: row[k] for k in row})
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic_write(path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def train(config=None, contexts=None, log=None):
