@@ -13,7 +13,6 @@ import sys  # noqa: E402
 from common.cli import run_cli  # noqa: E402
 from common.errors import UsageError  # noqa: E402
 from demo import add_demo_options, run_demo  # noqa: E402
-from lfw_verification.epoch_validation import PairVerification  # noqa: E402
 from training import ParameterError, TrainingDiverged, build_parser, flag, train  # noqa: E402
 
 
@@ -22,8 +21,7 @@ def main(argv=None):
     args = add_demo_options(build_parser()).parse_args(argv)
     try:
         if args.data_train or args.benchmark:
-            pairs = [PairVerification(args.val_pairs, args.val_images)] if args.val_pairs else []
-            train(args, validators=pairs)
+            train(args)
         else:
             run_demo(sys.argv[1:] if argv is None else argv)  # parsed again with the demo's own defaults
     except ParameterError as err:  # library messages name parameters; the command line spells flags

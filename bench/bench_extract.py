@@ -5,7 +5,7 @@
 All three decode JPEGs with the same ``Preprocessing.load`` (OpenCV, gray 128x128) and run LightCNN-9
 (random weights: speed does not depend on them), in separate worker processes with equal threads:
 
-* ours: ``extract_features.extraction.embed_images`` -- batch 64, hybridized static graph, 2 decode
+* ours: ``symbols.inference.embed_images`` -- batch 64, hybridized static graph, 2 decode
   threads a few batches ahead of the forward (what ``extract_features.py`` runs);
 * PyTorch: the official network (``symbols/torch_reference.py``) in a plain loop -- decode 64, forward 64;
 * one image per forward: decode, forward, repeat -- through the hybridized net (the strong form of the
@@ -27,7 +27,7 @@ COLUMNS = (('variant', 'extraction', ''), ('rate', 'images/s', '.1f'), ('rate_mi
 
 
 def _sample(images, n):
-    from extract_features.extraction import items_from_tree
+    from symbols.inference import items_from_tree
     items = items_from_tree(str(images))
     step = max(1, len(items) // n)
     return [item.source for item in items[::step][:n]]
@@ -51,7 +51,7 @@ def _mxnet_net(network):
 
 
 def ours_worker(network, batch, paths, threads):
-    from extract_features.extraction import Embedder, ImageItem, embed_images
+    from symbols.inference import Embedder, ImageItem, embed_images
     net, pre = _mxnet_net(network)
     embedder = Embedder(net, pre, batch_size=batch)
     items = [ImageItem(p, p) for p in paths]

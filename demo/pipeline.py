@@ -13,13 +13,14 @@ import time
 
 import mxnet as mx
 
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
 from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
 from extract_features import extract_to_mat
 from lfw_verification import evaluate_verification, plot_roc, write_json
-from models.checkpoint import load_metadata, save_checkpoint
+from symbols.checkpoint import load_metadata, save_checkpoint
 from training import DEFAULTS, ParameterError, build_network, train
 from training import parse_config as parse_training_config
 

@@ -18,8 +18,9 @@ import json
 import numpy as np
 
 from common.errors import UsageError
-from lfw_verification.evaluate import check_output_paths, image_key, l2_normalize, load_features
-from lfw_verification.metrics import threshold_at_far
+from common.features_mat import read_features
+from common.verification import image_key, l2_normalize, threshold_at_far
+from lfw_verification.evaluate import check_output_paths
 
 METHODS = ('image', 'centroid')
 TOP_K = 5
@@ -196,14 +197,14 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     if not 0.0 <= far <= 1.0:
         raise UsageError(f'--far must be in [0, 1], got {far}')
     check_output_paths(predictions_path, json_path)
-    data, labels = load_features(gallery_path)
+    data, labels = read_features(gallery_path)
     ids = np.array([identity_of(label) for label in labels])
     if probe_path is None:
         g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
         gallery, gallery_ids, probe, probe_ids = data[g_rows], ids[g_rows], data[p_rows], ids[p_rows]
         probe_labels = [labels[r] for r in p_rows]
     else:
-        probe, probe_labels = load_features(probe_path)
+        probe, probe_labels = read_features(probe_path)
         gallery, gallery_ids, split = data, ids, None
         probe_ids = np.array([identity_of(label) for label in probe_labels])
         if probe.shape[1] != gallery.shape[1]:

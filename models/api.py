@@ -4,14 +4,16 @@
     model = load_model('runs/pretrained/lightcnn-v4')
     features = model.embed(['a.jpg', 'b.jpg'], flip=True)       # float32 (2, 256)
 
-Runs on the extraction engine (:mod:`extract_features.extraction`): same pixels, same batching.
+Runs on the inference engine (:mod:`symbols.inference`) that extraction uses too: same pixels, same batching.
 """
 import os
 
 import numpy as np
 
+from common.devices import parse_device
 from common.errors import UsageError
-from extract_features.extraction import Embedder, ImageItem, embed_images, parse_ctx
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import Embedder, ImageItem, embed_images
 
 
 class FaceModel:
@@ -61,7 +63,7 @@ class FaceModel:
         align : callable or None
             ``BGR uint8 -> aligned uint8`` applied before the crop (e.g. MTCNN alignment).
 
-        Raises :class:`~extract_features.extraction.ImageLoadError` listing unreadable images.
+        Raises :class:`~symbols.inference.ImageLoadError` listing unreadable images.
         """
         result = self._run(images, batch_size, flip, center_crop, align)
         return np.zeros((0, 256), np.float32) if result is None else result.features
@@ -108,8 +110,7 @@ def load_model(spec, ctx=None, epoch=None):
 
     ``ctx``: ``mx.Context`` or ``'cpu'``/``'gpu:N'``.
     """
-    from models.checkpoint import load_checkpoint
-    context = parse_ctx(ctx) if ctx is None or isinstance(ctx, str) else ctx
+    context = parse_device(ctx) if ctx is None or isinstance(ctx, str) else ctx
     # return_features: a classifier net gives (logits, features); a feature-only net ignores it
     net, meta = load_checkpoint(spec, epoch=epoch, ctx=context, return_features=True)
     return FaceModel(net, meta, context)

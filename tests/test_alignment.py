@@ -220,7 +220,7 @@ def test_pack_records_with_aligner_skips_no_face(tmp_path, orl_root, weights_rea
 def test_extraction_loader_aligns_to_network_input(orl_root, weights_ready):
     from common.preprocessing import Preprocessing
     from data_tools.alignment import make_aligner
-    from extract_features.extraction import image_loader
+    from symbols.inference import image_loader
     pre = Preprocessing(channels='gray', input_size=128)
     aligner = make_aligner(pre.input_size)
     load = image_loader(pre, align=aligner)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
-from extract_features.extraction import ImageLoadError
 from models import load_model
-from models.checkpoint import load_checkpoint
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import ImageLoadError
 from helpers import PRE, make_checkpoint, make_tree
 
 

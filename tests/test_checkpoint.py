@@ -7,7 +7,7 @@ import pytest
 
 from common.errors import UsageError
 from common.preprocessing import Preprocessing
-from models.checkpoint import list_epochs, load_checkpoint, resolve_checkpoint, save_checkpoint
+from symbols.checkpoint import list_epochs, load_checkpoint, resolve_checkpoint, save_checkpoint
 from symbols import LightCNNInit, get_model
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
-from models.checkpoint import load_checkpoint, save_checkpoint
+from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.export import (DEPLOY_PYTHON_ENV, ONNX_OPSET, export_model, find_deploy_python,
                            main as export_main, run_onnxruntime)
 from symbols import LightCNNInit, default_preprocessing, get_model

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import scipy.io
 
-from extract_features.extraction import (Embedder, ImageItem, ImageLoadError, embed_images,
-                                         extract_to_mat, inference_backend, items_from_list, items_from_tree,
-                                         resolve_list_path)
-from helpers import make_checkpoint, make_tree
-from models.checkpoint import load_checkpoint
+from common.preprocessing import Preprocessing
+from extract_features.extraction import extract_to_mat
+from helpers import PRE, make_checkpoint, make_tree
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import (Embedder, ImageItem, ImageLoadError, embed_images, inference_backend,
+                               items_from_list, items_from_tree, resolve_list_path)
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
@@ -203,12 +204,11 @@ def test_cli_script_runs_from_any_directory(setup, tmp_path):
 
 def test_pairs_list_is_deduplicated_in_order(setup, monkeypatch):
     """Uses a stand-in ``read_pairs`` (the real parser is tested with data_tools)."""
-    import types
-    stub = types.ModuleType('data_tools.pairs')
+    from symbols import inference
     a, b, c = setup['labels'][0], setup['labels'][1], setup['labels'][5]
-    stub.read_pairs = lambda path: [(a, b, True, 0), (b, c, False, 0), (c, 'X/X_0001.jpg', False, 1)]
-    monkeypatch.setitem(sys.modules, 'data_tools.pairs', stub)
-    from extract_features.extraction import items_from_pairs
+    monkeypatch.setattr(inference, 'read_pairs',
+                        lambda path: [(a, b, True, 0), (b, c, False, 0), (c, 'X/X_0001.jpg', False, 1)])
+    items_from_pairs = inference.items_from_pairs
     items = items_from_pairs('pairs.txt', str(setup['root']))
     assert [i.label for i in items] == [a, b, c, 'X/X_0001.jpg']
     assert [i.source is None for i in items] == [False, False, False, True]
@@ -231,7 +231,7 @@ def test_align_hook_runs_before_fit_and_none_is_a_failure(setup):
 
 def test_ctx_parsing():
     from common.errors import UsageError
-    from extract_features.extraction import parse_ctx
+    from common.devices import parse_device as parse_ctx
     assert parse_ctx('cpu') == mx.cpu()
     with pytest.raises(UsageError):
         parse_ctx('tpu:0')
@@ -242,7 +242,7 @@ def test_ctx_parsing():
 
 def test_pairs_with_real_reader(setup, tmp_path):
     pytest.importorskip('data_tools.pairs')
-    from extract_features.extraction import items_from_pairs
+    from symbols.inference import items_from_pairs
     a, b, c = setup['labels'][0], setup['labels'][1], setup['labels'][4]
     pairs = tmp_path / 'pair.label'
     pairs.write_text(f'1 {a} {b}\n0 {a} {c}\n')

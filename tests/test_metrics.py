@@ -1,9 +1,9 @@
-"""Verification metrics against hand-computed cases (lfw_verification/metrics.py)."""
+"""Verification metrics against hand-computed cases (common/verification.py)."""
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lfw_verification.metrics import (best_threshold, equal_error_rate, threshold_at_far,
+from common.verification import (best_threshold, equal_error_rate, threshold_at_far,
                                       verification_metrics)
 
 

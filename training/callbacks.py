@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from common.fileio import atomic_write
+
 
 class Callback:
     """Base class: every hook does nothing."""
@@ -199,9 +201,7 @@ def write_metrics_row(path, row):
     rows.append(dict(row))
     fields = list(dict.fromkeys(k for r in rows for k in r))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
+    with atomic_write(path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)

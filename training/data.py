@@ -4,7 +4,6 @@ Iterators are rebuilt every epoch with a seed derived from ``(seed, epoch)``: th
 random crops of epoch ``e`` are then the same whether a run went straight through or was resumed
 from a checkpoint, which makes ``--load-epoch`` exact.
 """
-import json
 import math
 import os
 
@@ -13,29 +12,9 @@ import mxnet as mx
 from common.errors import UsageError
 from common.preprocessing import Preprocessing
 
+from data_tools.dataset_info import records_info
+
 from .errors import ParameterError
-
-
-def dataset_prefix(rec_path):
-    """``data/casia.rec`` and ``data/casia_val.rec`` -> ``data/casia`` (where the packing JSON lives)."""
-    stem = os.fspath(rec_path)
-    if stem.endswith('.rec'):
-        stem = stem[:-4]
-    if stem.endswith('_val') and not os.path.exists(stem + '.json'):
-        stem = stem[:-4]
-    return stem
-
-
-def packing_summary(rec_path):
-    """The ``PREFIX.json`` written by ``data_tools.packing`` beside a ``.rec``, or ``{}`` if absent."""
-    path = dataset_prefix(rec_path) + '.json'
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as err:
-        raise UsageError(f'cannot read packing summary {path}: {err}') from None
 
 
 def check_record_file(rec_path):
@@ -61,7 +40,7 @@ def record_preprocessing(base, rec_path, input_size=None):
     The packing JSON's record ``size`` becomes ``record_size`` and its ``color`` the channels
     (``ImageRecordIter`` decodes colour as RGB); ``input_size`` overrides the crop side.
     """
-    record = packing_summary(rec_path).get('record') or {}
+    record = records_info(rec_path).get('record') or {}
     record_size = int(record.get('size', base.record_size))
     channels = 'gray' if record.get('color', 'gray') == 'gray' else 'rgb'
     input_size = input_size or min(base.input_size, record_size)

@@ -19,18 +19,20 @@ from dataclasses import dataclass
 import mxnet as mx
 from mxnet import autograd, gluon
 
+from common.devices import parse_devices
 from common.errors import UsageError
 from common.preprocessing import Preprocessing
-from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
+from data_tools.dataset_info import records_info
 from symbols import LightCNNInit, default_preprocessing, get_model
+from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .config import BASE_LR, check_config, parse_config, step_epochs
-from .data import (RecordBatches, SyntheticBatches, check_record_file, packing_summary,
-                   record_preprocessing, steps_per_epoch)
+from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
+                   steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .heads import build_head
-from .validation import ClassificationValidation
+from .validation import ClassificationValidation, PairVerification
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
                    'metrics.epoch = 0-based index of the last of them, as Epoch[i] in the log '
@@ -51,9 +53,8 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
     callbacks : list of training.callbacks.Callback
         Run after the built-in ones (Speedometer, progress bar, epoch lines, metrics CSV).
     validators : list of callables ``(net, preprocessing, contexts) -> dict``
-        Run on worker 0 after each epoch, after top-1/top-5 on ``data_val``; their values join the epoch's
-        row. ``val_pairs`` needs one that fills ``val_verification``
-        (``lfw_verification.epoch_validation.PairVerification``).
+        Run on worker 0 after each epoch, after the built-in ones (top-1/top-5 on ``data_val``, verification
+        on ``val_pairs``: :mod:`training.validation`); their values join the epoch's row.
 
     Returns
     -------
@@ -72,7 +73,6 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
     if args.benchmark:
         return benchmark(args, contexts, log)
     check_config(args)
-    _check_validators(args, validators)
     run = setup(args, contexts, log)
     callbacks = CallbackList(default_callbacks(run) + list(callbacks))
     validators = default_validators(args) + list(validators)
@@ -147,7 +147,7 @@ def setup(args, contexts=None, log=None):
     num_train = check_record_file(args.data_train)
     if args.data_val:
         check_record_file(args.data_val)
-    summary = packing_summary(args.data_train)
+    summary = records_info(args.data_train)
     num_classes = args.num_classes or summary.get('num_classes')
     if not num_classes:
         raise ParameterError(lambda n: f'{n("num_classes")} is needed: no num_classes in a PREFIX.json '
@@ -183,18 +183,8 @@ def setup(args, contexts=None, log=None):
 
 
 def resolve_contexts(gpus):
-    """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]``."""
-    if not gpus:
-        return [mx.cpu()]
-    try:
-        ids = [int(g) for g in str(gpus).split(',') if g.strip()]
-    except ValueError:
-        raise ParameterError(lambda n: f'{n("gpus")} takes device numbers like 0,1, not {gpus!r}') from None
-    if ids and mx.context.num_gpus() < max(ids) + 1:
-        found = mx.context.num_gpus()
-        raise ParameterError(lambda n: f'{n("gpus")} {gpus}: this machine has {found} GPU(s) (the CPU build '
-                                       f'of MXNet sees none); drop {n("gpus")} to train on the CPU')
-    return [mx.gpu(i) for i in ids]
+    """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]`` (:func:`common.devices.parse_devices`)."""
+    return parse_devices(gpus, '--gpus')
 
 
 def create_kvstore(args):
@@ -282,16 +272,13 @@ def default_callbacks(run):
 
 
 def default_validators(args):
-    if not args.data_val:
-        return []
-    return [ClassificationValidation(args.data_val, args.batch_size, args.data_nthreads)]
-
-
-def _check_validators(args, validators):
-    if args.val_pairs and not any('val_verification' in getattr(v, 'metrics', ()) for v in validators):
-        raise ParameterError(lambda n: f'{n("val_pairs")} needs a validator that fills val_verification: '
-                                       'validators=[lfw_verification.epoch_validation.PairVerification('
-                                       'val_pairs, val_images)] (train_lightcnn.py passes it)')
+    """Top-1/top-5 on ``data_val`` and verification on ``val_pairs``, as the options ask."""
+    validators = []
+    if args.data_val:
+        validators.append(ClassificationValidation(args.data_val, args.batch_size, args.data_nthreads))
+    if args.val_pairs:
+        validators.append(PairVerification(args.val_pairs, args.val_images))
+    return validators
 
 
 # --- one epoch --------------------------------------------------------------------------------------------

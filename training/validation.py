@@ -1,13 +1,18 @@
 """Validation after each epoch by validators: callables ``(net, preprocessing, contexts) -> {metric: value}``.
 
-The trainer runs :class:`ClassificationValidation` when ``data_val`` is given; other validators come from
-the caller (``train(..., validators=[...])``). Verification on LFW-format pairs needs the extraction and
-evaluation stages, which come after training, so it lives there
-(``lfw_verification.epoch_validation.PairVerification``) and ``train_lightcnn.py`` passes it in for
-``--val-pairs``. Each validator lists the row keys it fills in ``metrics``.
+The trainer runs :class:`ClassificationValidation` when ``data_val`` is given and :class:`PairVerification`
+when ``val_pairs`` is (insightface's in-training LFW check: the same engine, :mod:`symbols.inference`, and
+scoring, :mod:`common.verification`, as ``extract_features.py`` + ``lfw_eval.py``, without the files);
+other validators come from the caller (``train(..., validators=[...])``). Each validator lists the row
+keys it fills in ``metrics``.
 """
 import mxnet as mx
+import numpy as np
 from mxnet import gluon
+
+from common.verification import pair_rows, pair_scores, verification_metrics
+from data_tools.pairs import read_pairs
+from symbols.inference import Embedder, embed_images, items_from_pairs
 
 from .data import record_iter
 
@@ -52,3 +57,38 @@ class ClassificationValidation:
     def __call__(self, net, preprocessing, contexts):
         return evaluate_classification(net, preprocessing, contexts, self.rec_path, self.batch_size,
                                        self.threads)
+
+
+class PairVerification:
+    """Validator: ``(net, preprocessing, contexts) -> {'val_verification': accuracy}``.
+
+    Parameters
+    ----------
+    pairs_path : str
+        LFW-format ``pairs.txt`` (or the label-file form of ``data_tools.pairs.read_pairs``).
+    images_root : str
+        Directory the pair paths are relative to.
+    batch_size : int
+        Images per forward.
+
+    The accuracy is the mean 10-fold (the file's folds) accuracy with each fold's threshold chosen on the
+    other folds, a fraction in [0, 1]; with a single fold, the best-threshold (optimistic) accuracy.
+    The network is the training one (``return_features=True``), run on ``contexts[0]`` without
+    hybridising it for inference.
+    """
+
+    metrics = ('val_verification',)
+
+    def __init__(self, pairs_path, images_root, batch_size=64):
+        self.pairs_path, self.images_root, self.batch_size = pairs_path, images_root, batch_size
+
+    def __call__(self, net, preprocessing, contexts):
+        pairs = read_pairs(self.pairs_path)
+        embedder = Embedder(net, preprocessing, contexts[0], batch_size=self.batch_size, hybridize=False)
+        extraction = embed_images(embedder, items_from_pairs(self.pairs_path, self.images_root))
+        idx1, idx2 = pair_rows(extraction.labels, pairs)
+        scores = pair_scores(extraction.features.astype(np.float64), idx1, idx2)
+        metrics = verification_metrics(scores, np.array([p.issame for p in pairs], dtype=bool),
+                                       np.array([p.fold for p in pairs]))
+        accuracy = metrics['accuracy_mean']
+        return dict(val_verification=accuracy if accuracy is not None else metrics['optimistic_accuracy'])
