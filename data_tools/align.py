@@ -21,7 +21,9 @@ def main(argv=None):
     parser.add_argument('--size', type=int, choices=(144, 128), default=144,
                         help='144: training records (ec_y 48); 128: network input (ec_y 40)')
     parser.add_argument('--color', choices=('gray', 'bgr'), default='gray')
-    parser.add_argument('--workers', type=int, default=1, help='processes (each loads its own MTCNN)')
+    parser.add_argument('--workers', type=int, default=None,
+                        help='processes, each with its own MTCNN and one OpenMP thread (default: one per '
+                             'physical core from 200 images on, else 1 = this process)')
     parser.add_argument('--fallback', choices=('center',), default=None,
                         help='centre-crop images without a detected face instead of skipping them')
     parser.add_argument('--method', choices=('similarity', 'eyes-mouth'), default='similarity',

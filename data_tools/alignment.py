@@ -25,7 +25,6 @@ When several faces are found the **largest** box is taken; boxes within 10 % of 
 among them the one whose centre is closest to the image centre wins.
 """
 import csv
-import ctypes
 import json
 import math
 import os
@@ -33,13 +32,13 @@ import time
 from dataclasses import dataclass, field
 
 import cv2
-import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
 from common.errors import UsageError
 from common.images import ImageError, list_images, read_image
 from common.preprocessing import crop_resize
+from common.threads import compute_env, physical_cores
 from common.workers import process_pool
 
 from .mtcnn import MTCNN
@@ -57,6 +56,8 @@ HALF_EYE_DISTANCE = (_REF[1, 0] - _REF[0, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 HALF_MOUTH_WIDTH = (_REF[4, 0] - _REF[3, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 NOSE_BELOW_EYES = (_REF[2, 1] - _REF[:2].mean(0)[1]) * EC_MC_Y / _REF_EC_MC
 REPORT_NAME = 'align_report'
+CHUNK = 16  # images per detector call in align_tree (and per worker task): MTCNN runs each stage once for all
+POOL_MIN_IMAGES = 200  # align_tree's default: worker processes from this many images on
 
 
 def template(size=TRAIN_SIZE):
@@ -199,12 +200,35 @@ class FaceAligner:
 
     def align(self, image):
         """Full details for one uint8 image (gray or BGR): an :class:`AlignResult`."""
+        return self.align_batch([image])[0]
+
+    def align_batch(self, images):
+        """:meth:`align` for several images, the detector run once for all of them (``detect_batch``:
+        each MTCNN stage batched across images), then once more for those without a face (retry margin).
+
+        Results equal :meth:`align` on each image (to float rounding). A detector without ``detect_batch``
+        is called image by image.
+        """
+        images = [self._squeeze(image) for image in images]
+        found = self._detect(images)
+        retry = [k for k, (boxes, _) in enumerate(found) if len(boxes) == 0] if self.retry_margin else []
+        if retry:
+            for k, again in zip(retry, self._detect([images[k] for k in retry], self.retry_margin)):
+                found[k] = again
+        return [self._result(image, boxes, landmarks) for image, (boxes, landmarks) in zip(images, found)]
+
+    def _detect(self, images, margin=None):
+        if hasattr(self.detector, 'detect_batch'):
+            return self.detector.detect_batch(images, margin)
+        return [self.detector.detect(image) if margin is None else self.detector.detect(image, margin=margin)
+                for image in images]
+
+    @staticmethod
+    def _squeeze(image):
         image = np.asarray(image)
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        boxes, landmarks = self.detector.detect(image)
-        if len(boxes) == 0 and self.retry_margin:
-            boxes, landmarks = self.detector.detect(image, margin=self.retry_margin)
+        return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+
+    def _result(self, image, boxes, landmarks):
         if len(boxes) == 0:
             if self.fallback == 'center':
                 return AlignResult(center_crop(self._to_color(image), self.size), 'center')
@@ -233,36 +257,44 @@ def make_aligner(input_size=TEST_SIZE, color='bgr', **kwargs):
 _WORKER = {}
 
 
-def _init_worker(aligner, one_thread=True):
-    """Per-process state: the aligner (its nets load on first use); in pool workers one OpenMP/OpenCV
-    thread each, so N workers do not fight over the cores."""
-    if one_thread:
-        mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(1))
-        cv2.setNumThreads(1)
+def _init_worker(aligner):
+    """Per-process state of a pool worker: the aligner (its nets load on first use), one OpenCV thread.
+    OpenMP threads come from the environment the pool started the worker with (``compute_env``)."""
+    cv2.setNumThreads(1)
     _WORKER['aligner'] = aligner
 
 
-def _align_one(task):
-    """Align ``src`` into ``dst``; a report row (never raises for a bad image)."""
-    rel, src, dst = task
-    row = {'path': rel, 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '', 'landmarks': ''}
-    try:
-        image = read_image(src, 'bgr')
-    except ImageError as err:
-        row.update(status='unreadable', reason=str(err))
-        return row
-    result = _WORKER['aligner'].align(image)
-    row.update(status=result.status, faces=result.num_faces)
-    if result.status == 'aligned':
-        row.update(score=round(result.score, 4), box=' '.join(f'{v:.1f}' for v in result.box),
-                   landmarks=' '.join(f'{v:.1f}' for v in result.landmarks.ravel()))
-    else:
-        row['reason'] = 'no face' + (' (centre-cropped instead)' if result.status == 'center' else '')
-    if result.image is not None:
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if not cv2.imwrite(dst, result.image):
-            row.update(status='unwritable', reason=f'cv2.imwrite failed for {dst}')
-    return row
+def _align_chunk(tasks):
+    """Align each ``(rel, src, dst)`` of ``tasks`` (the detector batched over them); report rows, in order.
+    Never raises for a bad image."""
+    rows, readable = [], []
+    for rel, src, dst in tasks:
+        row = {'path': rel, 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '', 'landmarks': ''}
+        rows.append(row)
+        try:
+            readable.append((row, dst, read_image(src, 'bgr')))
+        except ImageError as err:
+            row.update(status='unreadable', reason=str(err))
+    results = _WORKER['aligner'].align_batch([image for _, _, image in readable]) if readable else []
+    for (row, dst, _), result in zip(readable, results):
+        row.update(status=result.status, faces=result.num_faces)
+        if result.status == 'aligned':
+            row.update(score=round(result.score, 4), box=' '.join(f'{v:.1f}' for v in result.box),
+                       landmarks=' '.join(f'{v:.1f}' for v in result.landmarks.ravel()))
+        else:
+            row['reason'] = 'no face' + (' (centre-cropped instead)' if result.status == 'center' else '')
+        if result.image is not None:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if not cv2.imwrite(dst, result.image):
+                row.update(status='unwritable', reason=f'cv2.imwrite failed for {dst}')
+    return rows
+
+
+def default_workers(images):
+    """Alignment processes for a tree of ``images`` files: one per physical core (one OpenMP thread each,
+    see ``common.threads``), or this process alone below :data:`POOL_MIN_IMAGES` images, where starting
+    workers (each loads MXNet and the nets, ~2 s) costs more than it saves."""
+    return physical_cores() if images >= POOL_MIN_IMAGES else 1
 
 
 def _output_name(rel, color):
@@ -272,9 +304,13 @@ def _output_name(rel, color):
     return rel
 
 
-def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=None, method='similarity',
+def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallback=None, method='similarity',
                aligner=None, progress=True):
     """Mirror the image tree ``images`` into ``out`` with aligned faces; write the report; return a summary.
+
+    ``workers`` processes (default :func:`default_workers`) align chunks of :data:`CHUNK` images, each
+    with ``common.threads.compute_env('align', workers)`` (one OpenMP thread unless the user set
+    ``OMP_NUM_THREADS``); with 1, this process aligns them itself.
 
     Images without a face are not written (or, with ``fallback='center'``, written centre-cropped) and are
     listed with undecodable files in ``out/align_report.json`` and ``out/align_report.csv`` (every image,
@@ -288,6 +324,7 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=N
     files = list_images(images)
     if not files:
         raise UsageError(f'--images: no image files under {images}')
+    workers = default_workers(len(files)) if workers is None else workers
     if workers < 1:
         raise UsageError('--workers must be >= 1')
     aligner = aligner or FaceAligner(size=size, color=color, fallback=fallback, method=method)
@@ -295,14 +332,23 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=N
              for rel in files]
     os.makedirs(out, exist_ok=True)
     start = time.time()
-    bar = dict(total=len(tasks), desc='align', unit='img', disable=not progress)
-    if workers == 1:
-        _init_worker(aligner, one_thread=False)
-        rows = [_align_one(t) for t in tqdm(tasks, **bar)]
-    else:
-        # no preload: each worker imports MXNet itself, after starting clean, and loads its own nets
-        with process_pool(workers, _init_worker, (aligner,)) as pool:
-            rows = list(tqdm(pool.imap(_align_one, tasks, chunksize=8), **bar))
+    chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
+    rows = []
+    with tqdm(total=len(tasks), desc='align', unit='img', disable=not progress) as bar:
+        if workers == 1:
+            _WORKER['aligner'] = aligner
+            done = map(_align_chunk, chunks)
+        else:  # spawned with their thread settings; each imports MXNet itself and loads its own nets
+            pool = process_pool(workers, _init_worker, (aligner,), env=compute_env('align', workers))
+            done = pool.imap(_align_chunk, chunks)
+        try:
+            for chunk_rows in done:
+                rows += chunk_rows
+                bar.update(len(chunk_rows))
+        finally:
+            if workers > 1:
+                pool.terminate()
+                pool.join()
     seconds = time.time() - start
     counts = {}
     for row in rows:

@@ -30,6 +30,7 @@ from common.errors import UsageError
 from common.fileio import atomic_path
 from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file
 from common.preprocessing import crop_resize
+from common.threads import compute_env
 from common.workers import process_pool
 from data_tools.dataset_info import FORMAT, SPLITS, info_path, split_prefix, write_dataset_info
 from data_tools.records import IndexedRecordWriter, pack_header
@@ -360,8 +361,10 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
                     yield job, encoder(os.path.join(images_root, job[0]))
                 bar.update(len(chunk))
             return
-        # The server imports this module once, so workers start warm (common.workers: why not fork).
-        with process_pool(workers, _init_worker, (encoder,), preload=[__name__]) as pool:
+        # The server imports this module once, so workers start warm (common.workers: why not fork). An
+        # image filter (MTCNN alignment) runs MXNet in the workers: they start with its thread settings.
+        env = compute_env('align', workers) if encoder.image_filter is not None else None
+        with process_pool(workers, _init_worker, (encoder,), preload=[__name__], env=env) as pool:
             pending = collections.deque()
             for chunk in chunks:
                 paths = [os.path.join(images_root, job[0]) for job in chunk]

@@ -175,6 +175,13 @@ def test_align_tree_with_workers_and_report(tmp_path, orl_root, weights_ready):
     assert len((out / 'align_report.csv').read_text().strip().splitlines()) == 1 + 6
 
 
+def test_align_tree_default_workers(monkeypatch):
+    from data_tools import alignment
+    monkeypatch.setattr(alignment, 'physical_cores', lambda: 6)
+    assert alignment.default_workers(alignment.POOL_MIN_IMAGES - 1) == 1
+    assert alignment.default_workers(alignment.POOL_MIN_IMAGES) == 6
+
+
 def test_cli_fallback_center_and_errors(tmp_path, orl_root, weights_ready, repo_root):
     root = _small_tree(tmp_path, orl_root)
     out = tmp_path / 'aligned'
@@ -188,6 +195,22 @@ def test_cli_fallback_center_and_errors(tmp_path, orl_root, weights_ready, repo_
     bad = subprocess.run([sys.executable, script, '--images', str(tmp_path / 'missing'), '--out', str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith('error:') and len(bad.stderr.splitlines()) == 1
+
+
+def test_align_batch_equals_align_one_by_one(orl_root, weights_ready):
+    """Batched detection (and its retry on the padded frame for faceless images) changes no result."""
+    from common.images import read_image
+    aligner = FaceAligner(size=128, fallback='center')
+    images = [read_image(orl_root / ident / f'{i}.pgm', 'bgr') for ident in ('s2', 's7') for i in (3, 8)]
+    images.insert(2, np.full((112, 92, 3), 90, np.uint8))   # no face: retried, then centre-cropped
+    batch = aligner.align_batch(images)
+    assert [r.status for r in batch] == ['aligned', 'aligned', 'center', 'aligned', 'aligned']
+    for image, ours in zip(images, batch):
+        alone = aligner.align(image)
+        assert ours.status == alone.status and ours.num_faces == alone.num_faces
+        np.testing.assert_array_equal(ours.image, alone.image)
+        if alone.status == 'aligned':
+            np.testing.assert_allclose(ours.landmarks, alone.landmarks, atol=1e-3)
 
 
 def test_aligned_orl_landmarks_land_near_template(orl_root, weights_ready):

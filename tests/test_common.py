@@ -1,4 +1,5 @@
 """The shared pieces: image decoding with reasons, the one preprocessing definition, CLI conventions."""
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,33 @@ def test_command_lines_use_every_physical_core_unless_told(repo_root):
     assert _threads_seen(repo_root, THREADS_FIRST, OMP_NUM_THREADS='3') == '3'
     assert _threads_seen(repo_root, THREADS_FIRST, MXNET_OMP_MAX_THREADS='3') == 'None'
     assert _threads_seen(repo_root, 'import mxnet; ' + THREADS_FIRST) == 'None'  # too late to change: left alone
+
+
+def _compute_env_seen(repo_root, **env):
+    base = {k: v for k, v in os.environ.items()
+            if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    code = ('import json; from common.threads import compute_env, default_compute_threads; '
+            'stages = {s: compute_env(s, 2) for s in ("align", "train", None)}; default_compute_threads(); '
+            'import os; stages["main"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}; '
+            'print(json.dumps(stages))')
+    run = subprocess.run([sys.executable, '-c', code], cwd=repo_root, env={**base, **env}, capture_output=True,
+                         text=True, check=True)
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_threads_per_stage_and_the_users_settings_win(repo_root):
+    """MTCNN workers get one thread each, other stages a share of the cores, all a passive OpenMP wait; the
+    user's OMP_NUM_THREADS / OMP_WAIT_POLICY (or MXNET_OMP_MAX_THREADS) always win."""
+    share = str(max(1, physical_cores() // 2))
+    seen = _compute_env_seen(repo_root)
+    assert seen['align'] == {'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE'}
+    assert seen['train'] == seen['null'] == {'OMP_NUM_THREADS': share, 'OMP_WAIT_POLICY': 'PASSIVE'}
+    assert seen['main'] == {'OMP_NUM_THREADS': str(physical_cores()), 'OMP_WAIT_POLICY': 'PASSIVE'}
+    seen = _compute_env_seen(repo_root, OMP_NUM_THREADS='3', OMP_WAIT_POLICY='ACTIVE')
+    assert seen['align'] == seen['train'] == seen['main'] == {'OMP_NUM_THREADS': '3', 'OMP_WAIT_POLICY': 'ACTIVE'}
+    seen = _compute_env_seen(repo_root, MXNET_OMP_MAX_THREADS='3')
+    assert seen['align'] == {'OMP_WAIT_POLICY': 'PASSIVE'}      # MXNet reads the user's variable instead
+    assert seen['main'] == {'OMP_NUM_THREADS': None, 'OMP_WAIT_POLICY': 'PASSIVE'}
 
 
 def test_importing_library_code_sets_no_threads(repo_root):

@@ -1,6 +1,7 @@
 """MTCNN in Gluon: NMS and box maths by hand, weight conversion against a numpy TF-layout reference,
 detection recall and landmark sanity on the real datasets."""
 import collections
+import json
 import os
 import pickle
 
@@ -135,6 +136,46 @@ def test_gluon_nets_match_numpy_tf_reference(tf_weights, name, shape):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
+def _pnet_random(seed=0):
+    """A P-Net with random weights and PReLU slopes of both signs (also > 1): the masking argument holds
+    for any weights."""
+    import mxnet as mx
+    net = NETS['pnet']()
+    net.initialize(mx.init.Uniform(0.5))
+    rng = np.random.RandomState(seed)
+    for name, param in net.collect_params().items():
+        if name.endswith('alpha'):
+            param.set_data(mx.nd.array(rng.uniform(-1.3, 1.3, param.shape)))
+    return net
+
+
+def test_pnet_padded_batch_with_mask_equals_each_level_alone():
+    """Levels of odd and even sides, zero-padded into one batch, give every output cell of the level alone;
+    without the mask the ceil-mode pool sees padding at odd edges and cells there change."""
+    import mxnet as mx
+    from data_tools.mtcnn import MASKED, pnet_output_side
+    net = _pnet_random()
+    rng = np.random.RandomState(1)
+    levels = [rng.uniform(-1, 1, (3, h, w)).astype(np.float32) for h, w in [(17, 23), (24, 12), (31, 32), (12, 13)]]
+    side = 32
+    batch = np.zeros((len(levels), 3, side, side), np.float32)
+    mask = np.full((len(levels), 1, side - 2, side - 2), MASKED, np.float32)
+    for k, level in enumerate(levels):
+        batch[k, :, :level.shape[1], :level.shape[2]] = level
+        mask[k, :, :level.shape[1] - 2, :level.shape[2] - 2] = 0
+    masked = [o.asnumpy() for o in net(mx.nd.array(batch), mx.nd.array(mask))]
+    unmasked = [o.asnumpy() for o in net(mx.nd.array(batch))]
+    differs = False
+    for k, level in enumerate(levels):
+        alone = [o.asnumpy()[0] for o in net(mx.nd.array(level[None]))]
+        ho, wo = pnet_output_side(level.shape[1]), pnet_output_side(level.shape[2])
+        assert alone[0].shape == (2, ho, wo)
+        for ours, theirs, plain in zip(masked, alone, unmasked):
+            np.testing.assert_allclose(ours[k, :, :ho, :wo], theirs, rtol=1e-5, atol=1e-6)
+            differs |= not np.allclose(plain[k, :, :ho, :wo], theirs, rtol=1e-5, atol=1e-6)
+    assert differs  # the mask is what makes padding harmless
+
+
 def test_first_conv_layer_matches_numpy(tf_weights):
     import mxnet as mx
     net = _gluon('pnet', tf_weights)
@@ -200,6 +241,42 @@ def test_recall_and_landmarks_orl_all_and_pubfig_subset(detector, orl_root, pubf
         assert sane / found >= 0.98
         spread = np.median([np.std(v) / np.mean(v) for v in eye.values() if len(v) > 1])
         assert spread < 0.15, spread
+
+
+@pytest.mark.slow
+def test_batched_detector_matches_reference(detector, orl_root, pubfig_root):
+    """Every box and landmark of tests/fixtures/mtcnn_reference.json -- found by the unbatched cascade before
+    batching (120 ORL + 83 PubFig83 images, made by make_mtcnn_reference.py) -- comes out of
+    ``detect_batch`` on mixed-size batches (ORL 92x112 beside PubFig83 100x100: padded P-Net buckets), and
+    out of ``detect`` one image at a time, to the fixture's rounding (1e-3 px)."""
+    from common.images import read_image
+    with open(os.path.join(os.path.dirname(__file__), 'fixtures', 'mtcnn_reference.json')) as f:
+        reference = json.load(f)['images']
+    roots = {'orl_faces': orl_root, 'pubfig83': pubfig_root}
+    orl = [r for r in reference if r['dataset'] == 'orl_faces']
+    pubfig = [r for r in reference if r['dataset'] == 'pubfig83']
+    assert len(orl) == 120 and len(pubfig) == 83
+    mixed = [r for pair in zip(orl, pubfig) for r in pair] + orl[len(pubfig):]
+    images = [read_image(os.path.join(roots[r['dataset']], r['path']), 'bgr') for r in mixed]
+    found = []
+    for start in range(0, len(images), 16):
+        chunk = images[start:start + 16]
+        batch = detector.detect_batch(chunk)
+        retry = [k for k, (boxes, _) in enumerate(batch) if not len(boxes)]
+        results = [(0.0, boxes, points) for boxes, points in batch]
+        for k, (boxes, points) in zip(retry, detector.detect_batch([chunk[k] for k in retry], margin=0.25)):
+            results[k] = (0.25, boxes, points)
+        found += results
+    singles = {k: detector.detect(images[k], margin=mixed[k]['margin']) for k in range(0, len(images), 10)}
+    for k, (ref, (margin, boxes, points)) in enumerate(zip(mixed, found)):
+        where = f"{ref['dataset']}/{ref['path']}"
+        assert margin == ref['margin'], where
+        expected_boxes = np.asarray(ref['boxes'], float).reshape(-1, 5)
+        expected_points = np.asarray(ref['landmarks'], float).reshape(-1, 5, 2)
+        for got_boxes, got_points in [(boxes, points)] + ([singles[k]] if k in singles else []):
+            assert got_boxes.shape == expected_boxes.shape, where
+            np.testing.assert_allclose(got_boxes, expected_boxes, atol=1.5e-3, err_msg=where)
+            np.testing.assert_allclose(got_points, expected_points, atol=1.5e-3, err_msg=where)
 
 
 def test_weights_from_local_npy_or_wheel_and_bad_files(tf_weights, tmp_path):
