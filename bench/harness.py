@@ -8,6 +8,7 @@ benchmark therefore runs ours and its anchor in alternation (A B B A A B ...), e
 long-lived worker process when the frameworks differ, and reports medians and the median of the
 per-round ratios: drift hits both sides of a round alike and cancels in the ratio.
 """
+import contextlib
 import json
 import multiprocessing
 import os
@@ -17,6 +18,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+from common.workers import environment
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -101,13 +104,17 @@ class Worker:
 
     ``module.factory(**kwargs)`` runs in the child and returns ``run(n) -> dict`` (e.g. seconds for ``n``
     steps). Between calls the child blocks on its pipe, so only one side computes at a time.
+
+    ``env`` (name -> value, None unsets) is the environment the child starts with, e.g. its OpenMP threads.
+    A workload that starts processes of its own needs ``daemon=False``.
     """
 
-    def __init__(self, module, factory, **kwargs):
+    def __init__(self, module, factory, env=None, daemon=True, **kwargs):
         ctx = multiprocessing.get_context('spawn')
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, module, factory, kwargs), daemon=True)
-        self._proc.start()
+        self._proc = ctx.Process(target=_serve, args=(child, module, factory, kwargs), daemon=daemon)
+        with environment(env or {}):
+            self._proc.start()
         child.close()  # so a crashed child shows as EOFError here instead of a hang
         status, self.error = self._receive()
 
@@ -133,6 +140,46 @@ class Worker:
             self._proc.join(30)
             if self._proc.is_alive():
                 self._proc.terminate()
+
+
+# --- a competitor of known size: what a busy machine does to a stage ---------------------------------
+
+def _spin(counter, stop):
+    """One core's worth of pure-Python work until ``stop`` is set; ``counter`` counts blocks of 1e5 steps."""
+    while not stop.is_set():
+        n = 0
+        for _ in range(100_000):
+            n += 1
+        with counter.get_lock():
+            counter.value += 1
+
+
+@contextlib.contextmanager
+def competitor(processes=1):
+    """Run ``processes`` CPU-bound processes (a pure-Python loop each: one core's demand, no memory traffic)
+    for the duration of the block; they are started here, and stopped and joined on exit.
+
+    Yields a dict that holds, after the block, ``competitor_blocks_per_s``: the competitors' own progress
+    (1e5-step loop blocks per second, summed), which shows they ran and how much CPU they got.
+    """
+    ctx = multiprocessing.get_context('spawn')
+    stop, counter = ctx.Event(), ctx.Value('q', 0)
+    procs = [ctx.Process(target=_spin, args=(counter, stop), daemon=True) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    deadline = time.time() + 30
+    while counter.value < processes and time.time() < deadline:  # running before the clock starts
+        time.sleep(0.01)
+    info, start, base = {}, time.perf_counter(), counter.value
+    try:
+        yield info
+    finally:
+        info['competitor_blocks_per_s'] = (counter.value - base) / max(time.perf_counter() - start, 1e-9)
+        stop.set()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
 
 
 def timed(fn, *args, **kwargs):

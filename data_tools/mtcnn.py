@@ -11,13 +11,13 @@ multiprocessing workers, each of which loads its own copy.
 
 Speed: a forward call costs ~0.5 ms of fixed overhead on CPU, and the reference cascade makes about seven
 per image (P-Net once per pyramid level, R-Net, O-Net) on tiny inputs. :meth:`MTCNN.detect_batch` runs each
-stage once for many images: pyramid levels of all images go through P-Net together, padded up to a few
-bucket shapes (multiples of :data:`PNET_BUCKET`), and the candidate crops of all images through R-Net and
-O-Net in batches whose sizes are rounded up to a few buckets too, so the hybridized graphs and oneDNN
-kernels are built once per bucket, not once per shape. Padding changes no result: P-Net is fully
-convolutional without padding, so an output cell sees only its own 12x12 window, and the one layer that
-could see beyond a level's edge -- the ceil-mode 2x2 max-pool after the first convolution -- gets a mask
-that keeps padded columns and rows out of its maximum (the reference pools a partial window there).
+stage once for many images: pyramid levels of all images go through P-Net together, zero-padded up to a few
+bucket shapes (sides rounded up to :data:`PNET_BUCKET`), and the candidate crops of all images through R-Net
+and O-Net (:data:`CROP_BATCH` per call). Padding changes no result: P-Net is fully convolutional without
+padding, so an output cell sees only its own 12x12 window, and the one layer that could see beyond a level's
+edge -- the ceil-mode 2x2 max-pool after the first convolution -- gets a mask that keeps padded columns and
+rows out of its maximum (the reference pools a partial window there). With the nets' :class:`PReLU` and
+static memory, 16 PubFig83 images per call take ~12 ms of CPU each instead of ~17.5 one by one (1 thread).
 """
 import threading
 
@@ -33,13 +33,29 @@ __all__ = ['PNet', 'RNet', 'ONet', 'MTCNN', 'nms', 'square_boxes', 'regress_boxe
 
 PNET_BUCKET = 16            # P-Net inputs are padded to multiples of this (height and width)
 PNET_BATCH_PIXELS = 1 << 21  # pixels per P-Net forward at most (memory bound; one level is never split)
-CROP_BATCH = 256            # R-Net / O-Net crops per forward at most
+CROP_BATCH = 128            # R-Net / O-Net crops per forward at most
 MASKED = -1e4               # added to padded first-layer outputs: below any real one, so max-pool ignores them
+
+
+class PReLU(nn.PReLU):
+    """Parametric ReLU (He et al., ICCV 2015) with one slope per channel, as ``nn.PReLU`` (same ``alpha``),
+    computed as ``x + (alpha - 1) * min(x, 0)``: three plain element-wise operators run 1.2-1.6x faster in
+    these nets than MXNet's ``LeakyReLU(act_type='prelu')`` (equal to float rounding, ~1e-7).
+
+    ``spatial``: inputs are ``(N, C, H, W)`` (after a convolution), else ``(N, C)`` (after a dense layer).
+    """
+
+    def __init__(self, spatial=True, **kwargs):
+        super().__init__(**kwargs)
+        self._slope_shape = (1, -1, 1, 1) if spatial else (1, -1)
+
+    def hybrid_forward(self, F, x, alpha):
+        return x + F.broadcast_mul(F.minimum(x, 0), F.reshape(alpha - 1, self._slope_shape))
 
 
 def _conv_prelu(block, index, channels, kernel, in_channels):
     setattr(block, f'conv{index}', nn.Conv2D(channels, kernel, in_channels=in_channels))
-    setattr(block, f'prelu{index}', nn.PReLU(in_channels=channels))
+    setattr(block, f'prelu{index}', PReLU(in_channels=channels))
 
 
 class PNet(gluon.HybridBlock):
@@ -81,7 +97,7 @@ class RNet(gluon.HybridBlock):
             self.pool2 = nn.MaxPool2D(3, 2)
             _conv_prelu(self, 3, 64, 2, 48)
             self.dense4 = nn.Dense(128, in_units=576)
-            self.prelu4 = nn.PReLU(in_channels=128)
+            self.prelu4 = PReLU(spatial=False, in_channels=128)
             self.score = nn.Dense(2, in_units=128)
             self.bbox = nn.Dense(4, in_units=128)
 
@@ -110,7 +126,7 @@ class ONet(gluon.HybridBlock):
             self.pool3 = nn.MaxPool2D(2, 2, ceil_mode=True)
             _conv_prelu(self, 4, 128, 2, 64)
             self.dense5 = nn.Dense(256, in_units=1152)
-            self.prelu5 = nn.PReLU(in_channels=256)
+            self.prelu5 = PReLU(spatial=False, in_channels=256)
             self.score = nn.Dense(2, in_units=256)
             self.bbox = nn.Dense(4, in_units=256)
             self.landmarks = nn.Dense(10, in_units=256)
@@ -134,7 +150,7 @@ def load_nets(weights=None, ctx=None):
     for name, cls in NETS.items():
         net = cls(prefix=f'{name}_')
         net.load_parameters(paths[name], ctx=ctx or mx.cpu())
-        net.hybridize()
+        net.hybridize(static_alloc=True)
         nets[name] = net
     return nets
 

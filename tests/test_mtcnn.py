@@ -149,6 +149,27 @@ def _pnet_random(seed=0):
     return net
 
 
+@pytest.mark.parametrize('shape, spatial', [((2, 6, 5, 7), True), ((3, 6), False)])
+def test_prelu_equals_mxnet_prelu(shape, spatial):
+    """x + (alpha - 1) * min(x, 0) is PReLU for slopes of any sign, hybridized or not."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from data_tools.mtcnn import PReLU
+    rng = np.random.RandomState(2)
+    x = mx.nd.array(rng.uniform(-3, 3, shape))
+    alpha = mx.nd.array([-1.2, -0.3, 0.0, 0.25, 1.0, 1.3])
+    ours, theirs = PReLU(spatial=spatial, in_channels=6), nn.PReLU(in_channels=6)
+    for block in (ours, theirs):
+        block.initialize()
+        block.alpha.set_data(alpha)
+    expected = theirs(x).asnumpy()
+    slope = alpha.asnumpy().reshape((1, -1) + (1,) * (len(shape) - 2))
+    np.testing.assert_allclose(expected, np.where(x.asnumpy() > 0, x.asnumpy(), slope * x.asnumpy()), rtol=1e-6)
+    np.testing.assert_allclose(ours(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
+    ours.hybridize()
+    np.testing.assert_allclose(ours(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_pnet_padded_batch_with_mask_equals_each_level_alone():
     """Levels of odd and even sides, zero-padded into one batch, give every output cell of the level alone;
     without the mask the ceil-mode pool sees padding at odd edges and cells there change."""
