@@ -1,23 +1,28 @@
 """Detection + alignment on CPU: recall, landmark sanity, images/s; mean aligned face as a PNG.
 
-    python bench/bench_align.py [--pubfig-per-id 5|0=all] [--out bench/results/align.json] [--mean-png docs/aligned_mean.png]
+    python bench/bench_align.py [--pubfig-per-id 5|0=all] [--rounds 3] [--out bench/results/align.json]
+                                [--mean-png docs/aligned_mean.png]
 
 Runs :class:`data_tools.alignment.FaceAligner` (MTCNN + similarity warp, 144 gray) over all of ORL and a
-PubFig83 subset (``--pubfig-per-id`` images per identity, 0 = all 13,838) in one process, and reports per
-dataset: recall (a face found), landmark sanity (eyes above nose above mouth, left eye left of right eye),
-the spread of inter-ocular distance within an identity (median over identities of std/mean), and speed.
+PubFig83 subset (``--pubfig-per-id`` images per identity, 0 = all 13,838) in one process, ``CHUNK`` images per
+detector call as ``align_tree`` does, and reports per dataset: recall (a face found), landmark sanity (eyes
+above nose above mouth, left eye left of right eye), the spread of inter-ocular distance within an identity
+(median over identities of std/mean), and speed. Then the speed of the batched detector against its anchor,
+the same code one image per call (how alignment ran before batching: ``FaceAligner.align``), on the same
+decoded images in alternating rounds: images/s, CPU ms per image and the median of per-round ratios.
 """
 import argparse
 import collections
 import json
 import os
+import statistics
 import time
 
 import cv2
 import numpy as np
 
 from common.images import list_images, read_image
-from data_tools.alignment import FaceAligner, template
+from data_tools.alignment import CHUNK, FaceAligner, template
 
 SHARED = os.environ.get('LIGHTCNN_SHARED_DATASETS',
                         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
@@ -41,8 +46,11 @@ def run(name, root, files, aligner, mean_acc):
     eye_dist = collections.defaultdict(list)
     missed, insane = [], []
     start = time.time()
-    for rel in files:
-        result = aligner.align(read_image(os.path.join(root, rel), 'bgr'))
+    results = []
+    for first in range(0, len(files), CHUNK):
+        chunk = files[first:first + CHUNK]
+        results += aligner.align_batch([read_image(os.path.join(root, rel), 'bgr') for rel in chunk])
+    for rel, result in zip(files, results):
         if result.status != 'aligned':
             missed.append(rel)
             continue
@@ -59,27 +67,64 @@ def run(name, root, files, aligner, mean_acc):
             'seconds': round(seconds, 1), 'images_per_second': round(len(files) / seconds, 1)}
 
 
+def compare_speed(aligner, images, rounds):
+    """Batched (``CHUNK`` per call) vs one image per call on the same decoded ``images``, alternating."""
+    def batched():
+        for first in range(0, len(images), CHUNK):
+            aligner.align_batch(images[first:first + CHUNK])
+
+    def one_by_one():
+        for image in images:
+            aligner.align(image)
+
+    runs = {f'batched, {CHUNK} images per call': batched, 'one image per call (before)': one_by_one}
+    times = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            wall, cpu = time.perf_counter(), time.process_time()
+            runs[name]()
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    anchor = times['one image per call (before)']
+    rows = []
+    for name, t in times.items():
+        ratios = [a[0] / w[0] for w, a in zip(t, anchor)]
+        rows.append({'dataset': 'PubFig83 speed', 'variant': name, 'images': len(images),
+                     'images_per_second': round(statistics.median(len(images) / w for w, _ in t), 1),
+                     'cpu_ms_per_image': round(statistics.median(1e3 * c / len(images) for _, c in t), 2),
+                     'ratio': round(statistics.median(ratios), 2),
+                     'spread': f'{min(ratios):.2f}-{max(ratios):.2f}'})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--pubfig-per-id', type=int, default=5)
     parser.add_argument('--out', default='bench/results/align.json')
     parser.add_argument('--mean-png', default=None, help='save the mean aligned face (144 gray) here')
+    parser.add_argument('--rounds', type=int, default=3, help='alternating rounds of the speed comparison')
     args = parser.parse_args()
     aligner = FaceAligner(size=144, color='gray')
     aligner.detector.detect(np.zeros((60, 60, 3), np.uint8))  # load the nets outside the timing
-    rows, mean_acc = [], []
+    rows, mean_acc, speed = [], [], []
     for name, folder, per_id in [('ORL', 'orl_faces', 0), ('PubFig83', 'pubfig83', args.pubfig_per_id)]:
         root = os.path.join(SHARED, folder)
         if not os.path.isdir(root):
             print(f'skip {name}: {root} absent')
             continue
         rows.append(run(name, root, subset(root, per_id), aligner, mean_acc))
+        if name == 'PubFig83' and args.rounds:
+            speed_images = [read_image(os.path.join(root, rel), 'bgr') for rel in subset(root, per_id or 5)]
+            speed = compare_speed(aligner, speed_images, args.rounds)
     print(f"{'dataset':10} {'images':>7} {'found':>7} {'recall':>7} {'sane':>6} {'eye-dist CV':>11} {'img/s':>6}")
     for r in rows:
         print(f"{r['dataset']:10} {r['images']:7d} {r['faces_found']:7d} {r['recall']:7.2%} "
               f"{r['landmarks_sane']:6.1%} {r['eye_distance_cv_median']:11.3f} {r['images_per_second']:6.1f}")
+    for r in speed:
+        print(f"{r['variant']:32} {r['images_per_second']:6.1f} img/s  {r['cpu_ms_per_image']:6.2f} CPU ms/img  "
+              f"x{r['ratio']:.2f} (rounds {r['spread']})")
     report = {'cpu_count': os.cpu_count(), 'aligner': repr(aligner), 'template_144': template(144).tolist(),
-              'results': rows}
+              'threads': {k: os.environ.get(k) for k in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')},
+              'load_1_5_15': [round(x, 2) for x in os.getloadavg()], 'results': rows + speed}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)

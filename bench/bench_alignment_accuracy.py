@@ -82,7 +82,7 @@ def main():
                  for s in args.scales]
     if args.eyes_mouth:
         variants.append(('mtcnn eyes-mouth, scale 1',
-                         make_aligner(128, fallback='center', method='eyes-mouth', detector=detector)))
+                         make_aligner(128, fallback='center', method='eyes-mouth', scale=1.0, detector=detector)))
     report = {'model': args.model, 'identities': args.identities, 'per_fold': args.per_fold, 'results': {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:

@@ -223,39 +223,64 @@ def paired_ratio(ours, anchor, count_key, time_key='seconds'):
 
 # --- external processes: wall time and peak RSS of the whole process tree ----------------------------
 
-def _tree_rss_kb(pid):
-    total, stack = 0, [pid]
+def _tree(pid):
+    """``pid`` and its descendants (Linux /proc)."""
+    found, stack = [], [pid]
     while stack:
         p = stack.pop()
+        found.append(p)
         try:
-            with open(f'/proc/{p}/status') as f:
-                for line in f:
-                    if line.startswith('VmRSS:'):
-                        total += int(line.split()[1])
-                        break
             for task in os.listdir(f'/proc/{p}/task'):
                 with open(f'/proc/{p}/task/{task}/children') as f:
                     stack.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
+        except OSError:
             continue
-    return total
+    return found
+
+
+def _rss_kb(pid):
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of one process so far (all its threads), or None when it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def run_process(cmd, cwd=None, env=None, interval=0.05):
-    """Run ``cmd``; return wall seconds and peak RSS in MB summed over its process tree.
+    """Run ``cmd``; return wall seconds, peak RSS in MB summed over its process tree, and the tree's CPU.
 
-    Sampled every ``interval`` s from /proc, so worker processes (im2rec's, ours) are counted together.
-    Raises ``RuntimeError`` with the tail of stderr when the command fails.
+    Sampled every ``interval`` s from /proc, so worker processes (im2rec's, ours -- also those a forkserver
+    starts) are counted together; ``cpu_seconds`` sums each process's last sampled user + system time (a
+    process that ends between two samples loses at most ``interval`` s). Raises ``RuntimeError`` with the
+    tail of stderr when the command fails.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    peak = [0]
+    peak, cpu = [0], {}
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            tree = _tree(proc.pid)
+            peak[0] = max(peak[0], sum(_rss_kb(p) for p in tree))
+            for p in tree:
+                seconds = _cpu_seconds(p)
+                if seconds is not None:
+                    cpu[p] = max(cpu.get(p, 0.0), seconds)
             done.wait(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -266,7 +291,8 @@ def run_process(cmd, cwd=None, env=None, interval=0.05):
     sampler.join()
     if proc.returncode:
         raise RuntimeError(f'{" ".join(map(str, cmd))} failed ({proc.returncode}): {stderr.strip()[-600:]}')
-    return {'seconds': seconds, 'peak_rss_mb': peak[0] / 1024, 'stdout': stdout, 'stderr': stderr}
+    return {'seconds': seconds, 'peak_rss_mb': peak[0] / 1024, 'cpu_seconds': sum(cpu.values()),
+            'stdout': stdout, 'stderr': stderr}
 
 
 # --- output ----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Align every face image under a tree to the LightCNN template (MTCNN + 5-point similarity).
 
-    python data_tools/align.py --images ROOT --out OUT_ROOT [--size 144|128] [--color gray|bgr]
+    python data_tools/align.py --images ROOT --out OUT_ROOT [--size 144|128] [--scale S] [--color gray|bgr]
                                [--workers N] [--fallback center] [--method similarity|eyes-mouth]
 
 Mirrors ROOT into OUT_ROOT; images without a face are listed in OUT_ROOT/align_report.{json,csv}
@@ -20,6 +20,8 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='root of the aligned tree (created)')
     parser.add_argument('--size', type=int, choices=(144, 128), default=144,
                         help='144: training records (ec_y 48); 128: network input (ec_y 40)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='face size relative to the official template (default 1; 1.1 fits LightCNN-V4 best)')
     parser.add_argument('--color', choices=('gray', 'bgr'), default='gray')
     parser.add_argument('--workers', type=int, default=None,
                         help='processes, each with its own MTCNN and one OpenMP thread (default: one per '
@@ -30,8 +32,10 @@ def main(argv=None):
                         help='5-point least squares, or eyes level + eye-to-mouth distance 48')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
+    if not args.scale > 0:
+        parser.error('--scale must be > 0')
     summary = align_tree(args.images, args.out, size=args.size, color=args.color, workers=args.workers,
-                         fallback=args.fallback, method=args.method, progress=not args.quiet)
+                         fallback=args.fallback, method=args.method, progress=not args.quiet, scale=args.scale)
     print(summary_line(summary))
 
 

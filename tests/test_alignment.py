@@ -124,8 +124,31 @@ def test_no_face_none_or_center_fallback():
     np.testing.assert_array_equal(center_crop(image, 100), image[10:110])
 
 
+def test_template_scale_enlarges_the_face_about_the_crop_centre_and_the_fallback_alike():
+    centre = np.array([63.5, 63.5])
+    np.testing.assert_allclose(template(128, 1.1) - centre, 1.1 * (template(128) - centre))
+    t = template(144, 1.25)
+    assert t[3:, 1].mean() - t[:2, 1].mean() == pytest.approx(48 * 1.25)      # ec_mc_y scaled
+    known = _similarity(-12, 0.8, (20, 5))
+    landmarks = _apply(known, template())
+    stub = StubDetector([[0, 0, 150, 150, .99]], [landmarks])
+    for method in ('similarity', 'eyes-mouth'):
+        aligner = FaceAligner(size=128, scale=1.1, method=method, detector=stub)
+        np.testing.assert_allclose(_apply(aligner.transform(landmarks), landmarks)[[0, 1]],
+                                   template(128, 1.1)[[0, 1]], atol=1e-9)
+    image = np.arange(120 * 100, dtype=np.uint32).reshape(120, 100).astype(np.uint8)
+    np.testing.assert_array_equal(center_crop(image, 80, scale=1.25), image[20:100, 10:90])  # 100/1.25 = 80
+    none = StubDetector(np.zeros((0, 5)), np.zeros((0, 5, 2)))
+    result = FaceAligner(size=80, scale=1.25, fallback='center', detector=none).align(image)
+    np.testing.assert_array_equal(result.image, image[20:100, 10:90])
+    from data_tools.alignment import V4_SCALE, make_aligner
+    assert make_aligner(128, network='lightcnn_v4').scale == V4_SCALE
+    assert make_aligner(128, network='lightcnn9').scale == make_aligner(128).scale == 1.0
+
+
 def test_bad_options_raise():
-    for kwargs in [dict(color='rgb'), dict(fallback='zoom'), dict(method='affine'), dict(border='wrap')]:
+    for kwargs in [dict(color='rgb'), dict(fallback='zoom'), dict(method='affine'), dict(border='wrap'),
+                   dict(scale=0)]:
         with pytest.raises(ValueError):
             FaceAligner(detector=StubDetector([], []), **kwargs)
 
