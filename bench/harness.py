@@ -25,13 +25,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / 'results'
 THREADS = 2
-_THREAD_ENV = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MXNET_CPU_WORKER_NTHREADS',
-               'MXNET_ENGINE_TYPE', 'MXNET_SUBGRAPH_BACKEND', 'MXNET_MKLDNN_ENABLED')
+_THREAD_ENV = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
+               'MXNET_CPU_WORKER_NTHREADS', 'MXNET_ENGINE_TYPE', 'MXNET_SUBGRAPH_BACKEND', 'MXNET_MKLDNN_ENABLED')
 
 
 def pin_threads(threads=THREADS):
-    """Give every framework the same compute threads (set before mxnet/torch are imported)."""
+    """Give every framework the same compute threads (set before mxnet/torch are imported), waiting passively
+    as the project's commands do (``common.threads``) unless the caller chose otherwise."""
     os.environ['OMP_NUM_THREADS'] = str(threads)
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     os.environ.setdefault('MKL_NUM_THREADS', str(threads))
     os.environ.setdefault('OPENBLAS_NUM_THREADS', str(threads))
     os.environ.setdefault('MXNET_STORAGE_FALLBACK_LOG_VERBOSE', '0')
