@@ -274,3 +274,30 @@ def test_extraction_loader_aligns_to_network_input(orl_root, weights_ready):
     assert img.shape == (128, 128, 1) and img.dtype == np.uint8
     expected = cv2.cvtColor(aligner(cv2.imread(str(orl_root / 's3' / '4.pgm'))), cv2.COLOR_BGR2GRAY)
     np.testing.assert_array_equal(img[:, :, 0], expected)
+
+
+def test_extraction_loader_aligns_a_batch_at_once_with_the_same_images(orl_root, weights_ready):
+    """The decoding threads hand a whole batch to the aligner (one MTCNN run); images, faceless images and
+    missing files come out as one by one."""
+    from common.images import ImageError
+    from common.preprocessing import Preprocessing
+    from data_tools.alignment import make_aligner
+    from symbols.inference import _load_batch, image_loader
+    pre = Preprocessing(channels='gray', input_size=128)
+    aligner = make_aligner(pre.input_size)
+    calls = []
+    batch_align = aligner.align_batch
+    aligner.align_batch = lambda images: calls.append(len(images)) or batch_align(images)
+    load = image_loader(pre, align=aligner)
+    sources = [str(orl_root / 's3' / '4.pgm'), np.full((112, 92), 90, np.uint8), None,
+               str(orl_root / 's8' / '2.pgm')]
+    batch = _load_batch(load, sources)
+    assert calls == [3]                                          # one detector run for the decodable three
+    assert [type(x).__name__ for x in batch] == ['ndarray', 'ImageError', 'ImageError', 'ndarray']
+    assert str(batch[1]) == 'no face found by the aligner' and str(batch[2]) == 'file not found'
+    for ours, source in zip(batch, sources):
+        if isinstance(ours, np.ndarray):
+            np.testing.assert_array_equal(ours, load(source))
+        else:
+            with pytest.raises(ImageError):
+                load(source)
