@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 
 import mxnet as mx
 
@@ -82,7 +83,7 @@ def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
             os.replace(temporary[ext], stem + ext)
         os.replace(temporary['.json'], stem + '.json')  # last: its presence marks a complete checkpoint
     except (OSError, mx.MXNetError) as err:
-        raise UsageError(f'cannot write checkpoint {stem}: {error_message(err)}') from None
+        raise UsageError(f'cannot write checkpoint {stem}: {error_message(err)}{_free_space(stem)}') from None
     finally:
         for path in temporary.values():
             if os.path.lexists(path):
@@ -96,7 +97,17 @@ def error_message(err):
         return err.strerror or str(err)
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     checks = [line for line in lines if 'Check failed' in line or line.startswith('MXNetError')]
-    return (checks or lines or [type(err).__name__])[-1]
+    message = (checks or lines or [type(err).__name__])[-1]
+    return message[len('MXNetError: '):] if message.startswith('MXNetError: ') else message
+
+
+def _free_space(stem):
+    """`` (12 kB free there)`` when the disk of ``stem`` is (nearly) full: MXNet's write error does not say."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(stem))).free
+    except OSError:
+        return ''
+    return f' ({free // 1024} kB free there)' if free < 256 << 20 else ''
 
 
 def check_checkpoint_files(stem, meta):

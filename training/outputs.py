@@ -55,8 +55,9 @@ class PrefixLock:
                 raise UsageError(f'cannot lock {self.path}: {_why(err)}') from None
             raise UsageError(f'{prefix} is in use by another training ({holder} holds {self.path}); '
                              'wait for it to finish or give another model_prefix') from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f'{os.getpid()}\n'.encode())
+        with contextlib.suppress(OSError):  # the PID only names the holder in the next run's message
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f'{os.getpid()}\n'.encode())
 
     def _holder(self):
         with contextlib.suppress(OSError, ValueError):

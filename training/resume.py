@@ -61,7 +61,8 @@ def open_resume_point(prefix, load_epoch):
         epochs = [e for e in list_epochs(prefix) if os.path.isfile(checkpoint_stem(prefix, e) + '.states')]
         found = f'epochs saved under {prefix}: {", ".join(map(str, epochs))}' if epochs else \
             f'no checkpoint under {prefix}'
-        raise UsageError(f'cannot resume: {" and ".join(missing)} missing ({found})')
+        cut = ' (its save did not complete)' if missing == [stem + '.json'] else ''
+        raise UsageError(f'cannot resume: {" and ".join(missing)} missing{cut}; {found}')
     meta = load_metadata(stem)
     if meta.get('epoch') is not None and int(meta['epoch']) != int(load_epoch):
         raise UsageError(f'{stem}.json says epoch {meta["epoch"]}, not {load_epoch}: renamed files?')
