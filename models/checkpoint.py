@@ -31,8 +31,12 @@ def _atomic(path, write):
     os.replace(tmp, path)
 
 
-def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
-    """Write ``.params`` (+ ``.states``) and ``.json`` for ``net``; returns the stem."""
+def save_checkpoint(net, prefix, meta, epoch=None, trainer=None, extra=None):
+    """Write ``.params`` (+ ``.states``) and ``.json`` for ``net``; returns the stem.
+
+    ``extra`` maps further files of the checkpoint (e.g. a training head's ``STEM.head.params``) to their
+    writers ``write(path)``; like the others they are written under a temporary name before the JSON.
+    """
     stem = checkpoint_stem(prefix, epoch)
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     meta = dict(meta, format=FORMAT, version=1, epoch=epoch)
@@ -41,6 +45,8 @@ def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
     _atomic(stem + '.params', net.save_parameters)
     if trainer is not None:
         _atomic(stem + '.states', trainer.save_states)
+    for path, write in (extra or {}).items():
+        _atomic(path, write)
 
     def write_json(path):
         with open(path, 'w') as f:

@@ -29,7 +29,8 @@ from .config import BASE_LR, check_config, parse_config, step_epochs
 from .data import (RecordBatches, SyntheticBatches, check_record_file, packing_summary,
                    record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
-from .heads import build_head
+from .heads import build_head, head_params_path, network_classes, triplet_batch
+from .sampler import IdentityBatches
 from .validation import ClassificationValidation
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
@@ -157,16 +158,22 @@ def setup(args, contexts=None, log=None):
     kvstore, rank, num_workers = create_kvstore(args)
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
-    data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch, seed=args.seed,
-                         num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
-    net = build_network(args, num_classes, preprocessing, contexts)
-    head = build_head(args, num_classes)
+    if args.loss == 'triplet':  # P x K identity-balanced batches; their count sets the updates
+        data = IdentityBatches(args.data_train, preprocessing, *triplet_batch(args), seed=args.seed,
+                               num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
+        updates_per_epoch = data.updates
+    else:
+        data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
+                             seed=args.seed, num_parts=num_workers, part_index=rank,
+                             threads=args.data_nthreads)
+    net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
+    head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
-    meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
+    meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
-                head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
+                loss=head.name, head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
     log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
@@ -177,6 +184,8 @@ def setup(args, contexts=None, log=None):
                       saves=rank == 0 or '{rank}' in args.model_prefix, meta=meta,
                       base_lr=BASE_LR if args.lr is None else args.lr,
                       pending_broadcast=args.kv_store.startswith('dist'))
+    if hasattr(data, 'describe'):
+        run.log(data.describe())
     if args.load_epoch:
         resume(run)
     return run
@@ -206,12 +215,15 @@ def create_kvstore(args):
 
 
 def build_network(args, num_classes, preprocessing, contexts):
-    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised."""
+    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised.
+
+    ``num_classes=None`` (a head replacing fc2, :func:`training.heads.network_classes`): the feature net.
+    """
     net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
     net.initialize(LightCNNInit(), ctx=contexts)
-    for param in net.fc2.collect_params().values():
+    for param in (net.fc2.collect_params().values() if num_classes else ()):
         param.lr_mult = args.fc2_lr_mult
     net.hybridize(static_alloc=True, static_shape=True)
     return net
@@ -258,10 +270,18 @@ def resume(run):
         if not os.path.exists(stem + ext):
             raise UsageError(f'cannot resume: {stem}{ext} is missing')
     meta = load_metadata(stem)
-    if meta['network'] != args.network or int(meta['num_classes']) != run.num_classes:
-        raise UsageError(f'{stem} is a {meta["network"]} with {meta["num_classes"]} classes, '
+    classes = meta.get('head', {}).get('num_classes', meta['num_classes'])
+    if meta['network'] != args.network or int(classes or 0) != run.num_classes:
+        raise UsageError(f'{stem} is a {meta["network"]} with {classes} classes, '
                          f'not {args.network} with {run.num_classes}')
+    loss = meta.get('loss', 'softmax')
+    if loss != run.head.name:
+        raise UsageError(f'{stem} was trained with loss {loss}, not {run.head.name}')
     run.net.load_parameters(stem + '.params', ctx=run.contexts)
+    if run.head.has_parameters:
+        if not os.path.exists(head_params_path(stem)):
+            raise UsageError(f'cannot resume: {head_params_path(stem)} (the {loss} head) is missing')
+        run.head.load_parameters(head_params_path(stem), ctx=run.contexts)
     read_optimizer_states(stem + '.states')  # refuses a crafted pickle before MXNet unpickles it
     run.trainer.load_states(stem + '.states')
     run.base_lr = meta.get('lr_schedule', {}).get('base_lr', BASE_LR)
@@ -329,12 +349,14 @@ def train_one_epoch(run, epoch, callbacks):
 
 
 def forward_backward(net, head, data, label):
-    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``."""
+    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``.
+
+    The head sees the outputs of all devices at once (the triplet loss mines the whole batch).
+    """
     with autograd.record():
-        outputs = [head(net(x), y) for x, y in zip(data, label)]
-    losses = [loss for loss, _ in outputs]
+        losses, logits = head([net(x) for x in data], label)
     autograd.backward(losses)
-    return losses, [logits for _, logits in outputs]
+    return losses, logits
 
 
 def train_step(run, batch):
@@ -346,6 +368,7 @@ def train_step(run, batch):
         broadcast_before_first_push(run.trainer)
         run.pending_broadcast = False
     run.trainer.step(run.global_batch)
+    run.head.after_update()
     return losses, logits, label
 
 
@@ -410,10 +433,14 @@ def check_finite(run, values, epoch, nbatch):
 # --- validation and checkpoint ----------------------------------------------------------------------------
 
 def validate(run, validators):
-    """The metrics of every validator for the current weights, merged into one dict."""
+    """The metrics of every validator for the current weights, merged into one dict.
+
+    Validators get the network followed by the head's classifier where the head replaced fc2.
+    """
     values = {}
+    net = run.head.evaluation_net(run.net)
     for validator in validators:
-        values.update(validator(run.net, run.preprocessing, run.contexts))
+        values.update(validator(net, run.preprocessing, run.contexts))
     return values
 
 
@@ -425,7 +452,13 @@ def save_epoch(run, epoch, row):
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
                     updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult)
     meta = dict(run.meta, metrics=row, lr_schedule=schedule)
-    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer)
+    extra = {}
+    if run.head.has_parameters:  # STEM.head.params, written with the rest before the JSON
+        stem = checkpoint_stem(run.prefix, epoch + 1)
+        meta['head'] = dict(meta['head'], params=os.path.basename(head_params_path(stem)))
+        extra[head_params_path(stem)] = run.head.save_parameters
+    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer,
+                                          extra=extra)
     return run.last_checkpoint
 
 
@@ -447,14 +480,15 @@ def benchmark(args, contexts=None, log=None):
     if args.input_size:
         pre = type(pre)(channels=pre.channels, input_size=args.input_size)
     num_classes = args.num_classes or 1000
-    net = build_network(args, num_classes, pre, contexts)
-    head = build_head(args, num_classes)
+    net = build_network(args, network_classes(args, num_classes), pre, contexts)
+    head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, args.kv_store, 1000)
     batches = SyntheticBatches(args.batch_size, pre.data_shape, num_classes, contexts, args.seed)
 
     def step():
         forward_backward(net, head, batches.data, batches.label)
         trainer.step(args.batch_size)
+        head.after_update()
 
     for _ in range(2):  # warm-up: graph building and memory planning
         step()
