@@ -10,6 +10,7 @@ import pytest
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
+from common.errors import UsageError
 from data_tools.synthetic import make_synthetic_faces
 from helpers import SIZE, write_tiny_rec
 from models.checkpoint import load_checkpoint
@@ -407,6 +408,12 @@ def test_identity_batches_read_labels_from_the_record_headers(tiny_rec):
     expected = [int(mx.recordio.unpack(record.read_idx(k))[0].label) for k in keys]
     record.close()
     assert labels.tolist() == expected and np.bincount(labels).tolist() == [6] * 6
+    stale = os.path.join(os.path.dirname(tiny_rec), 'stale')
+    with open(tiny_rec[:-4] + '.idx') as f, open(stale + '.idx', 'w') as out:
+        out.writelines(f'{k}\t{int(pos) + 4}\n' for k, pos in (line.split() for line in f))
+    os.symlink(tiny_rec, stale + '.rec')
+    with pytest.raises(UsageError, match='does not start a record'):
+        record_labels(stale + '.rec')
     from training.data import record_preprocessing
     from symbols import default_preprocessing
     pre = record_preprocessing(default_preprocessing('lightcnn9'), tiny_rec, 32)
