@@ -13,6 +13,7 @@ from common.errors import UsageError
 from common.preprocessing import Preprocessing
 
 from data_tools.dataset_info import records_info
+from data_tools.records import scan_records
 
 from .errors import ParameterError
 
@@ -27,11 +28,7 @@ def check_record_file(rec_path):
     idx = rec_path[:-4] + '.idx'
     if not os.path.exists(idx):
         raise UsageError(f'{idx} is missing: pack with data_tools/pack_rec.py or im2rec to get it')
-    with open(idx) as f:
-        count = sum(1 for line in f if line.strip())
-    if count == 0:
-        raise UsageError(f'{rec_path} holds no records')
-    return count
+    return scan_records(rec_path).count  # .idx, .lst and PREFIX.json checked against the .rec (data_tools.records)
 
 
 def record_preprocessing(base, rec_path, input_size=None):
