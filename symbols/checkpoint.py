@@ -14,7 +14,7 @@ import re
 
 import mxnet as mx
 
-from common.errors import UsageError
+from common.errors import UsageError, mxnet_message
 from common.fileio import atomic_path, atomic_write
 from common.preprocessing import Preprocessing
 from common.safe_pickle import restricted_load
@@ -113,9 +113,14 @@ def read_optimizer_states(path):
 
 
 def load_metadata(stem):
-    with open(stem + '.json') as f:
-        meta = json.load(f)
-    if meta.get('format') != FORMAT or 'network' not in meta:
+    """The checkpoint's JSON; a truncated, unreadable or foreign file is one :class:`UsageError`."""
+    try:
+        with open(stem + '.json', encoding='utf-8-sig') as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UsageError(f'cannot read {stem}.json ({getattr(err, "strerror", None) or err}); the checkpoint '
+                         'is damaged or incomplete') from None
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT or 'network' not in meta:
         raise UsageError(f'{stem}.json is not a {FORMAT} file')
     return meta
 
@@ -138,7 +143,6 @@ def load_checkpoint(spec, epoch=None, ctx=None, features_only=False, **kwargs):
     try:
         net.load_parameters(stem + '.params', ctx=ctx or mx.cpu(), ignore_extra=features_only)
     except (AssertionError, mx.MXNetError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise UsageError(f'{stem}.params does not fit {meta["network"]}: {first}') from None
+        raise UsageError(f'{stem}.params does not fit {meta["network"]} or is damaged: {mxnet_message(err)}') from None
     meta = dict(meta, preprocessing=pre, stem=stem)
     return net, meta
