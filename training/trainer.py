@@ -25,10 +25,13 @@ from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_sta
 from symbols import LightCNNInit, default_preprocessing, get_model
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
-from .config import BASE_LR, check_config, parse_config, step_epochs
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, base_lr, check_config, classifier_lr_mult,
+                     freeze_epochs, parse_config, step_epochs)
 from .data import (RecordBatches, SyntheticBatches, check_record_file, packing_summary,
                    record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
+from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
+                       set_lr_mults)
 from .heads import build_head
 from .validation import ClassificationValidation
 
@@ -152,21 +155,27 @@ def setup(args, contexts=None, log=None):
     if not num_classes:
         raise ParameterError(lambda n: f'{n("num_classes")} is needed: no num_classes in a PREFIX.json '
                                        f'beside {args.data_train}')
-    preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
-                                         args.input_size)
+    pretrained = read_pretrained(args.pretrained) if args.pretrained else None
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
+    preprocessing = (pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
+                                              args.input_size) if pretrained else
+                     record_preprocessing(default_preprocessing(args.network), args.data_train, args.input_size))
     kvstore, rank, num_workers = create_kvstore(args)
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
     data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch, seed=args.seed,
                          num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
     net = build_network(args, num_classes, preprocessing, contexts)
+    copied = copy_backbone(net, pretrained) if pretrained else None
     head = build_head(args, num_classes)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
-                head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
+                loss=head.metadata().get('loss'), head=head.metadata(),
+                pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
+                epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
     log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
@@ -175,7 +184,7 @@ def setup(args, contexts=None, log=None):
                       head=head,
                       trainer=trainer, prefix=args.model_prefix.replace('{rank}', str(rank)),
                       saves=rank == 0 or '{rank}' in args.model_prefix, meta=meta,
-                      base_lr=BASE_LR if args.lr is None else args.lr,
+                      base_lr=base_lr(args),
                       pending_broadcast=args.kv_store.startswith('dist'))
     if args.load_epoch:
         resume(run)
@@ -205,25 +214,33 @@ def create_kvstore(args):
     return kv, kv.rank, kv.num_workers
 
 
+# Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
+# deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
+# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
+
+
 def build_network(args, num_classes, preprocessing, contexts):
-    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised."""
-    net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
+    """LightCNN with fc2 (returning logits and features), initialised, lr multipliers set, hybridised.
+
+    fc2 trains at ``fc2_lr_mult`` x the lr, the rest at ``backbone_lr_mult`` x (both worked out from the
+    optimiser and ``pretrained`` when not given, :mod:`training.config`).
+    """
+    net = get_model(args.network or DEFAULT_NETWORK, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
-    net.initialize(LightCNNInit(), ctx=contexts)
-    for param in net.fc2.collect_params().values():
-        param.lr_mult = args.fc2_lr_mult
+    net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE.get(args.network or DEFAULT_NETWORK, 3)), ctx=contexts)
+    set_lr_mults(net, backbone_lr_mult(args), classifier_lr_mult(args))
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
 
 def make_lr_scheduler(args, updates_per_epoch):
     """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates."""
-    base_lr = BASE_LR if args.lr is None else args.lr
     warmup = int(round(args.warmup_epochs * updates_per_epoch))
     steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
-    steps = [s for s in steps if s > warmup]
-    common = dict(base_lr=base_lr, warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
+    steps = [s for s in steps if s >= 1]  # a step inside the warm-up applies when the warm-up ends
+    common = dict(base_lr=base_lr(args), warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
     if steps:
         return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor, **common)
     return mx.lr_scheduler.FactorScheduler(step=2 ** 31 - 1, factor=1.0, **common)
@@ -238,8 +255,10 @@ def make_trainer(args, net, head, kvstore, updates_per_epoch):
 
 
 def make_optimizer(args, updates_per_epoch):
-    params = dict(learning_rate=BASE_LR if args.lr is None else args.lr, wd=args.wd,
+    params = dict(learning_rate=base_lr(args), wd=args.wd,
                   lr_scheduler=make_lr_scheduler(args, updates_per_epoch))
+    if args.clip_gradient:
+        params['clip_gradient'] = args.clip_gradient
     if args.optimizer in ('sgd', 'nag'):
         params['momentum'] = args.mom
     return mx.optimizer.create(args.optimizer, **params)
@@ -275,7 +294,8 @@ def resume(run):
 
 def default_callbacks(run):
     """Speedometer lines, progress bar, epoch lines and summary, and (where this worker saves) the CSV."""
-    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog()]
+    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog(),
+                 TrunkSchedule(freeze_epochs(run.args), backbone_lr_mult(run.args))]
     if run.saves:
         callbacks.append(MetricsCSV(run.metrics_csv))
     return callbacks
@@ -345,8 +365,35 @@ def train_step(run, batch):
     if run.pending_broadcast:
         broadcast_before_first_push(run.trainer)
         run.pending_broadcast = False
-    run.trainer.step(run.global_batch)
+    if run.args.clip_norm:
+        clipped_step(run.trainer, run.global_batch, run.args.clip_norm)
+    else:
+        run.trainer.step(run.global_batch)
     return losses, logits, label
+
+
+def clipped_step(trainer, batch_size, max_norm):
+    """``trainer.step(batch_size)`` with the gradient rescaled to an L2 norm of at most ``max_norm``.
+
+    The norm is that of the batch-mean gradient over all trained parameters (all workers' and devices'
+    samples, after the reduction), as ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al., "On the
+    difficulty of training recurrent neural networks", ICML 2013). Computed on the device without a host
+    sync; a NaN gradient stays NaN, and the loss check reports it.
+    """
+    trainer.allreduce_grads()
+    params = [p for p in trainer._params if p.grad_req != 'null']
+    if params:
+        first = [p.list_grad()[0] for p in params]
+        ctx = first[0].context
+        total = mx.nd.add_n(*[(g.as_in_context(ctx) ** 2).sum() for g in first])
+        norm = mx.nd.sqrt(total) / batch_size
+        scale = mx.nd.minimum(max_norm / (norm + 1e-12), mx.nd.ones_like(norm))
+        per_ctx = {}
+        for param in params:
+            for grad in param.list_grad():
+                factor = per_ctx.setdefault(grad.context, scale.as_in_context(grad.context))
+                mx.nd.broadcast_mul(grad, factor.reshape((1,) * grad.ndim), out=grad)
+    trainer.update(batch_size)
 
 
 def broadcast_before_first_push(trainer):
@@ -423,7 +470,9 @@ def save_epoch(run, epoch, row):
     schedule = dict(lr=run.trainer.learning_rate, num_update=run.trainer.optimizer.num_update,
                     base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
-                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult)
+                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=classifier_lr_mult(args),
+                    backbone_lr_mult=backbone_lr_mult(args), freeze_epochs=freeze_epochs(args),
+                    clip_norm=args.clip_norm, clip_gradient=args.clip_gradient)
     meta = dict(run.meta, metrics=row, lr_schedule=schedule)
     run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer)
     return run.last_checkpoint
@@ -443,6 +492,7 @@ def benchmark(args, contexts=None, log=None):
     """Forward+backward+update speed on synthetic batches; returns samples/sec."""
     log = LogSink(log)
     contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network)))
     pre = default_preprocessing(args.network)
     if args.input_size:
         pre = type(pre)(channels=pre.channels, input_size=args.input_size)
