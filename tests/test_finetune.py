@@ -202,8 +202,9 @@ def test_mismatches_are_one_clear_error_naming_both_sides(gray_rec, bgr_rec, sou
                                          r'features\.0\.filter\.weight, '):
         train(_config(gray_rec, tmp_path / 'y', pretrained=odd), **QUIET)
     # the command line: one line, exit 2, flags spelled as flags
-    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', gray_rec, '--pretrained', source,
-                           '--network', 'lightcnn29'], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', gray_rec, '--pretrained',
+                           source, '--network', 'lightcnn29'], cwd=repo_root, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
     assert proc.stderr.startswith('error: --network lightcnn29 conflicts with --pretrained '), proc.stderr
 
@@ -245,15 +246,21 @@ def test_lightcnn_v4_trains_on_colour_records_and_its_checkpoint_serves_features
     from extract_features.extraction import extract_to_mat
     from models import load_model
     from models.export import export_model
+    from data_tools.pairs import make_pairs, write_pairs
+    from lfw_verification.epoch_validation import PairVerification
+    images = os.path.join(os.path.dirname(bgr_rec), 'images')
+    pairs = str(tmp_path / 'pairs.txt')
+    write_pairs(pairs, make_pairs(images, folds=2, per_fold=4, seed=0), 2, 4)
     result = train(_config(bgr_rec, tmp_path / 'v4', network='lightcnn_v4', input_size=32, num_epochs=2,
-                           batch_size=6), **QUIET)
-    assert all(np.isfinite(h['train_loss']) for h in result['history'])
+                           batch_size=6, val_pairs=pairs, val_images=images), **QUIET,
+                   validators=[PairVerification(pairs, images)])  # in-training verification on BGR pixels
+    assert all(np.isfinite(h['train_loss']) and 0 <= h['val_verification'] <= 1 for h in result['history'])
     meta = load_metadata(result['checkpoint'])
     assert meta['network'] == 'lightcnn_v4' and meta['num_classes'] == 4
     assert meta['preprocessing']['channels'] == 'bgr' and meta['preprocessing']['input_size'] == 32
     assert meta['loss'] == 'softmax' and meta['head']['loss'] == 'softmax' and meta['pretrained'] is None
-    images = os.path.join(os.path.dirname(bgr_rec), 'images')
-    paths = sorted(os.path.join(images, d, f) for d in os.listdir(images) for f in os.listdir(os.path.join(images, d)))
+    paths = sorted(os.path.join(images, d, f) for d in os.listdir(images)
+                   for f in os.listdir(os.path.join(images, d)))
     model = load_model(result['checkpoint'])
     features = model.embed(paths)
     net, _ = load_checkpoint(result['checkpoint'], features_only=True)
@@ -287,15 +294,27 @@ def test_fine_tuned_real_v4_keeps_its_features_when_frozen(real_v4, tmp_path):
     np.testing.assert_allclose(mat.features, tuned.embed(sorted(paths)), rtol=1e-5, atol=1e-5)
 
 
+def pattern_tree(root, identities=8, images=12, size=SIZE, seed=0):
+    """``id_K/J.png`` gray images: each identity a smooth random pattern, each image it shifted, lit and noisy."""
+    rng = np.random.default_rng(seed)
+    for k in range(identities):
+        pattern = cv2.resize(rng.uniform(0, 255, (4, 4)).astype(np.float32), (size + 8, size + 8))
+        for j in range(images):
+            dy, dx = rng.integers(0, 9, 2)
+            img = pattern[dy:dy + size, dx:dx + size] * rng.uniform(0.7, 1.1) + rng.normal(0, 12, (size, size))
+            save_image(root / f'id_{k}' / f'{j}.png', np.clip(img, 0, 255).astype(np.uint8))
+    return root
+
+
 def test_defaults_learn_without_tuning_flags(tmp_path):
-    """No optimiser flag at all: the loss falls well below chance and stays finite, at batch 16 and 64."""
-    root = tmp_path / 'data'
-    make_synthetic_faces(root / 'images', num_identities=8, images_per_identity=12, size=SIZE, seed=11)
-    rec = write_tiny_rec(str(root / 'images'), str(root / 'faces'))
-    for batch_size, epochs in ((16, 8), (64, 24)):
-        result = train(dict(data_train=rec, model_prefix=str(tmp_path / f'b{batch_size}'), input_size=32,
-                            batch_size=batch_size, num_epochs=epochs, data_nthreads=1, save_period=epochs),
-                       **QUIET)
-        losses = [h['train_loss'] for h in result['history']]
-        assert all(np.isfinite(losses)), losses
-        assert losses[-1] < 0.7 * np.log(8) and losses[-1] < 0.7 * losses[0], (batch_size, losses)
+    """No optimiser flag at all: the loss falls well below chance (ln 8) and stays finite.
+
+    Adam sits near chance for its first ~100 updates before the loss drops (README, Training: defaults that
+    learn): 20 epochs of 6 updates. Real data at batch 16-128 is bench/bench_defaults.py's and the README's.
+    """
+    rec = write_tiny_rec(str(pattern_tree(tmp_path / 'images')), str(tmp_path / 'faces'))
+    result = train(dict(data_train=rec, model_prefix=str(tmp_path / 'm'), input_size=32, batch_size=16,
+                        num_epochs=20, data_nthreads=1, save_period=20), **QUIET)
+    losses = [h['train_loss'] for h in result['history']]
+    assert all(np.isfinite(losses)), losses
+    assert min(losses[-3:]) < 0.5 * np.log(8) < losses[0], losses

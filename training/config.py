@@ -19,9 +19,6 @@ NETWORKS = get_model_list()
 DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --pretrained
 BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
 ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
-WARMUP_EPOCHS = 1.0
-CLASSIFIER_LR_MULT = {'sgd': 1.0, 'nag': 1.0, 'adam': 1.0}  # --fc2-lr-mult by optimiser
-CLIP_NORM = 0.0
 PRETRAINED_BACKBONE_LR_MULT = 0.1  # --backbone-lr-mult with --pretrained
 PRETRAINED_FREEZE_EPOCHS = 1  # --freeze-epochs with --pretrained
 
@@ -59,8 +56,8 @@ OPTIONS = {
         Option('dropout', 0.5, 'dropout before fc2', float),
     ],
     'fine-tuning': [
-        Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, or '
-               'trained, any class count): its backbone weights, network and preprocessing; a new fc2 for '
+        Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, '
+               'or trained, any class count): its backbone weights, network and preprocessing; a new fc2 for '
                'the classes of --data-train', shown='none: from scratch'),
         Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
                shown='1; with --pretrained 0.1'),
@@ -68,20 +65,19 @@ OPTIONS = {
                'at --backbone-lr-mult', int, shown='0; with --pretrained 1'),
     ],
     'optimisation': [
-        Option('optimizer', 'sgd', 'optimiser', choices=('sgd', 'nag', 'adam')),
+        Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
         Option('lr', None, 'base learning rate', float,
-               shown=f"{BASE_LR} (sgd, nag), {ADAM_LR:g} (adam); resuming: the checkpoint's schedule, or this "
-                     'base lr from the resumed update on'),
+               shown=f"{ADAM_LR:g} (adam), {BASE_LR} (sgd, nag); resuming: the checkpoint's schedule, or "
+                     'this base lr from the resumed update on'),
         Option('mom', 0.9, 'momentum (sgd, nag)', float),
         Option('wd', 1e-4, 'weight decay', float),
         Option('batch_size', 64, 'per machine, split over its devices', int),
         Option('num_epochs', 30, 'epochs to train in all (a resumed run counts the ones done)', int),
         Option('lr_step_epochs', '', 'e.g. 10,20: multiply the lr by --lr-factor there', shown='none'),
         Option('lr_factor', 0.1, 'lr multiplier at each --lr-step-epochs', float),
-        Option('warmup_epochs', WARMUP_EPOCHS, 'linear warm-up from 0 over this many epochs', float),
-        Option('fc2_lr_mult', None, 'lr multiplier of the classifier (official recipe: 10)', float,
-               shown=f'{CLASSIFIER_LR_MULT["sgd"]:g} (sgd, nag), {CLASSIFIER_LR_MULT["adam"]:g} (adam)'),
-        Option('clip_norm', CLIP_NORM, 'rescale the batch-mean gradient to this L2 norm when larger (0: off)',
+        Option('warmup_epochs', 1.0, 'linear warm-up from 0 over this many epochs', float),
+        Option('fc2_lr_mult', 1.0, 'lr multiplier of the classifier (official SGD recipe: 10)', float),
+        Option('clip_norm', 5.0, 'rescale the batch-mean gradient to this L2 norm when larger (0: off)',
                float),
         Option('clip_gradient', 0.0, 'clip every gradient element to [-C, C] (0: off)', float),
         Option('seed', 0, 'initialisation, data order, augmentation', int),
@@ -174,7 +170,8 @@ def check_config(args):
     for name in AT_LEAST_ONE:
         if getattr(args, name) < 1:
             raise ParameterError(lambda n, name=name: f'{n(name)} must be at least 1')
-    for name in ('backbone_lr_mult', 'fc2_lr_mult', 'freeze_epochs', 'clip_norm', 'clip_gradient', 'warmup_epochs'):
+    for name in ('backbone_lr_mult', 'fc2_lr_mult', 'freeze_epochs', 'clip_norm', 'clip_gradient',
+                 'warmup_epochs'):
         value = getattr(args, name)
         if value is not None and not value >= 0:  # also NaN
             raise ParameterError(lambda n, name=name, value=value: f'{n(name)} {value} must be 0 or more')
@@ -193,18 +190,13 @@ def step_epochs(text):
                                        f'not {text!r}') from None
 
 
-# --- values worked out from other options (the options whose --help says "with --pretrained ...") ------------
+# --- values worked out from other options (those whose --help names another option) ---------------------
 
 def base_lr(args):
     """``lr``, or the optimiser's default (``BASE_LR`` for sgd/nag, ``ADAM_LR`` for adam)."""
     if args.lr is not None:
         return args.lr
     return ADAM_LR if args.optimizer == 'adam' else BASE_LR
-
-
-def classifier_lr_mult(args):
-    """``fc2_lr_mult``, or the optimiser's default from :data:`CLASSIFIER_LR_MULT`."""
-    return CLASSIFIER_LR_MULT[args.optimizer] if args.fc2_lr_mult is None else args.fc2_lr_mult
 
 
 def backbone_lr_mult(args):

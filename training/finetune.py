@@ -53,7 +53,7 @@ class PretrainedSource:
 
 
 def read_pretrained(spec):
-    """The checkpoint ``spec`` names (a stem, ``.params``/``.json`` file, or a training prefix's latest epoch).
+    """The checkpoint ``spec`` names: a stem, a ``.params``/``.json`` file, or a training prefix (latest epoch).
 
     Raises
     ------
@@ -110,9 +110,10 @@ def pretrained_preprocessing(pretrained, record, rec_path, input_size=None):
                                        f'it): drop {n("input_size")}')
     record_size = int(record.get('size', pre.record_size))
     if record_size < pre.input_size:
+        side = max(pre.record_size, pre.input_size)
         raise ParameterError(lambda n: f'{rec_path} holds {record_size} px records, smaller than the '
                                        f'{pre.input_size} px input of {n("pretrained")} {stem}: pack with '
-                                       f'data_tools/pack_rec.py --size {max(pre.record_size, pre.input_size)}')
+                                       f'data_tools/pack_rec.py --size {side}')
     return replace(pre, record_size=record_size)
 
 

@@ -25,8 +25,8 @@ from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_sta
 from symbols import LightCNNInit, default_preprocessing, get_model
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
-from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, base_lr, check_config, classifier_lr_mult,
-                     freeze_epochs, parse_config, step_epochs)
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, base_lr, check_config, freeze_epochs,
+                     parse_config, step_epochs)
 from .data import (RecordBatches, SyntheticBatches, check_record_file, packing_summary,
                    record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
@@ -157,9 +157,12 @@ def setup(args, contexts=None, log=None):
                                        f'beside {args.data_train}')
     pretrained = read_pretrained(args.pretrained) if args.pretrained else None
     args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
-    preprocessing = (pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
-                                              args.input_size) if pretrained else
-                     record_preprocessing(default_preprocessing(args.network), args.data_train, args.input_size))
+    if pretrained:
+        preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
+                                                 args.input_size)
+    else:
+        preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
+                                             args.input_size)
     kvstore, rank, num_workers = create_kvstore(args)
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
@@ -229,8 +232,8 @@ def build_network(args, num_classes, preprocessing, contexts):
     net = get_model(args.network or DEFAULT_NETWORK, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
-    net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE.get(args.network or DEFAULT_NETWORK, 3)), ctx=contexts)
-    set_lr_mults(net, backbone_lr_mult(args), classifier_lr_mult(args))
+    net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
+    set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
@@ -470,7 +473,7 @@ def save_epoch(run, epoch, row):
     schedule = dict(lr=run.trainer.learning_rate, num_update=run.trainer.optimizer.num_update,
                     base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
-                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=classifier_lr_mult(args),
+                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult,
                     backbone_lr_mult=backbone_lr_mult(args), freeze_epochs=freeze_epochs(args),
                     clip_norm=args.clip_norm, clip_gradient=args.clip_gradient)
     meta = dict(run.meta, metrics=row, lr_schedule=schedule)
