@@ -281,7 +281,8 @@ def test_fine_tuned_real_v4_keeps_its_features_when_frozen(real_v4, tmp_path):
     stem, _ = real_v4
     images = colour_tree(tmp_path / 'images', identities=3, images=4, size=144)
     rec = write_tiny_rec(str(images), str(tmp_path / 'faces'), size=144, color='bgr')
-    result = train(_config(rec, tmp_path / 'ft', pretrained=stem, backbone_lr_mult=0.0, batch_size=12), **QUIET)
+    result = train(_config(rec, tmp_path / 'ft', pretrained=stem, backbone_lr_mult=0.0, batch_size=12),
+                   **QUIET)
     meta = load_metadata(result['checkpoint'])
     assert meta['network'] == 'lightcnn_v4' and meta['num_classes'] == 3
     assert meta['pretrained']['source']['sha256'].startswith('c47c6845')  # the imported file's provenance
@@ -295,13 +296,14 @@ def test_fine_tuned_real_v4_keeps_its_features_when_frozen(real_v4, tmp_path):
 
 
 def pattern_tree(root, identities=8, images=12, size=SIZE, seed=0):
-    """``id_K/J.png`` gray images: each identity a smooth random pattern, each image it shifted, lit and noisy."""
+    """``id_K/J.png`` gray images: an identity is a smooth random pattern, an image it shifted, lit, noisy."""
     rng = np.random.default_rng(seed)
     for k in range(identities):
         pattern = cv2.resize(rng.uniform(0, 255, (4, 4)).astype(np.float32), (size + 8, size + 8))
         for j in range(images):
             dy, dx = rng.integers(0, 9, 2)
-            img = pattern[dy:dy + size, dx:dx + size] * rng.uniform(0.7, 1.1) + rng.normal(0, 12, (size, size))
+            img = pattern[dy:dy + size, dx:dx + size] * rng.uniform(0.7, 1.1)
+            img += rng.normal(0, 12, (size, size))
             save_image(root / f'id_{k}' / f'{j}.png', np.clip(img, 0, 255).astype(np.uint8))
     return root
 

@@ -53,7 +53,7 @@ class PretrainedSource:
 
 
 def read_pretrained(spec):
-    """The checkpoint ``spec`` names: a stem, a ``.params``/``.json`` file, or a training prefix (latest epoch).
+    """The checkpoint ``spec`` names: a stem, a ``.params``/``.json`` file or a training prefix (last epoch).
 
     Raises
     ------
