@@ -90,9 +90,9 @@ def make_checkpoint(tmp_path, num_classes=None, network='lightcnn9', pre=PRE, se
     return save_checkpoint(net, str(tmp_path / 'ckpt' / 'tiny'), meta)
 
 
-def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0):
+def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0, color='gray'):
     """Pack an ``identity/image`` tree into ``prefix.rec/.idx/.json`` (+ ``prefix_val.*``); returns the .rec."""
     from data_tools.packing import pack_records
-    pack_records(images_root, prefix, size=size, color='gray', workers=0, progress=False,
+    pack_records(images_root, prefix, size=size, color=color, workers=0, progress=False,
                  val_per_identity=val_per_identity, seed=0)
     return prefix + '.rec'

@@ -49,7 +49,7 @@ def other_rec(tmp_path_factory):
 
 
 def _config(rec, prefix, **overrides):
-    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=12,
+    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=12, optimizer='sgd',
                   num_epochs=1, lr=0.01, data_nthreads=1, disp_batches=100, seed=1)
     config.update(overrides)
     return config

@@ -19,8 +19,12 @@ from .errors import ParameterError, flag
 from .heads import LOSSES, SCALE, TRIPLET, check_loss_options
 from .losses import ARCFACE, COMBINED, COSFACE
 
-NETWORKS = [n for n in get_model_list() if n != 'lightcnn_v4']  # V4 is BGR: no record training
-BASE_LR = 0.01  # --lr when neither given nor resumed
+NETWORKS = get_model_list()
+DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --pretrained
+BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
+ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
+PRETRAINED_BACKBONE_LR_MULT = 0.1  # --backbone-lr-mult with --pretrained
+PRETRAINED_FREEZE_EPOCHS = 1  # --freeze-epochs with --pretrained
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,35 @@ OPTIONS = {
                shown="the network's 128, or the record side if smaller"),
     ],
     'network': [
-        Option('network', 'lightcnn9', 'LightCNN variant', choices=tuple(NETWORKS)),
+        Option('network', None, 'LightCNN variant', choices=tuple(NETWORKS),
+               shown=f"{DEFAULT_NETWORK}, or the network of --pretrained"),
         Option('dropout', 0.5, 'dropout before fc2', float),
     ],
+    'fine-tuning': [
+        Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, '
+               'or trained, any class count): its backbone weights, network and preprocessing; a new fc2 for '
+               'the classes of --data-train', shown='none: from scratch'),
+        Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
+               shown='1; with --pretrained 0.1'),
+        Option('freeze_epochs', None, 'train only the classifier for this many epochs, then the backbone '
+               'at --backbone-lr-mult', int, shown='0; with --pretrained 1'),
+    ],
     'optimisation': [
-        Option('optimizer', 'sgd', 'optimiser', choices=('sgd', 'nag', 'adam')),
+        Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
         Option('lr', None, 'base learning rate', float,
-               shown=f"{BASE_LR}; resuming: the checkpoint's schedule, or this base lr from the resumed "
-                     'update on'),
+               shown=f"{ADAM_LR:g} (adam), {BASE_LR} (sgd, nag); resuming: the checkpoint's schedule, or "
+                     'this base lr from the resumed update on'),
         Option('mom', 0.9, 'momentum (sgd, nag)', float),
         Option('wd', 1e-4, 'weight decay', float),
         Option('batch_size', 64, 'per machine, split over its devices', int),
         Option('num_epochs', 30, 'epochs to train in all (a resumed run counts the ones done)', int),
         Option('lr_step_epochs', '', 'e.g. 10,20: multiply the lr by --lr-factor there', shown='none'),
         Option('lr_factor', 0.1, 'lr multiplier at each --lr-step-epochs', float),
-        Option('warmup_epochs', 0.0, 'linear warm-up from 0 over this many epochs', float),
-        Option('fc2_lr_mult', 10.0, 'lr multiplier of the classifier (official recipe: 10)', float),
+        Option('warmup_epochs', 1.0, 'linear warm-up from 0 over this many epochs', float),
+        Option('fc2_lr_mult', 1.0, 'lr multiplier of the classifier (official SGD recipe: 10)', float),
+        Option('clip_norm', 5.0, 'rescale the batch-mean gradient to this L2 norm when larger (0: off)',
+               float),
+        Option('clip_gradient', 0.0, 'clip every gradient element to [-C, C] (0: off)', float),
         Option('seed', 0, 'initialisation, data order, augmentation', int),
     ],
     'loss (README: Losses)': [
@@ -149,6 +166,10 @@ RANGES = {
     'lr_factor': Range(0, low_open=True),
     'warmup_epochs': Range(0),
     'fc2_lr_mult': Range(0),
+    'backbone_lr_mult': Range(0, reason='0: frozen'),
+    'freeze_epochs': Range(0),
+    'clip_norm': Range(0, reason='0: off'),
+    'clip_gradient': Range(0, reason='0: off'),
     'seed': Range(0, 10 ** 6, reason='epoch seeds are seed * 1000 + epoch'),
     'save_period': Range(1),
     'load_epoch': Range(0, reason='it counts completed epochs; 0: start from scratch'),
@@ -276,3 +297,26 @@ def step_epochs(text):
         raise ParameterError(lambda n: f'{n("lr_step_epochs")} takes epochs above 0 like 10,20, '
                                        f'not {text!r}')
     return epochs
+
+
+# --- values worked out from other options (those whose --help names another option) ---------------------
+
+def base_lr(args):
+    """``lr``, or the optimiser's default (``BASE_LR`` for sgd/nag, ``ADAM_LR`` for adam)."""
+    if args.lr is not None:
+        return args.lr
+    return ADAM_LR if args.optimizer == 'adam' else BASE_LR
+
+
+def backbone_lr_mult(args):
+    """``backbone_lr_mult``, or 1 from scratch and :data:`PRETRAINED_BACKBONE_LR_MULT` with ``pretrained``."""
+    if args.backbone_lr_mult is not None:
+        return args.backbone_lr_mult
+    return PRETRAINED_BACKBONE_LR_MULT if args.pretrained else 1.0
+
+
+def freeze_epochs(args):
+    """``freeze_epochs``, or 0 from scratch and :data:`PRETRAINED_FREEZE_EPOCHS` with ``pretrained``."""
+    if args.freeze_epochs is not None:
+        return args.freeze_epochs
+    return PRETRAINED_FREEZE_EPOCHS if args.pretrained else 0

@@ -6,6 +6,7 @@ from a checkpoint, which makes ``--load-epoch`` exact.
 """
 import math
 import os
+from dataclasses import replace
 
 import mxnet as mx
 import numpy as np
@@ -38,12 +39,22 @@ def record_preprocessing(base, rec_path, input_size=None, record_side=None):
     """``base`` (the network's default) adapted to how the records were packed.
 
     The packing JSON's record ``size`` becomes ``record_size`` (without a JSON: ``record_side``, the
-    side :func:`scan_records` found) and its ``color`` the channels (``ImageRecordIter`` decodes colour
-    as RGB); ``input_size`` overrides the crop side.
+    side :func:`scan_records` found); colour records (``pack_rec.py --color bgr``) train 3-channel nets on BGR
+    pixels (the order of OpenCV and of LightCNN-V4), gray records 1-channel ones; ``input_size`` overrides the
+    crop side.
+
+    Raises
+    ------
+    ParameterError
+        Gray records for a network defined on colour (LightCNN-V4), or ``input_size`` larger than the records.
     """
     record = records_info(rec_path).get('record') or {}
     record_size = int(record.get('size', record_side or base.record_size))
-    channels = 'gray' if record.get('color', 'gray') == 'gray' else 'rgb'
+    channels = 'gray' if record.get('color', 'gray') == 'gray' else 'bgr'
+    if channels == 'gray' and base.channels != 'gray':
+        raise ParameterError(lambda n: f'{rec_path} holds gray records but the {n("network")} takes '
+                                       f'{base.channels} input: pack the images with data_tools/pack_rec.py '
+                                       '--color bgr')
     input_size = input_size or min(base.input_size, record_size)
     if input_size > record_size:
         raise ParameterError(lambda n: f'{n("input_size")} {input_size} is larger than the packed images '
@@ -59,14 +70,38 @@ def record_iter(rec_path, preprocessing, batch_size, train, seed=0, num_parts=1,
     Built with ``ctx='gpu'`` on every machine: batches land in pinned memory (fast copies to
     GPUs, an ordinary buffer on CPU builds) and ``threads`` decoders are honoured, where the
     ``'cpu'`` variant ignores them for OpenMP and logs a line on stderr each epoch.
+    ``ImageRecordIter`` decodes colour records as RGB; for ``'bgr'`` preprocessing the batches are
+    wrapped by :class:`ReversedChannels`.
     """
     rec_path = os.fspath(rec_path)
     shuffle = train if shuffle is None else shuffle
-    return mx.io.ImageRecordIter(
+    bgr = preprocessing.channels == 'bgr'
+    decoded = replace(preprocessing, channels='rgb') if bgr else preprocessing
+    it = mx.io.ImageRecordIter(
         path_imgrec=rec_path, path_imgidx=rec_path[:-4] + '.idx', batch_size=batch_size,
         shuffle=shuffle, seed=seed, seed_aug=seed, num_parts=num_parts, part_index=part_index,
         preprocess_threads=threads, round_batch=train, verbose=False, ctx='gpu',
-        **preprocessing.record_iter_args(train))
+        **decoded.record_iter_args(train))
+    return ReversedChannels(it) if bgr else it
+
+
+class ReversedChannels:
+    """The batches of an RGB ``ImageRecordIter`` with the channel axis reversed: BGR, as OpenCV decodes.
+
+    A pure permutation (``nd.flip`` on axis 1 of NCHW), so pixel values are the iterator's, bit for bit.
+    Iterating gives ``mx.io.DataBatch`` es with the same ``label``, ``pad`` and ``index``.
+    """
+
+    def __init__(self, it):
+        self.it = it
+
+    def __iter__(self):
+        for batch in self.it:
+            yield mx.io.DataBatch(data=[mx.nd.flip(batch.data[0], axis=1)], label=batch.label,
+                                  pad=batch.pad, index=batch.index)
+
+    def reset(self):
+        self.it.reset()
 
 
 def steps_per_epoch(num_records, global_batch):

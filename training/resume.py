@@ -156,8 +156,13 @@ def _arrays(state):
     return []
 
 
-def install_optimizer(trainer, optimizer, states=None):
+def install_optimizer(trainer, optimizer, states=None, saved=None):
     """Make ``optimizer`` the trainer's, on every device, with ``states`` (from a ``.states`` file) loaded.
+
+    ``saved`` (the pickled optimiser) gives each parameter its own update count back, moved to this run's
+    position (``optimizer.num_update``, re-derived from the epochs done): Adam's bias correction counts the
+    updates a parameter had, so a backbone frozen for the first epochs starts at 1 when it thaws, in a
+    resumed run as in a straight one; parameters the saved run never updated start from 0.
 
     What ``gluon.Trainer.load_states`` does, except that the optimiser is this run's rather than the
     pickled one; each device's updater gets its own copy of the states, moved to its context on first use.
@@ -168,6 +173,14 @@ def install_optimizer(trainer, optimizer, states=None):
         trainer._init_kvstore()
     if trainer._params_to_init:
         trainer._init_params()
+    if saved is not None:
+        optimizer.begin_num_update = 0  # num_update (the schedule's position) stays as this run set it
+        counts = getattr(saved, '_all_index_update_counts', None) or {0: getattr(saved, '_index_update_count', {})}
+        shift = optimizer.num_update - getattr(saved, 'num_update', 0)  # 0 unless updates/epoch changed
+        first = {i: c + shift for i, c in (counts.get(0) or next(iter(counts.values()), {})).items()}
+        # every device continues from device 0's counts (they agree: each device updates every parameter)
+        optimizer._all_index_update_counts = {d: dict(first) for d in set(counts) | {0}}
+        optimizer._index_update_count = optimizer._all_index_update_counts[0]
     trainer._init_optimizer(optimizer, {})
     if states is not None:
         blob = pickle.dumps(states)  # our own bytes, from the restricted reader: safe to unpickle

@@ -28,10 +28,14 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_validators
-from .config import BASE_LR, check_config, check_values, parse_config, step_epochs
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values,
+                     freeze_epochs, parse_config, step_epochs)
+from .config import base_lr as default_base_lr
 from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
+from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
+                       set_lr_mults)
 from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
 from .outputs import PrefixLock, remove_stale_temporaries
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
@@ -194,8 +198,14 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     if num_classes < 2:
         raise ParameterError(lambda n: f'{n("num_classes")} must be at least 2 (PREFIX.json of '
                                        f'{args.data_train} says {num_classes})')
-    preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
-                                         args.input_size, record_side=scan.min_side)
+    pretrained = read_pretrained(args.pretrained) if args.pretrained else None
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
+    if pretrained:
+        preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
+                                                 args.input_size)
+    else:
+        preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
+                                             args.input_size, record_side=scan.min_side)
     classes_from = '' if args.num_classes else ' (from PREFIX.json)'
     check_records(scan, num_classes, preprocessing, classes_from, log)
     if args.data_val:
@@ -213,6 +223,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                              seed=args.seed, num_parts=num_workers, part_index=rank,
                              threads=args.data_nthreads)
     net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
+    copied = copy_backbone(net, pretrained) if pretrained else None
     head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
@@ -220,14 +231,16 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
-                loss=head.name, head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
+                loss=head.name, head=head.metadata(),
+                pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
+                epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
                       num_train=num_train, num_classes=int(num_classes), preprocessing=preprocessing,
                       global_batch=global_batch, updates_per_epoch=updates_per_epoch, data=data, net=net,
                       head=head,
                       trainer=trainer, prefix=prefix, saves=saves, meta=meta,
-                      base_lr=BASE_LR if args.lr is None else args.lr,
+                      base_lr=default_base_lr(args),
                       pending_broadcast=args.kv_store.startswith('dist'), lock=lock)
     if point is not None:
         resume(run, point)
@@ -247,17 +260,24 @@ def create_kvstore(args):
     return kv, kv.rank, kv.num_workers
 
 
+# Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
+# deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
+# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
+
+
 def build_network(args, num_classes, preprocessing, contexts):
-    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised.
+    """LightCNN with fc2 (returning logits and features), initialised, lr multipliers set, hybridised.
 
     ``num_classes=None`` (a head replacing fc2, :func:`training.heads.network_classes`): the feature net.
+    fc2 trains at ``fc2_lr_mult`` x the lr, the rest at ``backbone_lr_mult`` x (both worked out from the
+    optimiser and ``pretrained`` when not given, :mod:`training.config`).
     """
-    net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
+    net = get_model(args.network or DEFAULT_NETWORK, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
-    net.initialize(LightCNNInit(), ctx=contexts)
-    for param in (net.fc2.collect_params().values() if num_classes else ()):
-        param.lr_mult = args.fc2_lr_mult
+    net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
+    set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
@@ -265,11 +285,11 @@ def build_network(args, num_classes, preprocessing, contexts):
 def make_lr_scheduler(args, updates_per_epoch, base_lr=None):
     """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates.
 
-    ``base_lr`` (default: ``lr``, else :data:`BASE_LR`) is the rate before any step. The scheduler is a
-    function of the update count alone, so one built for a resumed run answers for any position.
+    ``base_lr`` (default: ``lr``, else the optimiser's default) is the rate before any step. The scheduler
+    is a function of the update count alone, so one built for a resumed run answers for any position.
     """
     if base_lr is None:
-        base_lr = BASE_LR if args.lr is None else args.lr
+        base_lr = default_base_lr(args)
     warmup, steps = schedule_steps(args, updates_per_epoch)
     common = dict(base_lr=base_lr, warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
     if steps:
@@ -281,7 +301,7 @@ def schedule_steps(args, updates_per_epoch):
     """``(warmup_steps, steps)``: the warm-up and the LR steps after it, in updates of ``updates_per_epoch``."""
     warmup = int(round(args.warmup_epochs * updates_per_epoch))
     steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
-    return warmup, [s for s in steps if s > warmup]
+    return warmup, [s for s in steps if s >= 1]  # a step inside the warm-up applies when the warm-up ends
 
 
 def make_trainer(args, net, head, kvstore, updates_per_epoch):
@@ -295,9 +315,11 @@ def make_trainer(args, net, head, kvstore, updates_per_epoch):
 def make_optimizer(args, updates_per_epoch, base_lr=None, begin_num_update=0):
     """The optimiser of ``args`` with its LR schedule; ``begin_num_update`` is its position (resuming)."""
     if base_lr is None:
-        base_lr = BASE_LR if args.lr is None else args.lr
+        base_lr = default_base_lr(args)
     params = dict(learning_rate=base_lr, wd=args.wd, begin_num_update=begin_num_update,
                   lr_scheduler=make_lr_scheduler(args, updates_per_epoch, base_lr))
+    if args.clip_gradient:
+        params['clip_gradient'] = args.clip_gradient
     if args.optimizer in ('sgd', 'nag'):
         params['momentum'] = args.mom
     return mx.optimizer.create(args.optimizer, **params)
@@ -324,10 +346,10 @@ def resume(run, point):
     if run.head.has_parameters:
         run.head.load_parameters(head_params_path(point.stem), ctx=run.contexts)
     saved = point.meta.get('lr_schedule') or {}
-    run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', BASE_LR)
+    run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', default_base_lr(args))
     optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
                                begin_num_update=done * run.updates_per_epoch)
-    install_optimizer(run.trainer, optimizer, None if fresh else point.states)
+    install_optimizer(run.trainer, optimizer, None if fresh else point.states, None if fresh else point.optimizer)
     run.begin_epoch, run.last_checkpoint = done, point.stem
     run.runs = list(point.meta.get('runs') or [])
     for line in describe_changes(point.meta, run):
@@ -343,7 +365,8 @@ def resume(run, point):
 
 def default_callbacks(run):
     """Speedometer lines, progress bar, epoch lines and summary, and (where this worker saves) the CSV."""
-    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog()]
+    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog(),
+                 TrunkSchedule(freeze_epochs(run.args), backbone_lr_mult(run.args))]
     if run.saves:
         callbacks.append(MetricsCSV(run.metrics_csv))
     return callbacks
@@ -412,9 +435,36 @@ def train_step(run, batch):
     if run.pending_broadcast:
         broadcast_before_first_push(run.trainer)
         run.pending_broadcast = False
-    run.trainer.step(run.global_batch)
+    if run.args.clip_norm:
+        clipped_step(run.trainer, run.global_batch, run.args.clip_norm)
+    else:
+        run.trainer.step(run.global_batch)
     run.head.after_update()
     return losses, logits, label
+
+
+def clipped_step(trainer, batch_size, max_norm):
+    """``trainer.step(batch_size)`` with the gradient rescaled to an L2 norm of at most ``max_norm``.
+
+    The norm is that of the batch-mean gradient over all trained parameters (all workers' and devices'
+    samples, after the reduction), as ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al., "On the
+    difficulty of training recurrent neural networks", ICML 2013). Computed on the device without a host
+    sync; a NaN gradient stays NaN, and the loss check reports it.
+    """
+    trainer.allreduce_grads()
+    params = [p for p in trainer._params if p.grad_req != 'null' and p.lr_mult != 0]  # not center.stats
+    if params:
+        first = [p.list_grad()[0] for p in params]
+        ctx = first[0].context
+        total = mx.nd.add_n(*[(g.as_in_context(ctx) ** 2).sum() for g in first])
+        norm = mx.nd.sqrt(total) / batch_size
+        scale = mx.nd.minimum(max_norm / (norm + 1e-12), mx.nd.ones_like(norm))
+        per_ctx = {}
+        for param in params:
+            for grad in param.list_grad():
+                factor = per_ctx.setdefault(grad.context, scale.as_in_context(grad.context))
+                mx.nd.broadcast_mul(grad, factor.reshape((1,) * grad.ndim), out=grad)
+    trainer.update(batch_size)
 
 
 def broadcast_before_first_push(trainer):
@@ -501,7 +551,9 @@ def save_epoch(run, epoch, row):
                     base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
                     updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult,
-                    steps=steps, warmup_steps=warmup)
+                    steps=steps, warmup_steps=warmup,
+                    backbone_lr_mult=backbone_lr_mult(args), freeze_epochs=freeze_epochs(args),
+                    clip_norm=args.clip_norm, clip_gradient=args.clip_gradient)
     this_run = dict(epochs=[run.begin_epoch, epoch + 1], batch_size=args.batch_size,
                     global_batch=run.global_batch, devices=len(run.contexts), num_workers=run.num_workers,
                     updates_per_epoch=run.updates_per_epoch, optimizer=args.optimizer, base_lr=run.base_lr,
@@ -531,6 +583,7 @@ def benchmark(args, contexts=None, log=None):
     """Forward+backward+update speed on synthetic batches; returns samples/sec."""
     log = LogSink(log)
     contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network)))
     pre = default_preprocessing(args.network)
     if args.input_size:
         pre = type(pre)(channels=pre.channels, input_size=args.input_size)
