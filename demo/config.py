@@ -25,7 +25,7 @@ DEMO_CROP = 64  # input_size unless given: min(DEMO_CROP, demo_size)
 TRAINING_SHOWN = dict(input_size=f'{DEMO_CROP}, or --demo-size if smaller')
 # what the demo decides itself (its data, classes and paths) or does not do: refused rather than ignored
 NOT_FOR_THE_DEMO = ('data_train', 'data_val', 'val_pairs', 'val_images', 'num_classes', 'model_prefix',
-                    'load_epoch', 'benchmark', 'benchmark_batches')
+                    'load_epoch', 'reset_optimizer', 'benchmark', 'benchmark_batches')
 
 
 def add_demo_options(parser):

@@ -5,6 +5,8 @@
 them through :func:`add_options` rather than by patching values afterwards.
 """
 import argparse
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -77,14 +79,59 @@ OPTIONS = {
         Option('save_period', 1, 'save every N epochs (and after the last)', int),
         Option('load_epoch', None, 'resume from PREFIX-NNNN after N completed epochs: weights, optimiser, LR',
                int, shown='start from scratch'),
+        Option('reset_optimizer', False, 'with --load-epoch: weights only, fresh optimiser state (needed to '
+               'change --optimizer)', switch=True),
         Option('disp_batches', 20, 'Speedometer line every N batches', int),
         Option('benchmark', False, 'synthetic batches, prints samples/sec', switch=True),
         Option('benchmark_batches', 10, 'timed batches of --benchmark', int),
     ],
 }
 DEFAULTS = {o.name: o.default for group in OPTIONS.values() for o in group}
-AT_LEAST_ONE = ('batch_size', 'num_epochs', 'save_period', 'disp_batches', 'data_nthreads',
-                'benchmark_batches')
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option: ``low`` <= value (< ``high``); ``low_open``: ``low`` < value."""
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    reason: str = ''
+
+    def holds(self, value):
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value < self.high
+
+    def rule(self):
+        low = None if self.low is None else (f'greater than {self.low:g}' if self.low_open
+                                             else f'at least {self.low:g}')
+        high = None if self.high is None else f'below {self.high:g}'
+        text = ' and '.join(t for t in (low, high) if t)
+        return text + (f' ({self.reason})' if self.reason else '')
+
+
+# The one table of allowed values, beside the defaults: check_config reads it, README "Input rules" shows it.
+# Every float option must also be finite (no nan/inf) and every int option an integer.
+RANGES = {
+    'num_classes': Range(2, reason='a softmax over one class learns nothing'),
+    'data_nthreads': Range(1),
+    'input_size': Range(16, reason='four 2x2 poolings'),
+    'dropout': Range(0, 1),
+    'lr': Range(0),
+    'mom': Range(0, 1),
+    'wd': Range(0),
+    'batch_size': Range(1),
+    'num_epochs': Range(1),
+    'lr_factor': Range(0, low_open=True),
+    'warmup_epochs': Range(0),
+    'fc2_lr_mult': Range(0),
+    'seed': Range(0, 10 ** 6, reason='epoch seeds are seed * 1000 + epoch'),
+    'save_period': Range(1),
+    'load_epoch': Range(0, reason='it counts completed epochs; 0: start from scratch'),
+    'disp_batches': Range(1),
+    'benchmark_batches': Range(1),
+}
+TYPES = {o.name: o.type for group in OPTIONS.values() for o in group if o.type in (int, float)}
 
 
 def add_options(parser, table=None, defaults=None, shown=None, exclude=(), description=None):
@@ -101,7 +148,7 @@ def add_options(parser, table=None, defaults=None, shown=None, exclude=(), descr
             if o.name in exclude:
                 continue
             if o.switch:
-                group.add_argument(flag(o.name), action='store_true', help=o.help)
+                group.add_argument(flag(o.name), action='store_true', help=f'{o.help} (default: off)')
                 continue
             default = defaults.get(o.name, o.default)
             text = shown_text.get(o.name, o.shown if o.name not in defaults else None)
@@ -150,19 +197,48 @@ def check_config(args):
                                        'python train_lightcnn.py ...')
     if bool(args.val_pairs) != bool(args.val_images):
         raise ParameterError(lambda n: f'{n("val_pairs")} and {n("val_images")} go together')
-    for name in AT_LEAST_ONE:
-        if getattr(args, name) < 1:
-            raise ParameterError(lambda n, name=name: f'{n(name)} must be at least 1')
-    if args.load_epoch is not None and args.load_epoch < 0:
-        raise ParameterError(lambda n: f'{n("load_epoch")} {args.load_epoch}: it counts completed epochs '
-                                       '(0: start from scratch)')
+    check_values(args)
+    if args.load_epoch and args.num_epochs <= args.load_epoch:
+        raise ParameterError(lambda n: f'{n("num_epochs")} {args.num_epochs} leaves nothing to train after '
+                                       f'{n("load_epoch")} {args.load_epoch}: it counts every epoch, those '
+                                       f'done included (give {args.load_epoch + 1} or more)')
+    if args.reset_optimizer and not args.load_epoch:
+        raise ParameterError(lambda n: f'{n("reset_optimizer")} goes with {n("load_epoch")}')
     step_epochs(args.lr_step_epochs)
 
 
+def check_values(args):
+    """Every numeric option of :data:`TYPES` that is set: of its type, finite, inside its :data:`RANGES` entry.
+
+    Raises
+    ------
+    ParameterError
+        ``dropout must be at least 0 and below 1``; ``lr must be a finite number, not nan``.
+    """
+    for name, kind in TYPES.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+                kind is int and not isinstance(value, numbers.Integral)):
+            what = 'an integer' if kind is int else 'a number'
+            raise ParameterError(lambda n, name=name, what=what, value=value:
+                                 f'{n(name)} must be {what}, not {value!r}')
+        if not math.isfinite(value):
+            raise ParameterError(lambda n, name=name, value=value:
+                                 f'{n(name)} must be a finite number, not {value}')
+        rule = RANGES.get(name)
+        if rule is not None and not rule.holds(value):
+            raise ParameterError(lambda n, name=name, rule=rule: f'{n(name)} must be {rule.rule()}')
+
+
 def step_epochs(text):
-    """``'10,20'`` -> ``[10.0, 20.0]`` (sorted, unique)."""
+    """``'10,20'`` -> ``[10.0, 20.0]`` (sorted, unique; each a finite number of epochs above 0)."""
     try:
-        return sorted({float(s) for s in str(text).split(',') if s.strip()})
+        epochs = sorted({float(s) for s in str(text).split(',') if s.strip()})
     except ValueError:
-        raise ParameterError(lambda n: f'{n("lr_step_epochs")} takes epochs like 10,20, '
-                                       f'not {text!r}') from None
+        epochs = None
+    if epochs is None or not all(math.isfinite(e) and e > 0 for e in epochs):
+        raise ParameterError(lambda n: f'{n("lr_step_epochs")} takes epochs above 0 like 10,20, '
+                                       f'not {text!r}')
+    return epochs

@@ -14,24 +14,28 @@ import argparse
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mxnet as mx
 from mxnet import autograd, gluon
 
 from common.devices import parse_devices
-from common.errors import UsageError
+from common.errors import UsageError, error_message
 from common.preprocessing import Preprocessing
 from data_tools.dataset_info import records_info
 from symbols import LightCNNInit, default_preprocessing, get_model
 from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
-from .config import BASE_LR, check_config, parse_config, step_epochs
-from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
+from .checks import check_records, check_validators
+from .config import BASE_LR, check_config, check_values, parse_config, step_epochs
+from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing, scan_records,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .heads import build_head
+from .outputs import PrefixLock, remove_stale_temporaries
+from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
+                     open_resume_point)
 from .validation import ClassificationValidation, PairVerification
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
@@ -65,20 +69,24 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
     Raises
     ------
     ParameterError
-        A bad option (message names the parameter); :class:`UsageError` for unusable files.
+        A bad option (message names the parameter); :class:`UsageError` for unusable files, another
+        training on the same ``model_prefix``, a checkpoint that cannot be written (disk full). Every input
+        is checked before the first step (:mod:`training.checks`).
     TrainingDiverged
         The loss became NaN/inf; nothing is saved after that.
     """
     args = parse_config(config)
     if args.benchmark:
+        check_values(args)
         return benchmark(args, contexts, log)
     check_config(args)
-    run = setup(args, contexts, log)
-    callbacks = CallbackList(default_callbacks(run) + list(callbacks))
     validators = default_validators(args) + list(validators)
-    history, start = [], time.time()
-    callbacks.on_train_begin(run)
+    check_validators(args, validators)
+    run = setup(args, contexts, log)
     try:
+        callbacks = CallbackList(default_callbacks(run) + list(callbacks))
+        history, start = [], time.time()
+        callbacks.on_train_begin(run)
         for epoch in range(run.begin_epoch, args.num_epochs):
             callbacks.on_epoch_begin(run, epoch)
             row = train_one_epoch(run, epoch, callbacks)
@@ -89,6 +97,7 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
             callbacks.on_epoch_end(run, epoch, row, checkpoint)
     finally:
         run.log.close_bar()
+        run.release()  # the model_prefix lock
     result = summarise(run, history, time.time() - start)
     callbacks.on_train_end(run, result)
     return result
@@ -120,6 +129,13 @@ class TrainingRun:
     base_lr: float = BASE_LR
     last_checkpoint: str = None
     pending_broadcast: bool = False  # dist kvstore: wait for rank 0's weights before the first push
+    lock: PrefixLock = None  # held from setup to the end of train() where this worker saves
+    runs: list = field(default_factory=list)  # the settings of each run that led here (checkpoint JSON)
+
+    def release(self):
+        """Free the ``model_prefix`` lock (train() does, however it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def metrics_csv(self):
@@ -139,22 +155,53 @@ class TrainingRun:
 
 
 def setup(args, contexts=None, log=None):
-    """Checked options -> a :class:`TrainingRun`: data checked, network, head, Gluon trainer, resumed."""
+    """Checked options -> a :class:`TrainingRun`: every input checked, network, head, Gluon trainer, resumed.
+
+    Takes the ``model_prefix`` lock (:class:`training.outputs.PrefixLock`) where this worker saves; the
+    caller frees it with ``run.release()``. Nothing here starts training: everything that can be checked
+    before the first step is (:mod:`training.checks`).
+    """
     contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
     if args.batch_size < len(contexts):
         raise ParameterError(lambda n: f'{n("batch_size")} {args.batch_size} is smaller than the '
                                        f'{len(contexts)} devices')
-    num_train = check_record_file(args.data_train)
-    if args.data_val:
-        check_record_file(args.data_val)
+    kvstore, rank, num_workers = create_kvstore(args)
+    log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
+    prefix = args.model_prefix.replace('{rank}', str(rank))
+    saves = rank == 0 or '{rank}' in args.model_prefix
+    lock = PrefixLock(prefix) if saves else None
+    try:
+        return _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock):
+    if lock is not None:
+        removed = remove_stale_temporaries(prefix)
+        if removed:
+            log(f'removed {len(removed)} temporary file(s) of an interrupted run: {", ".join(removed)}')
+    point = open_resume_point(prefix, args.load_epoch) if args.load_epoch else None
+    check_record_file(args.data_train)
+    scan = scan_records(args.data_train)
     summary = records_info(args.data_train)
     num_classes = args.num_classes or summary.get('num_classes')
     if not num_classes:
         raise ParameterError(lambda n: f'{n("num_classes")} is needed: no num_classes in a PREFIX.json '
                                        f'beside {args.data_train}')
+    if num_classes < 2:
+        raise ParameterError(lambda n: f'{n("num_classes")} must be at least 2 (PREFIX.json of '
+                                       f'{args.data_train} says {num_classes})')
     preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
-                                         args.input_size)
-    kvstore, rank, num_workers = create_kvstore(args)
+                                         args.input_size, record_side=scan.min_side)
+    classes_from = '' if args.num_classes else ' (from PREFIX.json)'
+    check_records(scan, num_classes, preprocessing, classes_from, log)
+    if args.data_val:
+        check_record_file(args.data_val)
+        check_records(scan_records(args.data_val), num_classes, preprocessing, classes_from)
+    num_train = scan.count
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
     data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch, seed=args.seed,
@@ -166,19 +213,18 @@ def setup(args, contexts=None, log=None):
     meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
+                wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
                 head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
-    log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
                       num_train=num_train, num_classes=int(num_classes), preprocessing=preprocessing,
                       global_batch=global_batch, updates_per_epoch=updates_per_epoch, data=data, net=net,
                       head=head,
-                      trainer=trainer, prefix=args.model_prefix.replace('{rank}', str(rank)),
-                      saves=rank == 0 or '{rank}' in args.model_prefix, meta=meta,
+                      trainer=trainer, prefix=prefix, saves=saves, meta=meta,
                       base_lr=BASE_LR if args.lr is None else args.lr,
-                      pending_broadcast=args.kv_store.startswith('dist'))
-    if args.load_epoch:
-        resume(run)
+                      pending_broadcast=args.kv_store.startswith('dist'), lock=lock)
+    if point is not None:
+        resume(run, point)
     return run
 
 
@@ -207,16 +253,26 @@ def build_network(args, num_classes, preprocessing, contexts):
     return net
 
 
-def make_lr_scheduler(args, updates_per_epoch):
-    """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates."""
-    base_lr = BASE_LR if args.lr is None else args.lr
-    warmup = int(round(args.warmup_epochs * updates_per_epoch))
-    steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
-    steps = [s for s in steps if s > warmup]
+def make_lr_scheduler(args, updates_per_epoch, base_lr=None):
+    """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates.
+
+    ``base_lr`` (default: ``lr``, else :data:`BASE_LR`) is the rate before any step. The scheduler is a
+    function of the update count alone, so one built for a resumed run answers for any position.
+    """
+    if base_lr is None:
+        base_lr = BASE_LR if args.lr is None else args.lr
+    warmup, steps = schedule_steps(args, updates_per_epoch)
     common = dict(base_lr=base_lr, warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
     if steps:
         return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor, **common)
     return mx.lr_scheduler.FactorScheduler(step=2 ** 31 - 1, factor=1.0, **common)
+
+
+def schedule_steps(args, updates_per_epoch):
+    """``(warmup_steps, steps)``: the warm-up and the LR steps after it, in updates of ``updates_per_epoch``."""
+    warmup = int(round(args.warmup_epochs * updates_per_epoch))
+    steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
+    return warmup, [s for s in steps if s > warmup]
 
 
 def make_trainer(args, net, head, kvstore, updates_per_epoch):
@@ -227,40 +283,51 @@ def make_trainer(args, net, head, kvstore, updates_per_epoch):
                          update_on_kvstore=False)
 
 
-def make_optimizer(args, updates_per_epoch):
-    params = dict(learning_rate=BASE_LR if args.lr is None else args.lr, wd=args.wd,
-                  lr_scheduler=make_lr_scheduler(args, updates_per_epoch))
+def make_optimizer(args, updates_per_epoch, base_lr=None, begin_num_update=0):
+    """The optimiser of ``args`` with its LR schedule; ``begin_num_update`` is its position (resuming)."""
+    if base_lr is None:
+        base_lr = BASE_LR if args.lr is None else args.lr
+    params = dict(learning_rate=base_lr, wd=args.wd, begin_num_update=begin_num_update,
+                  lr_scheduler=make_lr_scheduler(args, updates_per_epoch, base_lr))
     if args.optimizer in ('sgd', 'nag'):
         params['momentum'] = args.mom
     return mx.optimizer.create(args.optimizer, **params)
 
 
-def resume(run):
-    """Load the weights, optimiser state and LR schedule saved after ``load_epoch`` completed epochs.
+def resume(run, point):
+    """Continue from ``point`` (:func:`training.resume.open_resume_point`) after ``point.done`` epochs.
 
-    The run then continues with ``Epoch[load_epoch]``. An explicit ``lr`` different from the checkpoint's
-    base restarts the schedule from that base at the current update (e.g. to fine-tune).
+    Weights and per-parameter optimiser state are loaded; the optimiser and its LR schedule are rebuilt
+    from this run's settings at position ``done x updates_per_epoch`` (:mod:`training.resume`). Without
+    ``lr`` the checkpoint's base LR continues; an explicit ``lr`` becomes the base of the schedule (steps
+    already passed still apply). The run then continues with ``Epoch[done]``.
     """
-    args = run.args
-    done = int(args.load_epoch)
-    stem = checkpoint_stem(run.prefix, done)
-    for ext in ('.params', '.json', '.states'):
-        if not os.path.exists(stem + ext):
-            raise UsageError(f'cannot resume: {stem}{ext} is missing')
-    meta = load_metadata(stem)
-    if meta['network'] != args.network or int(meta['num_classes']) != run.num_classes:
-        raise UsageError(f'{stem} is a {meta["network"]} with {meta["num_classes"]} classes, '
-                         f'not {args.network} with {run.num_classes}')
-    run.net.load_parameters(stem + '.params', ctx=run.contexts)
-    read_optimizer_states(stem + '.states')  # refuses a crafted pickle before MXNet unpickles it
-    run.trainer.load_states(stem + '.states')
-    run.base_lr = meta.get('lr_schedule', {}).get('base_lr', BASE_LR)
-    if args.lr is not None and args.lr != run.base_lr:
-        run.trainer.optimizer.lr_scheduler = make_lr_scheduler(args, run.updates_per_epoch)
-        run.base_lr = args.lr
-    run.begin_epoch, run.last_checkpoint = done, stem
-    run.log(f'resumed from {stem} after {done} completed epoch(s), continuing with Epoch[{done}] '
-            f'(lr {run.trainer.learning_rate:.3g}, {run.trainer.optimizer.num_update} updates done)')
+    args, done = run.args, point.done
+    check_network(point, args, run.num_classes, run.preprocessing)
+    changes = check_optimizer(point, args)
+    fresh = args.reset_optimizer or point.optimizer_name != args.optimizer
+    if not fresh:
+        check_states(point, run.trainer, run.net)
+    try:
+        run.net.load_parameters(point.stem + '.params', ctx=run.contexts)
+    except (AssertionError, mx.MXNetError) as err:
+        raise UsageError(f'{point.stem}.params does not fit {args.network}: {error_message(err)}') from None
+    saved = point.meta.get('lr_schedule') or {}
+    run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', BASE_LR)
+    optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
+                               begin_num_update=done * run.updates_per_epoch)
+    install_optimizer(run.trainer, optimizer, None if fresh else point.states)
+    run.begin_epoch, run.last_checkpoint = done, point.stem
+    run.runs = list(point.meta.get('runs') or [])
+    for line in describe_changes(point.meta, run):
+        run.log(line)
+    if args.reset_optimizer and not changes:
+        changes.append('optimiser state reset')
+    if changes:
+        run.log(f'resume: {", ".join(changes)}, from Epoch[{done}] on')
+    run.log(f'resumed from {point.stem} after {done} completed epoch(s), continuing with Epoch[{done}] '
+            f'(lr {run.trainer.learning_rate:.3g}, schedule at update {run.trainer.optimizer.num_update} '
+            f'= {done} x {run.updates_per_epoch} updates/epoch)')
 
 
 def default_callbacks(run):
@@ -405,13 +472,23 @@ def validate(run, validators):
 
 
 def save_epoch(run, epoch, row):
-    """Checkpoint after 0-based ``epoch``: ``PREFIX-%04d`` of ``epoch + 1`` (epochs completed); its stem."""
+    """Checkpoint after 0-based ``epoch``: ``PREFIX-%04d`` of ``epoch + 1`` (epochs completed); its stem.
+
+    The JSON records the schedule that ran (``lr_schedule``: steps and warm-up in this run's updates, the
+    position ``num_update``) and ``runs``: the settings of every run that led to it, one entry per resume.
+    """
     args = run.args
+    warmup, steps = schedule_steps(args, run.updates_per_epoch)
     schedule = dict(lr=run.trainer.learning_rate, num_update=run.trainer.optimizer.num_update,
                     base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
-                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult)
-    meta = dict(run.meta, metrics=row, lr_schedule=schedule)
+                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult,
+                    steps=steps, warmup_steps=warmup)
+    this_run = dict(epochs=[run.begin_epoch, epoch + 1], batch_size=args.batch_size,
+                    global_batch=run.global_batch, devices=len(run.contexts), num_workers=run.num_workers,
+                    updates_per_epoch=run.updates_per_epoch, optimizer=args.optimizer, base_lr=run.base_lr,
+                    wd=args.wd, mom=args.mom, reset_optimizer=bool(args.reset_optimizer))
+    meta = dict(run.meta, metrics=row, lr_schedule=schedule, runs=run.runs + [this_run])
     run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer)
     return run.last_checkpoint
 

@@ -10,6 +10,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from common.errors import UsageError
+from common.images import ImageError, read_image
 from common.verification import pair_rows, pair_scores, verification_metrics
 from data_tools.pairs import read_pairs
 from symbols.inference import Embedder, embed_images, items_from_pairs
@@ -81,6 +83,28 @@ class PairVerification:
 
     def __init__(self, pairs_path, images_root, batch_size=64):
         self.pairs_path, self.images_root, self.batch_size = pairs_path, images_root, batch_size
+
+    def check(self):
+        """Before the first step (the trainer calls it): every pair image found under the root and decodable.
+
+        Raises
+        ------
+        UsageError
+            The pairs file is unreadable, or images are missing/undecodable (counted, the first few named).
+        """
+        items = items_from_pairs(self.pairs_path, self.images_root)
+        bad = []
+        for item in items:
+            if item.source is None:
+                bad.append(f'{item.label} (not found)')
+                continue
+            try:
+                read_image(item.source, 'gray')
+            except ImageError as err:
+                bad.append(f'{item.label} ({err})')
+        if bad:
+            raise UsageError(f'{len(bad)} of the {len(items)} images {self.pairs_path} names cannot be used '
+                             f'under {self.images_root}: {", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}')
 
     def __call__(self, net, preprocessing, contexts):
         pairs = read_pairs(self.pairs_path)
