@@ -67,8 +67,10 @@ ALIGN_COMMAND = ('python data_tools/align.py --images pubfig83 --out DIR --size 
 
 # --- configurations ---------------------------------------------------------------------------------------
 
-SCRATCH = dict(network='lightcnn9', optimizer='adam', lr=1e-3, fc2_lr_mult=1.0)  # /work/notes/RECIPE.md
-FINETUNE = dict(optimizer='adam', lr=1e-3, fc2_lr_mult=1.0, backbone_lr_mult=0.1, freeze_epochs=1)
+# from scratch: the recipe that learned in /work/notes/RECIPE.md, without warm-up (an epoch of warm-up would be
+# the whole budget); fine-tuning: the trainer's own --pretrained defaults, only the flags the issue names
+SCRATCH = dict(network='lightcnn9', optimizer='adam', lr=1e-3, fc2_lr_mult=1.0, warmup_epochs=0.0)
+FINETUNE = dict(pretrained='{v4}')
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,10 @@ class Config:
 CONFIGS = {c.name: c for c in [
     Config('v4_imported', 'LightCNN-V4 as imported', 'imported', 'bgr144'),
     Config('v4_softmax', 'V4 fine-tuned, softmax (two-stage)', 'ours', 'bgr144',
-           dict(FINETUNE, pretrained='{v4}', loss='softmax')),
-    Config('v4_arcface', 'V4 fine-tuned, ArcFace', 'ours', 'bgr144',
-           dict(FINETUNE, pretrained='{v4}', loss='arcface')),
+           dict(FINETUNE, freeze_epochs=1), implicit=dict(loss='softmax')),
+    Config('v4_arcface', 'V4 fine-tuned, ArcFace', 'ours', 'bgr144', dict(FINETUNE, loss='arcface')),
     Config('v4_center', 'V4 fine-tuned, softmax + center loss', 'ours', 'bgr144',
-           dict(FINETUNE, pretrained='{v4}', loss='softmax', center_loss_weight=0.003)),
+           dict(FINETUNE, center_loss_weight=0.003), implicit=dict(loss='softmax')),
     Config('scratch_softmax', 'LightCNN-9 from scratch, softmax', 'ours', 'gray72', dict(SCRATCH),
            implicit=dict(loss='softmax')),
     Config('scratch_arcface', 'LightCNN-9 from scratch, ArcFace', 'ours', 'gray72',
@@ -489,18 +490,22 @@ def train_reference(rec, num_classes, budget_seconds, epochs, batch_size, seed, 
 
 # --- the run ----------------------------------------------------------------------------------------------
 
-COLUMNS = (('label', 'configuration', ''), ('input', 'input', ''), ('train_minutes', 'train min', '.1f'),
+COLUMNS = (('label', 'configuration', ''), ('input', 'input', ''), ('budget_minutes', 'budget min', 'g'),
+           ('train_minutes', 'train min', '.1f'),
            ('updates', 'updates', 'd'), ('epochs', 'epochs', '.2f'), ('train_loss', 'train loss', '.2f'),
            ('top1', 'top-1', '.3f'), ('top5', 'top-5', '.3f'), ('open_set_accuracy', 'open-set acc', '.3f'),
            ('auc', 'unknown AUC', '.4f'), ('verification_accuracy', '10-fold acc', '.3f'),
-           ('verification_std', '±', '.3f'), ('eval_minutes', 'eval min', '.1f'), ('note', 'note', ''))
+           ('verification_std', '±', '.3f'), ('eval_minutes', 'eval min', '.1f'), ('load1', 'load', '.1f'),
+           ('note', 'note', ''))
 
 
 def run_config(config, args, split, recs, lists, aligned_side):
     """Train (or not) and evaluate one configuration; a table row (``note`` says why values are missing)."""
     geometry = RECORDS[config.records]
     row = dict(config=config.name, label=config.label,
-               input=f'{geometry["color"]} {geometry["size"]}->{geometry["input_size"]}')
+               input=f'{geometry["color"]} {geometry["size"]}->{geometry["input_size"]}',
+               load1=round(os.getloadavg()[0], 1), threads=args.threads,
+               budget_minutes=args.budget_minutes if config.kind in ('ours', 'reference') else None)
     workdir = os.path.join(args.workdir, 'runs')
     os.makedirs(os.path.join(workdir, config.name), exist_ok=True)
     budget = args.budget_minutes * 60
@@ -589,7 +594,8 @@ def run_protocol(args):
         names_all = sorted(tree)
         tree = {n: tree[n] for n in names_all[:known] + names_all[-unknown:]}
     split = split_identities(tree, known, unknown, test_n, args.seed)
-    train_items = subsample(split.train, args.train_per_identity, args.seed)
+    train_items = {'gray72': subsample(split.train, args.train_per_identity, args.seed),
+                   'bgr144': subsample(split.train, args.finetune_per_identity, args.seed)}
     lists = [subsample(split.train, args.centroid_images, args.seed), split.test,
              subsample(split.unknown, args.unknown_images, args.seed)]
     args.folds = min(args.folds, len(split.unknown_identities) // 2)
@@ -597,7 +603,8 @@ def run_protocol(args):
     import cv2
     aligned_side = min(cv2.imread(first).shape[:2])
     budget_text = f'{args.budget_minutes:g} min per trained configuration on {threads} thread(s)'
-    print(f'split: {split.counts()}; trained on {len(train_items)} images; evaluation: '
+    print(f'split: {split.counts()}; trained on {len(train_items["gray72"])} images from scratch, '
+          f'{len(train_items["bgr144"])} fine-tuning; evaluation: '
           f'{len(lists[0])} centroid + {len(lists[1])} test + {len(lists[2])} unknown images')
     print(f'budget: {budget_text}; load {load()}', flush=True)
     needed = {CONFIGS[n].records for n in names if CONFIGS[n].kind in ('ours', 'reference')}
@@ -605,7 +612,7 @@ def run_protocol(args):
     for kind in sorted(needed):
         geometry = RECORDS[kind]
         tic = time.perf_counter()
-        recs[kind] = pack_split(args.aligned, train_items, split.known,
+        recs[kind] = pack_split(args.aligned, train_items[kind], split.known,
                                 os.path.join(args.workdir, 'records', f'{kind}{"_quick" if args.quick else ""}'),
                                 geometry['size'], geometry['color'])
         print(f'records {kind}: {recs[kind]} ({time.perf_counter() - tic:.0f} s)', flush=True)
@@ -623,11 +630,31 @@ def run_protocol(args):
     return result
 
 
+def merged_rows(rows, path):
+    """``rows`` plus the rows of configurations this run did not measure from an earlier ``path`` (same
+    protocol), in :data:`CONFIGS` order; each row keeps its own budget, threads and load."""
+    done = {r['config'] for r in rows}
+    earlier = []
+    if os.path.exists(path):
+        try:
+            earlier = [r for r in json.loads(Path(path).read_text()).get('rows', [])
+                       if r.get('config') in CONFIGS and r['config'] not in done]
+        except (OSError, ValueError):
+            earlier = []
+    order = list(CONFIGS)
+    return sorted(list(rows) + earlier, key=lambda r: order.index(r['config']))
+
+
 def write_results(rows, args, split, train_items, lists, budget_text, threads):
+    if args.merge:
+        rows = merged_rows(rows, args.json)
     ratio = ratios(rows)
-    notes = [f'budget {budget_text}, batch {args.batch_size}, seed {args.seed}; '
+    notes = [f'last run: budget {budget_text} (rows of earlier runs keep theirs), batch {args.batch_size}, '
+             f'seed {args.seed}; '
              f'load average at the end {load()} (shared machine: wall time buys different work at other loads)',
-             f'split: first {len(split.known)} identities known ({len(train_items)} training images, '
+             f'split: first {len(split.known)} identities known ({len(split.train)} training images: '
+             f'{len(train_items["gray72"])} used from scratch, {len(train_items["bgr144"])} '
+             f'(<= {args.finetune_per_identity or "all"} per identity) for fine-tuning V4; '
              f'{len(split.test)} test = {len(split.test) // len(split.known)} per identity), last '
              f'{len(split.unknown_identities)} unknown',
              f'centroids from {len(lists[0])} training images (<= {args.centroid_images or "all"} per identity); '
@@ -636,8 +663,9 @@ def write_results(rows, args, split, train_items, lists, budget_text, threads):
              f'verification: {len(lists[2])} images of the unknown identities (<= {args.unknown_images or "all"} '
              f'per identity): AUC over all pairs, accuracy over {args.folds} identity-disjoint folds',
              'V4: BGR 144 records, input 128; LightCNN-9: gray 72 records, input 64 (4x cheaper on CPU)',
-             'ours from scratch: Adam lr 1e-3, classifier lr mult 1 (notes/RECIPE.md); fine-tuning: Adam 1e-3, '
-             'backbone lr mult 0.1, classifier alone for 1 epoch (--freeze-epochs 1); reference: official '
+             'ours from scratch: Adam lr 1e-3, classifier lr mult 1, no warm-up (notes/RECIPE.md); fine-tuning: '
+             "the trainer's --pretrained defaults (two-stage: classifier alone for --freeze-epochs, then the "
+             'backbone at --backbone-lr-mult), center loss weight 0.003 (Wen et al. 2016); reference: official '
              'train.py SGD recipe in PyTorch, PyTorch default init']
     if ratio:
         notes.append('ours / PyTorch reference (LightCNN-9 softmax, same budget): unknown AUC '
@@ -646,7 +674,7 @@ def write_results(rows, args, split, train_items, lists, budget_text, threads):
                         if 'auc_gain_ratio' in ratio else ''))
     meta = dict(budget_minutes=args.budget_minutes, threads=threads, batch_size=args.batch_size, seed=args.seed,
                 quick=args.quick, aligned=os.path.abspath(args.aligned), split=split.counts(),
-                trained_images=len(train_items), eval_images=[len(x) for x in lists], folds=args.folds,
+                trained_images={k: len(v) for k, v in train_items.items()}, eval_images=[len(x) for x in lists], folds=args.folds,
                 open_set_far=args.open_set_far, ratios=ratio, notes=notes)
     result = dict(name='transfer', title='Transfer: fine-tuning and from scratch on PubFig83', rows=rows,
                   columns=[list(c) for c in COLUMNS], meta=meta, machine=machine())
@@ -672,6 +700,9 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--train-per-identity', type=int, default=0,
                         help='cap on training images per known identity (0: all but the test images)')
+    parser.add_argument('--finetune-per-identity', type=int, default=8,
+                        help='training images per known identity in the V4 fine-tuning records (0: all): V4 '
+                             'trains ~10x slower than LightCNN-9 at 64, and the two stages need whole epochs')
     parser.add_argument('--centroid-images', type=int, default=10,
                         help='training images per known identity embedded for the centroids (0: all)')
     parser.add_argument('--unknown-images', type=int, default=20,
@@ -681,6 +712,9 @@ def build_parser():
     parser.add_argument('--v4', default=V4_STEM, help='imported LightCNN-V4 stem')
     parser.add_argument('--workdir', default=runs_dir('bench_transfer'), help='records, checkpoints, logs')
     parser.add_argument('--json', default=str(RESULTS_DIR / 'transfer.json'), help='(and the .md beside it)')
+    parser.add_argument('--no-merge', dest='merge', action='store_false',
+                        help="drop the rows of configurations this run does not measure (default: keep an "
+                             "earlier run's rows from --json, each with its own budget and load)")
     return parser
 
 

@@ -150,9 +150,12 @@ def test_identity_folds_deal_identities_round_robin():
 
 def test_unavailable_options_are_reported_not_passed():
     config = bt.CONFIGS['scratch_softmax']
-    options, missing = config.training_options({'network', 'optimizer', 'lr', 'fc2_lr_mult'})
+    before = {'network', 'optimizer', 'lr', 'fc2_lr_mult', 'warmup_epochs'}
+    options, missing = config.training_options(before)
     assert 'loss' not in options and missing == []  # softmax is what a trainer without --loss does
-    options, missing = config.training_options({'network', 'optimizer', 'lr', 'fc2_lr_mult', 'loss'})
+    options, missing = config.training_options(before | {'loss'})
     assert options['loss'] == 'softmax' and missing == []
-    _, missing = bt.CONFIGS['v4_arcface'].training_options({'network', 'optimizer', 'lr', 'fc2_lr_mult'})
-    assert {'pretrained', 'loss', 'freeze_epochs', 'backbone_lr_mult'} <= set(missing)
+    _, missing = bt.CONFIGS['v4_arcface'].training_options(before)
+    assert set(missing) == {'pretrained', 'loss'}
+    _, missing = bt.CONFIGS['v4_softmax'].training_options(before | {'loss'})
+    assert set(missing) == {'pretrained', 'freeze_epochs'}
