@@ -40,8 +40,11 @@ def file_digest(path):
     return {'bytes': os.path.getsize(path), 'sha256': sha256_of(path)}
 
 
-def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
+def save_checkpoint(net, prefix, meta, epoch=None, trainer=None, extra=None):
     """Write ``.params`` (+ ``.states``) and ``.json`` for ``net`` as one checkpoint; returns the stem.
+
+    ``extra`` maps further files of the checkpoint, by suffix (``'.head.params'`` for ``STEM.head.params``,
+    a training head's weights), to their writers ``write(path)``; they commit with the others.
 
     Raises
     ------
@@ -56,6 +59,7 @@ def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
     writers = {'.params': net.save_parameters}
     if trainer is not None:
         writers['.states'] = trainer.save_states
+    writers.update(extra or {})
     temporary = {ext: temporary_name(stem + ext) for ext in list(writers) + ['.json']}
     try:
         os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)

@@ -21,7 +21,7 @@ from common.fileio import temporary_name
 from .errors import ParameterError
 
 # temporary names of checkpoint files and the metrics CSV: ours (common.fileio.temporary_name), the older PATH.tmp<pid> of checkpoints and PATH.tmp of the CSV
-_TEMPORARY = r'-(\d{4,}\.(params|states|json)|metrics\.csv)\.(\d+-\d+\.part|tmp\d*)'
+_TEMPORARY = r'-(\d{4,}\.((head\.)?params|states|json)|metrics\.csv)\.(\d+-\d+\.part|tmp\d*)'
 
 
 class PrefixLock:
