@@ -19,6 +19,7 @@ import numpy as np
 
 from common.errors import UsageError
 from common.features_mat import read_features
+from common.fileio import atomic_write
 from common.verification import image_key, l2_normalize, threshold_at_far
 from lfw_verification.evaluate import check_output_paths
 
@@ -197,28 +198,48 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     if not 0.0 <= far <= 1.0:
         raise UsageError(f'--far must be in [0, 1], got {far}')
     check_output_paths(predictions_path, json_path)
-    data, labels = read_features(gallery_path)
+    data, labels, skipped = read_features(gallery_path, with_skipped=True)
     ids = np.array([identity_of(label) for label in labels])
     if probe_path is None:
         g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
         gallery, gallery_ids, probe, probe_ids = data[g_rows], ids[g_rows], data[p_rows], ids[p_rows]
         probe_labels = [labels[r] for r in p_rows]
     else:
-        probe, probe_labels = read_features(probe_path)
+        probe, probe_labels, probe_skipped = read_features(probe_path, with_skipped=True)
+        skipped = skipped + probe_skipped
         gallery, gallery_ids, split = data, ids, None
         probe_ids = np.array([identity_of(label) for label in probe_labels])
         if probe.shape[1] != gallery.shape[1]:
             raise UsageError(f'gallery features are {gallery.shape[1]}-D but probe features {probe.shape[1]}-D')
     result = identify(gallery, gallery_ids, probe, probe_ids, far=far)
     result['split'] = split
+    result['skipped_at_extraction'] = [{'image': label, 'reason': reason} for label, reason in skipped]
     result['predictions'].insert(0, 'probe', probe_labels)
+    for line in skipped_lines(skipped):
+        print(line)
     print(format_report(result))
     if predictions_path:
-        result['predictions'].to_csv(predictions_path, index=False)
+        with atomic_write(predictions_path, 'w', encoding='utf-8', newline='') as f:
+            result['predictions'].to_csv(f, index=False)
         print(f'wrote {predictions_path}')
     if json_path:
-        with open(json_path, 'w', encoding='utf-8') as f:
+        with atomic_write(json_path, 'w', encoding='utf-8') as f:
             json.dump({k: v for k, v in result.items() if k != 'predictions'}, f, indent=1)
         print(f'wrote {json_path}')
     return result
+
+
+def skipped_lines(skipped, examples=5):
+    """Lines naming the images a features file records as left out at extraction (none: no lines).
+
+    Those images take part neither as gallery nor as probe; with ``--gallery-per-identity`` the next
+    image of the identity (by label) enrols in place of a skipped one.
+    """
+    if not skipped:
+        return []
+    lines = [f'{len(skipped)} image(s) were skipped at extraction and take no part (recorded in the .mat):']
+    lines += [f'  {label}: {reason}' for label, reason in skipped[:examples]]
+    if len(skipped) > examples:
+        lines.append(f'  ... and {len(skipped) - examples} more (all in the JSON: skipped_at_extraction)')
+    return lines
 

@@ -19,13 +19,16 @@ def build_parser():
     parser.add_argument('--metric', choices=METRICS, default='cosine', help='similarity (default cosine)')
     parser.add_argument('--l2', action='store_true', help='L2-normalise features first (and after PCA)')
     parser.add_argument('--pca', type=int, metavar='N', help='PCA to N dims, fitted on the training folds only')
+    parser.add_argument('--skip-missing', action='store_true',
+                        help='also drop pairs naming images absent from the features file (pairs naming images '
+                             'the .mat records as skipped at extraction are always dropped and reported)')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     run_evaluation(args.features, args.pairs, json_path=args.json, roc_path=args.roc,
-                   metric=args.metric, l2=args.l2, pca=args.pca)
+                   metric=args.metric, l2=args.l2, pca=args.pca, skip_missing=args.skip_missing)
     return 0
 
 

@@ -193,9 +193,9 @@ def read_optimizer_states(path):
 
 
 def load_metadata(stem):
-    """``STEM.json`` as a dict; a missing, unreadable or foreign file raises :class:`UsageError`."""
+    """``STEM.json`` as a dict; a missing, truncated, unreadable or foreign file is one :class:`UsageError`."""
     try:
-        with open(stem + '.json', encoding='utf-8') as f:
+        with open(stem + '.json', encoding='utf-8-sig') as f:
             meta = json.load(f)
     except FileNotFoundError:
         raise UsageError(f'checkpoint file {stem}.json is missing') from None
@@ -225,6 +225,6 @@ def load_checkpoint(spec, epoch=None, ctx=None, features_only=False, **kwargs):
     try:
         net.load_parameters(stem + '.params', ctx=ctx or mx.cpu(), ignore_extra=features_only)
     except (AssertionError, mx.MXNetError) as err:
-        raise UsageError(f'{stem}.params does not fit {meta["network"]}: {error_message(err)}') from None
+        raise UsageError(f'{stem}.params does not fit {meta["network"]} or is damaged: {error_message(err)}') from None
     meta = dict(meta, preprocessing=pre, stem=stem)
     return net, meta

@@ -29,7 +29,7 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_validators
 from .config import BASE_LR, check_config, check_values, parse_config, step_epochs
-from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing, scan_records,
+from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .heads import build_head, head_params_path, network_classes, triplet_batch
@@ -185,8 +185,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
         if removed:
             log(f'removed {len(removed)} temporary file(s) of an interrupted run: {", ".join(removed)}')
     point = open_resume_point(prefix, args.load_epoch) if args.load_epoch else None
-    check_record_file(args.data_train)
-    scan = scan_records(args.data_train)
+    scan = check_record_file(args.data_train)
     summary = records_info(args.data_train)
     num_classes = args.num_classes or summary.get('num_classes')
     if not num_classes:
@@ -200,8 +199,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     classes_from = '' if args.num_classes else ' (from PREFIX.json)'
     check_records(scan, num_classes, preprocessing, classes_from, log)
     if args.data_val:
-        check_record_file(args.data_val)
-        check_records(scan_records(args.data_val), num_classes, preprocessing, classes_from)
+        check_records(check_record_file(args.data_val), num_classes, preprocessing, classes_from)
     num_train = scan.count
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
@@ -323,13 +321,14 @@ def resume(run, point):
     fresh = args.reset_optimizer or point.optimizer_name != args.optimizer
     if not fresh:
         check_states(point, run.trainer, run.net)
-    try:
-        run.net.load_parameters(point.stem + '.params', ctx=run.contexts)
-        if run.head.has_parameters:
-            run.head.load_parameters(head_params_path(point.stem), ctx=run.contexts)
-    except (AssertionError, mx.MXNetError) as err:
-        raise UsageError(f'{point.stem} does not fit {args.network} with the {loss} head: '
-                         f'{error_message(err)}') from None
+    files = [(run.net, point.stem + '.params', args.network)]
+    if run.head.has_parameters:
+        files.append((run.head, head_params_path(point.stem), f'the {loss} head'))
+    for block, path, what in files:
+        try:
+            block.load_parameters(path, ctx=run.contexts)
+        except (AssertionError, mx.MXNetError) as err:
+            raise UsageError(f'{path} does not fit {what}: {error_message(err)}') from None
     saved = point.meta.get('lr_schedule') or {}
     run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', BASE_LR)
     optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
