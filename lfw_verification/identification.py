@@ -186,6 +186,25 @@ def format_report(result):
     return '\n'.join(lines)
 
 
+def load_gallery_probe(gallery_path, probe_path=None, gallery_per_identity=None, unknown_fraction=0.0, seed=0):
+    """Gallery and probe features with identities: two ``.mat`` files, or one split by :func:`split_by_index`.
+
+    Returns
+    -------
+    (gallery, gallery_ids, probe, probe_ids, probe_labels, split)
+        ``split`` holds the :func:`split_by_index` counts, ``None`` for two files.
+    """
+    data, labels = load_features(gallery_path)
+    ids = np.array([identity_of(label) for label in labels])
+    if probe_path is None:
+        g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
+        return data[g_rows], ids[g_rows], data[p_rows], ids[p_rows], [labels[r] for r in p_rows], split
+    probe, probe_labels = load_features(probe_path)
+    if probe.shape[1] != data.shape[1]:
+        raise UsageError(f'gallery features are {data.shape[1]}-D but probe features {probe.shape[1]}-D')
+    return data, ids, probe, np.array([identity_of(label) for label in probe_labels]), probe_labels, None
+
+
 def run_identification(gallery_path, probe_path=None, gallery_per_identity=None, unknown_fraction=0.0,
                        seed=0, far=0.01, predictions_path=None, json_path=None):
     """What ``identify.py`` does: load, split if asked, identify, print, write the predictions CSV / JSON."""
@@ -196,18 +215,8 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     if not 0.0 <= far <= 1.0:
         raise UsageError(f'--far must be in [0, 1], got {far}')
     check_output_paths(predictions_path, json_path)
-    data, labels = load_features(gallery_path)
-    ids = np.array([identity_of(label) for label in labels])
-    if probe_path is None:
-        g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
-        gallery, gallery_ids, probe, probe_ids = data[g_rows], ids[g_rows], data[p_rows], ids[p_rows]
-        probe_labels = [labels[r] for r in p_rows]
-    else:
-        probe, probe_labels = load_features(probe_path)
-        gallery, gallery_ids, split = data, ids, None
-        probe_ids = np.array([identity_of(label) for label in probe_labels])
-        if probe.shape[1] != gallery.shape[1]:
-            raise UsageError(f'gallery features are {gallery.shape[1]}-D but probe features {probe.shape[1]}-D')
+    gallery, gallery_ids, probe, probe_ids, probe_labels, split = load_gallery_probe(
+        gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
     result = identify(gallery, gallery_ids, probe, probe_ids, far=far)
     result['split'] = split
     result['predictions'].insert(0, 'probe', probe_labels)
