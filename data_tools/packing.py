@@ -1,10 +1,10 @@
 """Pack face images into im2rec-compatible RecordIO: one record per image, label = dense class index.
 
 Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines, an im2rec
-``.lst`` or an insightface ``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG encoding run in worker
-processes over ordered chunks, so the output does not depend on the number of workers; the parent only writes
-records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few chunks per worker
-are in flight, so memory stays flat however large the dataset.
+``.lst`` or an insightface ``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG
+encoding run in worker processes over ordered chunks, so the output does not depend on the number of workers; the
+parent only writes records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few
+chunks per worker are in flight, so memory stays flat however large the dataset.
 
 Outputs (all written under temporary names and renamed at the end, ``PREFIX.json`` last):
 

@@ -17,7 +17,8 @@ Open set. A probe whose best score is ``<= threshold`` is "unknown". The thresho
 (``GroupKFold``); for each group a classifier is fitted on the other identities and scores the group's
 images, whose best score is then an *impostor* score -- what a person who is not enrolled gets. The threshold is
 the lowest candidate (:func:`lfw_verification.metrics.threshold_at_far`) whose impostor false-accept rate is
-``<= far``; with ``n`` impostor images a FAR below ``1/n`` is not measurable and no threshold is set. For the
+``<= far``; with ``n`` impostor images a FAR below ``1/n`` is not measurable: the threshold then rejects every
+impostor seen, and its ``threshold_info`` says the target was not measured. For the
 probability scores of ``svm``/``logreg`` each fold's classifier knows ~80 % of the identities, so its
 probabilities run a little higher than the full model's: the threshold errs towards rejecting.
 
@@ -166,22 +167,26 @@ def open_set_threshold(impostor, far):
 
     Returns
     -------
-    (float or None, dict)
-        The threshold (``None`` when ``far < 1/len(impostor)``: not measurable) and what it achieves:
-        ``n_impostors``, ``impostor_far`` (the measured rate) or ``reason``.
+    (float, dict)
+        The threshold and what it achieves: ``n_impostors``, ``target_far``, ``impostor_far`` (measured).
+        When ``far < 1/len(impostor)`` the threshold rejects every impostor seen and ``note`` says that the
+        target is below what the gallery can measure (the true FAR is unknown below ``1/n``).
     """
     from lfw_verification.metrics import far_measurable, threshold_at_far, unmeasurable_far_note
     impostor = np.asarray(impostor, dtype=np.float64)
     n = len(impostor)
     if not 0.0 <= far <= 1.0:
         raise UsageError(f'far must be in [0, 1], got {far}')
-    if not far_measurable(far, n):
-        return None, {'n_impostors': n, 'target_far': far, 'reason': unmeasurable_far_note(far, n)}
+    if n == 0:
+        raise UsageError('no impostor scores to choose an open-set threshold from')
     # threshold_at_far wants both classes; one dummy positive above everything never changes the choice
     scores = np.r_[impostor, impostor.max() + 1.0]
     threshold = threshold_at_far(scores, np.r_[np.zeros(n, bool), True], far)
-    return threshold, {'n_impostors': n, 'target_far': far,
-                       'impostor_far': float(np.mean(impostor > threshold))}
+    info = {'n_impostors': n, 'target_far': far, 'impostor_far': float(np.mean(impostor > threshold))}
+    if not far_measurable(far, n):
+        info['note'] = (unmeasurable_far_note(far, n) + '; the threshold rejects every held-out impostor, '
+                        'its true FAR is not measured')
+    return threshold, info
 
 
 class IdentityClassifier:
@@ -198,7 +203,7 @@ class IdentityClassifier:
     threshold : float or None
         Open-set threshold (``score > threshold`` = accepted as that identity); ``None``: closed set.
     threshold_info : dict
-        ``target_far``, ``n_impostors``, ``impostor_far`` or ``reason``.
+        ``target_far``, ``n_impostors``, ``impostor_far`` (+ ``note`` when not measurable), or ``reason``.
     info : dict
         ``feature_dim``, ``n_gallery``, ``fit_seconds``, ``threshold_seconds``, ``seed`` and what the caller
         adds (gallery file, model, flip...).

@@ -1,4 +1,4 @@
-"""Draw t-SNE and PCA maps of a features .mat coloured by identity (known vs unknown, centroids) and the k-means SSE curve.
+"""Draw t-SNE / PCA maps of a features .mat by identity (known vs unknown, centroids) and the k-means SSE curve.
 
 Example: ``python identification/plot_embeddings.py --features pubfig_v4.mat --unknown-last 20 --out plots/pubfig``
 (writes plots/pubfig_tsne.png, plots/pubfig_pca.png, plots/pubfig_kmeans.png)

@@ -27,7 +27,7 @@ def subsample(n, max_points, seed=0):
     if max_points is None or n <= max_points:
         return np.arange(n)
     if max_points < 2:
-        raise UsageError(f'max_points must be >= 2, got {max_points}')
+        raise UsageError(f'max_points (--max-points) must be >= 2, got {max_points}')
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
@@ -199,7 +199,7 @@ def embedding_plots(features, identities, out_prefix, known=None, seed=0, max_po
         n_ids = out['n_identities']
         top = int(min(k_max or min(2 * n_ids, 200), len(rows) - 1))
         if top < 1:
-            raise UsageError(f'k_max must be >= 1, got {k_max}')
+            raise UsageError(f'k_max (--k-max) must be >= 1, got {k_max}')
         ks = sorted(set(np.unique(np.round(np.geomspace(1, top, 14)).astype(int)).tolist()) | ({n_ids} if n_ids <= top
                                                                                                    else set()))
         out['sse'] = kmeans_sse(sub, ks, seed)
@@ -226,8 +226,8 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
             raise UsageError(f'none of the {len(known)} identities of {known_from} is in {features_path}')
     elif unknown_last is not None:
         if not 0 < unknown_last < len(names):
-            raise UsageError(f'unknown_last must be in 1..{len(names) - 1} ({len(names)} identities), got '
-                             f'{unknown_last}')
+            raise UsageError(f'unknown_last (--unknown-last) must be in 1..{len(names) - 1} '
+                             f'({len(names)} identities), got {unknown_last}')
         known = set(names[:len(names) - unknown_last])
     result = embedding_plots(data, identities, out_prefix, known, seed, max_points, perplexity, k_max, what)
     print(f'{features_path}: drew {result["n_points"]} of {result["n_total"]} images'

@@ -1,4 +1,4 @@
-"""Identify faces with a saved classifier (identify.py --save-classifier): names and scores, "unknown" below its threshold.
+"""Identify faces with a saved classifier (identify.py --save-classifier): names, scores, "unknown" below threshold.
 
 Examples:
   python identification/predict.py --classifier svm.joblib --model models/lightcnn-v4 --images new_faces/

@@ -25,7 +25,7 @@ def run_prediction(classifier_path, features=None, model=None, images=(), tree=N
     from lfw_verification.evaluate import check_output_paths, load_features
     check_output_paths(csv_path)
     if top_k < 1:
-        raise UsageError(f'top_k must be >= 1, got {top_k}')
+        raise UsageError(f'top_k (--top-k) must be >= 1, got {top_k}')
     clf = load_classifier(classifier_path)
     if features is not None:
         data, labels = load_features(features)

@@ -111,13 +111,14 @@ def format_report(result, max_rows=100):
              f'identities (fit {result["fit_seconds"]:.2f} s); probes {result["n_probe"]} '
              f'({result["n_known_probes"]} known, {result["n_unknown_probes"]} unknown)',
              f'closed set: accuracy {100 * c["accuracy"]:.2f}%  '
-             + '  '.join(f'top-{k} {100 * v:.2f}%' for k, v in c['top_k'].items() if k in (1, 5) or k == max(c['top_k']))
+             + '  '.join(f'top-{k} {100 * v:.2f}%' for k, v in c['top_k'].items() if k > 1 and k in (5, max(c['top_k'])))
              + f'  macro F1 {c["macro_f1"]:.4f}  weighted F1 {c["weighted_f1"]:.4f}']
     if t['threshold'] is None:
         lines.append(f'open set: no threshold ({t.get("reason", "")})')
     else:
         lines.append(f'open-set threshold {t["threshold"]:.4f}: impostor FAR {100 * t["impostor_far"]:.2f}% on '
-                     f'{t["n_impostors"]} gallery images held out by identity (target {t["target_far"]:g})')
+                     f'{t["n_impostors"]} gallery images held out by identity (target {t["target_far"]:g})'
+                     + (f'; {t["note"]}' if t.get('note') else ''))
         if o is not None and o['far'] is not None:
             lines.append(f'open set on probes: DIR {100 * o["dir"]:.2f}%  FAR {100 * o["far"]:.2f}%  '
                          f'accuracy {100 * o["accuracy"]:.2f}%  macro F1 (with "unknown") {o["macro_f1"]:.4f}')
@@ -197,7 +198,9 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
     if probe_path is not None and unknown_fraction:
         raise UsageError('unknown_fraction only applies when splitting one file (gallery_per_identity)')
     if far is not None and not 0.0 <= far <= 1.0:
-        raise UsageError(f'far must be in [0, 1], got {far}')
+        raise UsageError(f'far (--far) must be in [0, 1], got {far}')
+    if threshold_folds < 2:
+        raise UsageError(f'threshold_folds (--threshold-folds) must be >= 2, got {threshold_folds}')
     check_output_paths(predictions_path, json_path, per_class_path, confusion_path, save_path)
     gallery, gallery_ids, probe, probe_ids, probe_labels, split = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)

@@ -28,10 +28,11 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
         by_identity.setdefault(identity_of(label), []).append(row)
     names = sorted(by_identity)
     if not 0 <= unknown_last <= len(names) - 2:
-        raise UsageError(f'unknown_last must leave at least 2 known identities: {len(names)} identities, '
+        raise UsageError(f'unknown_last (--unknown-last) must leave at least 2 known identities: '
+                         f'{len(names)} identities, '
                          f'unknown_last={unknown_last}')
     if probes_per_identity < 0:
-        raise UsageError(f'probes_per_identity must be >= 0, got {probes_per_identity}')
+        raise UsageError(f'probes_per_identity (--probes-per-identity) must be >= 0, got {probes_per_identity}')
     known = names[:len(names) - unknown_last]
     short = [(n, len(by_identity[n])) for n in known if len(by_identity[n]) <= probes_per_identity]
     if short:

@@ -7,7 +7,7 @@ pairs are scored by :func:`lfw_verification.evaluate.pair_metrics` -- the same c
 as ``lfw_eval.py --features F.mat --pairs pairs.txt``. Folds: insightface's 10 consecutive blocks
 (:func:`data_tools.bin_sets.bin_folds`).
 
-An image repeated in several pairs (LFW: 12,000 slots, 7,701 distinct images) is embedded once.
+An image repeated in several pairs (LFW's 6,000 pairs fill 12,000 slots with far fewer images) is embedded once.
 
 In-training validation (the trainer's ``--val-targets``) calls :func:`load_bin` once per target and
 :func:`bin_metrics` every epoch with its own :class:`Embedder`.

@@ -93,10 +93,10 @@ def test_open_set_threshold_at_target_far_by_hand():
         lower = np.max(by_hand[by_hand <= t])                   # the next impostor down would break it
         assert np.sum(by_hand >= lower) > far * len(ids)
         assert clf.threshold_info['impostor_far'] == pytest.approx(accepted / len(ids))
-    # a FAR the 120 impostor images cannot resolve gives no threshold, and says why
-    clf = fit_classifier(data, ids, 'centroid', far=0.005)
-    assert clf.threshold is None and 'not measurable' in clf.threshold_info['reason']
-    assert open_set_threshold(by_hand, 1 / 120)[0] is not None
+    # a FAR the 120 impostor images cannot resolve: reject every impostor seen, and say it was not measured
+    t, info = open_set_threshold(by_hand, 0.005)
+    assert np.all(by_hand <= t) and info['impostor_far'] == 0 and 'not measurable' in info['note']
+    assert 'note' not in open_set_threshold(by_hand, 1 / 120)[1]
 
 
 def test_open_set_decisions_on_probes():
