@@ -86,11 +86,12 @@ def _draw_map(path, xy, identities, centroids, known, title, axis_names):
     panels = 2 if known is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 7), squeeze=False)
     ax = axes[0, 0]
-    ax.scatter(xy[:, 0], xy[:, 1], s=6, c=[colour[n] for n in identities], alpha=0.7, linewidths=0)
-    for n in names:
-        ax.scatter(*centroids[n], s=70, c=[colour[n]], marker='o', edgecolors='black', linewidths=1.0,
+    ax.scatter(xy[:, 0], xy[:, 1], s=7, c=[colour[n] for n in identities], alpha=0.8, linewidths=0)
+    for n in names:  # hollow, so the identity's own points stay visible inside
+        ax.scatter(*centroids[n], s=60, facecolors='none', edgecolors='black', linewidths=0.9)
+        ax.scatter(*centroids[n], s=14, c=[colour[n]], edgecolors='black', linewidths=0.4,
                    label=n if len(names) <= 20 else None)
-    ax.set_title(f'coloured by identity ({len(names)}); circles: centroids', fontsize=10)
+    ax.set_title(f'coloured by identity ({len(names)}); black rings: centroids', fontsize=10)
     if len(names) <= 20:
         ax.legend(fontsize=7, markerscale=0.8, loc='best')
     if known is not None:
@@ -98,13 +99,13 @@ def _draw_map(path, xy, identities, centroids, known, title, axis_names):
         is_known = np.isin(identities, list(known))
         for mask, label, c in ((is_known, 'known', '#1f77b4'), (~is_known, 'unknown', '#ff7f0e')):
             ids = sorted(set(identities[mask]))
-            ax.scatter(xy[mask, 0], xy[mask, 1], s=6, c=c, alpha=0.45, linewidths=0,
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=7, c=c, alpha=0.6, linewidths=0,
                        label=f'{label}: {len(ids)} identities, {int(mask.sum())} images')
         for group, marker, c in ((sorted(set(names) & set(known)), '*', '#0b3d91'),
                                  (sorted(set(names) - set(known)), 'X', '#c0392b')):
             if group:
                 pts = np.array([centroids[n] for n in group])
-                ax.scatter(pts[:, 0], pts[:, 1], s=140, marker=marker, c=c, edgecolors='white', linewidths=0.8,
+                ax.scatter(pts[:, 0], pts[:, 1], s=70, marker=marker, c=c, edgecolors='white', linewidths=0.6,
                            label=f'{"known" if marker == "*" else "unknown"} centroids')
         ax.set_title('known vs unknown identities', fontsize=10)
         ax.legend(fontsize=8, loc='best')

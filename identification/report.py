@@ -76,30 +76,35 @@ def open_set_report(clf, features, identities):
 def plot_confusion(confusion, names, path, title=''):
     """Row-normalised confusion matrix (each row: where a true identity's probes went) as a PNG.
 
-    Identity names label the axes up to 100 identities (font shrinking with their number); beyond, only
-    indices. Rows without probes stay white.
+    Colours follow the square root of the share (a probe in twenty still shows), every off-diagonal cell with
+    errors carries its count in red, and identity names label the axes up to 100 identities (font shrinking with
+    their number; beyond, only indices). Rows without probes stay white.
     """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
     confusion = np.asarray(confusion, dtype=np.float64)
     n = len(names)
     rows = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, rows, out=np.full_like(confusion, np.nan), where=rows > 0)
-    side = float(np.clip(3 + 0.13 * n, 5, 16))
-    fig, ax = plt.subplots(figsize=(side + 1.2, side))
-    image = ax.imshow(share, cmap='viridis', vmin=0, vmax=1, interpolation='nearest')
+    side = float(np.clip(3 + 0.16 * n, 5, 18))
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(share, cmap='Blues', norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation='nearest')
     cbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    cbar.set_label("share of the true identity's probes")
+    cbar.set_label("share of the true identity's probes (square-root scale)")
+    size = float(np.clip(300 / max(n, 1), 4.5, 10))
+    for i, j in zip(*np.nonzero((confusion > 0) & ~np.eye(n, dtype=bool))):
+        ax.text(j, i, str(int(confusion[i, j])), ha='center', va='center', color='#c0392b', fontsize=size + 1,
+                fontweight='bold')
     if n <= 100:
-        size = float(np.clip(220 / max(n, 1), 4, 10))
         ax.set_xticks(range(n), names, rotation=90, fontsize=size)
         ax.set_yticks(range(n), names, fontsize=size)
     ax.set_xlabel('predicted identity')
     ax.set_ylabel('true identity')
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title + ('\nred: number of probes given to the wrong identity' if n > 1 else ''), fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={'Software': None})
     plt.close(fig)
     return path
 
