@@ -8,22 +8,19 @@ alignment stage) runs as a subprocess when present.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import BENCH_DIR, RESULTS_DIR, load, machine, markdown_table, pin_threads  # noqa: E402
+from harness import BENCH_DIR, RESULTS_DIR, load, machine, markdown_table, pin_threads
 
 # name -> (module, quick keyword arguments for its run())
 BENCHES = {
-    'eval': ('bench.bench_eval', {'rounds': 3}),
-    'pack': ('bench.bench_pack', {'rounds': 2}),
-    'input': ('bench.bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
-    'extract': ('bench.bench_extract', {'n': 192, 'rounds': 3}),
-    'train': ('bench.bench_train', {'rounds': 2, 'steps': 1}),
+    'eval': ('bench_eval', {'rounds': 3}),
+    'pack': ('bench_pack', {'rounds': 2}),
+    'input': ('bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
+    'extract': ('bench_extract', {'n': 192, 'rounds': 3}),
+    'train': ('bench_train', {'rounds': 2, 'steps': 1}),
 }
 
 

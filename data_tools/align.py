@@ -6,10 +6,9 @@
 Mirrors ROOT into OUT_ROOT; images without a face are listed in OUT_ROOT/align_report.{json,csv}
 (with --fallback center they are centre-cropped instead and marked 'center').
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from data_tools.alignment import align_tree, summary_line  # noqa: E402

@@ -28,16 +28,21 @@ import csv
 import ctypes
 import json
 import math
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
 
 import cv2
+import mxnet as mx
 import numpy as np
+from tqdm import tqdm
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.images import ImageError, list_images, read_image
+from common.preprocessing import crop_resize
+from common.workers import process_pool
+
+from .mtcnn import MTCNN
 
 __all__ = ['template', 'similarity_transform', 'eyes_mouth_transform', 'choose_face', 'center_crop',
            'FaceAligner', 'AlignResult', 'make_aligner', 'align_tree', 'TRAIN_SIZE', 'TEST_SIZE']
@@ -107,12 +112,8 @@ def choose_face(boxes, image_shape, tie=0.9):
 
 
 def center_crop(image, size):
-    """Central square of the image resized to ``size`` (the no-face fallback)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y, x = (h - side) // 2, (w - side) // 2
-    crop = image[y:y + side, x:x + side]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    """Largest central square of the image resized to ``size`` (the no-face fallback)."""
+    return crop_resize(image, size, crop=min(image.shape[:2]))
 
 
 @dataclass
@@ -169,7 +170,6 @@ class FaceAligner:
         if border not in ('replicate', 'constant'):
             raise ValueError(f"border must be 'replicate' or 'constant', not {border!r}")
         if detector is None:
-            from .mtcnn import MTCNN
             detector = MTCNN(min_face_size=20)
         self.size, self.color, self.fallback = int(size), color, fallback
         self.retry_margin = retry_margin
@@ -237,7 +237,6 @@ def _init_worker(aligner, one_thread=True):
     """Per-process state: the aligner (its nets load on first use); in pool workers one OpenMP/OpenCV
     thread each, so N workers do not fight over the cores."""
     if one_thread:
-        import mxnet as mx
         mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(1))
         cv2.setNumThreads(1)
     _WORKER['aligner'] = aligner
@@ -295,15 +294,14 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=N
     tasks = [(rel, os.path.join(images, rel), os.path.join(out, _output_name(rel, aligner.color)))
              for rel in files]
     os.makedirs(out, exist_ok=True)
-    from tqdm import tqdm
     start = time.time()
     bar = dict(total=len(tasks), desc='align', unit='img', disable=not progress)
     if workers == 1:
         _init_worker(aligner, one_thread=False)
         rows = [_align_one(t) for t in tqdm(tasks, **bar)]
     else:
-        # spawn: workers start clean (no forked MXNet engine/OpenMP state) and load their own nets
-        with multiprocessing.get_context('spawn').Pool(workers, _init_worker, (aligner,)) as pool:
+        # no preload: each worker imports MXNet itself, after starting clean, and loads its own nets
+        with process_pool(workers, _init_worker, (aligner,)) as pool:
             rows = list(tqdm(pool.imap(_align_one, tasks, chunksize=8), **bar))
     seconds = time.time() - start
     counts = {}

@@ -20,23 +20,11 @@ import pickle
 import numpy as np
 
 from common.errors import UsageError
-from common.safe_pickle import NUMPY_ARRAY_GLOBALS, restricted_load
+from common.fileio import atomic_write, check_output_paths
+from common.safe_pickle import numpy_array_globals, restricted_load
+from data_tools.pairs import read_pairs
 
 BIN_FOLDS = 10
-
-
-def _allowed_globals():
-    """numpy's rebuilders under numpy 1.x names, and numpy 2.x names mapped to the same functions."""
-    import numpy.core.multiarray as multiarray  # noqa: PLC0415
-    import _codecs  # noqa: PLC0415
-    real = {('numpy', 'dtype'): np.dtype, ('numpy', 'ndarray'): np.ndarray,
-            ('numpy.core.multiarray', '_reconstruct'): multiarray._reconstruct,
-            ('numpy.core.multiarray', 'scalar'): multiarray.scalar,
-            ('_codecs', 'encode'): _codecs.encode}
-    assert set(real) == set(NUMPY_ARRAY_GLOBALS)
-    real.update({('numpy._core.multiarray', '_reconstruct'): multiarray._reconstruct,
-                 ('numpy._core.multiarray', 'scalar'): multiarray.scalar})
-    return real
 
 
 def _as_bytes(item, k, path):
@@ -83,7 +71,7 @@ def load_bin(path):
     if not os.path.isfile(path):
         raise UsageError(f'.bin verification set not found: {path}')
     with open(path, 'rb') as f:
-        obj = restricted_load(f, _allowed_globals(), source=f'{path} (insightface .bin)', encoding='latin1')
+        obj = restricted_load(f, numpy_array_globals(), source=f'{path} (insightface .bin)', encoding='latin1')
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise UsageError(f'{path}: expected a pickle of (bins, issame_list), got a {type(obj).__name__}'
                          + (f' of {len(obj)} items' if isinstance(obj, (tuple, list)) else ''))
@@ -128,17 +116,9 @@ def write_bin(path, images, issame, protocol=pickle.HIGHEST_PROTOCOL):
     bad = [k for k, img in enumerate(images) if not isinstance(img, (bytes, bytearray)) or not img]
     if bad:
         raise UsageError(f'image {bad[0]} is not non-empty encoded bytes ({len(bad)} such)')
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f'output folder does not exist: {folder} (for {path})')
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            pickle.dump((images, issame), f, protocol=protocol)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    check_output_paths(path)
+    with atomic_write(path) as f:
+        pickle.dump((images, issame), f, protocol=protocol)
     return path
 
 
@@ -160,7 +140,6 @@ def make_bin(pairs_path, images_root, out):
         Unreadable pairs file; images the pairs name that are missing under ``images_root`` (count and
         examples); a set that is all same or all different pairs.
     """
-    from data_tools.pairs import read_pairs  # noqa: PLC0415
     if not os.path.isdir(images_root):
         raise UsageError(f'image root not found or not a directory: {images_root}')
     pairs = read_pairs(pairs_path)

@@ -2,11 +2,12 @@
 
 Example: ``python data_tools/inspect_rec.py data/casia.rec --sheet casia_sheet.png``
 """
-import json
-import os
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import json  # noqa: E402
+import os  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from data_tools.records import contact_sheet, format_summary, summarize_records  # noqa: E402

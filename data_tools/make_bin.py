@@ -2,10 +2,11 @@
 
 Example: ``python data_tools/make_bin.py --pairs pairs.txt --images lfw-deepfunneled/ --out lfw.bin``
 """
-import os
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from data_tools.bin_sets import make_bin  # noqa: E402

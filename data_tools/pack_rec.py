@@ -6,10 +6,9 @@ Examples::
     python data_tools/pack_rec.py --list MS-Celeb-1M_clean_list.txt --images aligned/ --out data/msceleb10k \\
         --strip-prefix 1 --top-identities 10000
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from data_tools.packing import pack_records, summary_line  # noqa: E402

@@ -14,46 +14,33 @@ Outputs (all written under temporary names and renamed at the end, ``PREFIX.json
 * ``PREFIX.json`` -- classes, identity names, label map, counts per split, skipped files with reasons, options.
 """
 import collections
-import json
-import multiprocessing
+import contextlib
 import os
 import random
 import re
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import cv2
+from tqdm import tqdm
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.fileio import atomic_path
 from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file
+from common.preprocessing import crop_resize
+from common.textio import read_lines
+from common.workers import process_pool
+from data_tools.dataset_info import FORMAT, SPLITS, info_path, split_prefix, write_dataset_info
 from data_tools.records import IndexedRecordWriter, pack_header
 
-
-FORMAT = 'lightcnn-pack/1'
-SPLIT_SUFFIX = {'train': '', 'val': '_val', 'heldout': '_heldout'}
 CHUNK = 64             # images per worker task: amortises inter-process traffic
 IN_FLIGHT_PER_WORKER = 4  # chunks queued per worker: bounds memory, keeps workers busy
 _NO_FACE = 'no face'
 
 
 # ----------------------------------------------------------------------------------------- per image
-def to_square(img, size):
-    """Resize the shorter side to ``size`` and keep the central ``size`` x ``size`` square.
-
-    Faces keep their aspect ratio (ORL's 92x112 loses a few rows top and bottom instead of being
-    stretched); ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging.
-    """
-    h, w = img.shape[:2]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        y, x = (new_h - size) // 2, (new_w - size) // 2
-        img = img[y:y + size, x:x + size]
-    return img
-
-
 class ImageEncoder:
     """Turn one image file into the JPEG bytes of a record (runs in workers; picklable).
 
@@ -94,7 +81,7 @@ class ImageEncoder:
                 img = self.image_filter(img)
                 if img is None:
                     return None, _NO_FACE
-            return encode_jpeg(self._channels(to_square(img, self.size)), self.quality), None
+            return encode_jpeg(self._channels(crop_resize(img, self.size)), self.quality), None
         except ImageError as err:
             return None, str(err)
         except cv2.error as err:  # OpenCV rejects some malformed headers by raising instead of returning None
@@ -227,18 +214,7 @@ def read_list(list_path, strip_prefix=0):
     (``/data/MS/aligned/m.0109kg/1.jpg`` with 3 -> ``m.0109kg/1.jpg``).
     """
     entries = []
-    try:
-        f = open(list_path, encoding='utf-8')
-    except FileNotFoundError:
-        raise UsageError(f'list file not found: {list_path}') from None
-    except OSError as err:
-        raise UsageError(f'cannot read list file {list_path}: {err}') from None
-    with f:
-        try:
-            lines = [(n, line.rstrip('\r\n')) for n, line in enumerate(f, 1)]
-        except UnicodeDecodeError as err:
-            raise UsageError(f'{list_path}: not a UTF-8 text list ({err.reason})') from None
-    lines = [(n, line) for n, line in lines if line.strip()]
+    lines = [(n, line) for n, line in read_lines(list_path, 'list file') if line.strip()]
     fmt, decided_by = detect_list_format(lines)
     assumed = (f' (read as {LIST_FORMATS[fmt]}, '
                + (f'as line {decided_by} shows)' if decided_by else 'assumed: no line tells the formats apart)'))
@@ -305,15 +281,104 @@ def _val_split(items, val_per_identity, val_ratio, rng):
             [x for i, x in enumerate(items) if i in chosen])
 
 
+# ----------------------------------------------------------------------------------------- plan
+@dataclass
+class PackingPlan:
+    """What :func:`pack_records` will write, decided before any image is read.
+
+    ``jobs`` are ``(relpath, label, split)`` in record order (training records shuffled when asked,
+    then ``val``, then ``heldout``); ``splits`` the splits that get files; ``train_ids``/``heldout``
+    the identity keys (folder names, or list labels) in label order; ``skipped`` the ``(path, reason)``
+    of files that are no candidates.
+    """
+    images_root: str
+    list_path: str
+    jobs: list
+    splits: list
+    train_ids: list
+    heldout: list
+    by_identity: dict
+    candidates: int
+    dropped: dict
+    skipped: list
+
+
+def plan_packing(images_root, list_path=None, *, val_per_identity=0, val_ratio=0.0, val_identities=0.0, seed=0,
+                 min_images_per_identity=1, strip_prefix=0, top_identities=None, shuffle=True):
+    """Read the tree or list, filter identities and split them: a :class:`PackingPlan` (see :func:`pack_records`).
+
+    Raises
+    ------
+    UsageError
+        Missing root, no images, an unreadable or unresolvable list, no identity left, or a held-out
+        count that leaves no identity on one side.
+    """
+    images_root, entries, skipped = _read_entries(images_root, list_path, strip_prefix)
+    by_identity = collections.defaultdict(list)
+    for rel, key in entries:
+        by_identity[key].append(rel)
+    candidates = len(entries)
+    del entries  # the per-identity lists hold the same strings; keep one structure the size of the dataset
+    kept, dropped = select_identities({k: len(v) for k, v in by_identity.items()},
+                                      min_images_per_identity, top_identities)
+    if not kept:
+        raise UsageError(f'no identity has >= {min_images_per_identity} images')
+    rng = random.Random(seed)  # drawn in this order: held-out identities, val images, training order
+    heldout = _holdout(kept, val_identities, rng)
+    heldout_set = set(heldout)
+    train_ids = [k for k in kept if k not in heldout_set]
+    jobs = _split_jobs(by_identity, train_ids, heldout, val_per_identity, val_ratio, rng, shuffle)
+    splits = [s for s in SPLITS if jobs[s] or s == 'train']
+    return PackingPlan(images_root, list_path, [j for s in splits for j in jobs[s]], splits, train_ids, heldout,
+                       by_identity, candidates, dropped, list(skipped))
+
+
+def _read_entries(images_root, list_path, strip_prefix):
+    """``(images_root, [(relpath, identity key)], skipped)`` from the tree or the list."""
+    if list_path is not None:
+        images_root = images_root or os.path.dirname(os.path.abspath(list_path))
+    if not images_root or not os.path.isdir(images_root):
+        raise UsageError(f'image root not found or not a directory: {images_root}')
+    if list_path is None:
+        entries, skipped = scan_tree(images_root)
+        if not entries:
+            raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in identity folders under {images_root}')
+        return images_root, entries, skipped
+    entries = read_list(list_path, strip_prefix)
+    _check_list_resolves(entries, images_root, list_path)
+    return images_root, entries, []
+
+
+def _split_jobs(by_identity, train_ids, heldout, val_per_identity, val_ratio, rng, shuffle):
+    """``{split: [(relpath, label, split)]}``; training labels follow ``train_ids``, held-out ones ``heldout``."""
+    class_of = {k: i for i, k in enumerate(train_ids)}
+    jobs = {split: [] for split in SPLITS}
+    for key in train_ids:
+        train, val = _val_split(by_identity[key], val_per_identity, val_ratio, rng)
+        jobs['train'] += [(r, class_of[key], 'train') for r in train]
+        jobs['val'] += [(r, class_of[key], 'val') for r in val]
+    for i, key in enumerate(heldout):
+        jobs['heldout'] += [(r, i, 'heldout') for r in by_identity[key]]
+    if shuffle:
+        rng.shuffle(jobs['train'])
+    return jobs
+
+
 # ----------------------------------------------------------------------------------------- writing
 class _SplitWriter:
-    """One split's ``.lst/.rec/.idx`` under temporary names; records get dense ids 0..n-1."""
+    """One split's ``.lst/.rec/.idx``; records get dense ids 0..n-1.
 
-    def __init__(self, prefix, split):
-        self.paths = {ext: f'{prefix}{SPLIT_SUFFIX[split]}.{ext}' for ext in ('lst', 'rec', 'idx')}
-        self.tmp = {ext: p + '.part' for ext, p in self.paths.items()}
-        self.record = IndexedRecordWriter(self.tmp['idx'], self.tmp['rec'])
-        self.lst = open(self.tmp['lst'], 'w', encoding='utf-8', newline='\n')
+    The files are written under temporary names entered into ``files`` (a ``contextlib.ExitStack`` of
+    :func:`common.fileio.atomic_path`): they replace the outputs when that stack closes normally and are
+    removed when it closes on an error.
+    """
+
+    def __init__(self, files, prefix, split):
+        self.paths = {ext: f'{split_prefix(prefix, split)}.{ext}' for ext in ('lst', 'rec', 'idx')}
+        tmp = {ext: files.enter_context(atomic_path(p)) for ext, p in self.paths.items()}
+        self.record = IndexedRecordWriter(tmp['idx'], tmp['rec'])
+        self.lst = open(tmp['lst'], 'w', encoding='utf-8', newline='\n')
+        files.callback(self.close)  # runs before the renames (an ExitStack unwinds last-in first-out)
         self.count = 0
         self.per_class = collections.Counter()
 
@@ -327,19 +392,9 @@ class _SplitWriter:
         self.record.close()
         self.lst.close()
 
-    def commit(self):
-        for ext in ('rec', 'idx', 'lst'):
-            os.replace(self.tmp[ext], self.paths[ext])
-
-    def discard(self):
-        for path in self.tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
-
 
 def _run_encoders(encoder, images_root, jobs, workers, progress):
     """Yield ``(job, (jpeg, reason))`` in job order, encoding in ``workers`` processes (0: in-process)."""
-    from tqdm import tqdm
     bar = tqdm(total=len(jobs), unit='img', desc='packing', disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.5)
     chunks = (jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK))
@@ -350,15 +405,8 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
                     yield job, encoder(os.path.join(images_root, job[0]))
                 bar.update(len(chunk))
             return
-        # Workers fork from a fresh server process, not from this one: a fork copies OpenCV's and OpenMP's
-        # thread pools mid-state, so workers forked from a process that already ran threaded OpenCV (or
-        # MXNet) code hang on their locks. The server imports this module once, so workers start warm.
-        if 'forkserver' in multiprocessing.get_all_start_methods():
-            ctx = multiprocessing.get_context('forkserver')
-            ctx.set_forkserver_preload([__name__])
-        else:
-            ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(encoder,)) as pool:
+        # The server imports this module once, so workers start warm (common.workers: why not fork).
+        with process_pool(workers, _init_worker, (encoder,), preload=[__name__]) as pool:
             pending = collections.deque()
             for chunk in chunks:
                 paths = [os.path.join(images_root, job[0]) for job in chunk]
@@ -375,12 +423,77 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
         bar.close()
 
 
+def write_splits(plan, files, out_prefix, encoder, workers, progress=True):
+    """Encode every job of ``plan`` and write the split files under temporary names in ``files``.
+
+    Returns ``({split: _SplitWriter}, failed)``: the writers (counts, classes, final paths) and every
+    ``(path, reason)`` not packed, the plan's skipped files first.
+
+    Raises
+    ------
+    UsageError
+        Not a single training image could be packed.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+    writers = {s: _SplitWriter(files, out_prefix, s) for s in plan.splits}
+    failed = list(plan.skipped)
+    for (rel, label, split), (jpeg, reason) in _run_encoders(encoder, plan.images_root, plan.jobs, workers,
+                                                            progress):
+        if jpeg is None:
+            failed.append((rel, reason))
+        else:
+            writers[split].write(label, rel, jpeg)
+    if writers['train'].count == 0:
+        raise UsageError(f'no image could be packed ({_reason_summary(failed)}); check --images'
+                         + (' and --strip-prefix' if plan.list_path else ''))
+    return writers, failed
+
+
+# ----------------------------------------------------------------------------------------- summary
+def summarise_packing(plan, writers, failed, out_prefix, options, elapsed):
+    """The ``PREFIX.json`` summary (:mod:`data_tools.dataset_info`) of a finished packing."""
+    from_list = plan.list_path is not None
+    train_ids = plan.train_ids
+    names = _identity_names(train_ids, plan.by_identity, from_list)
+    heldout_names = _identity_names(plan.heldout, plan.by_identity, from_list)
+    per_class = writers['train'].per_class
+    summary = {
+        'format': FORMAT,
+        'num_classes': len(train_ids),
+        'identities': names,
+        'images_per_identity': [per_class[i] for i in range(len(train_ids))],
+        'empty_classes': sum(1 for i in range(len(train_ids)) if per_class[i] == 0),
+        'label_map': {str(k): i for i, k in enumerate(train_ids)} if from_list else None,
+        'record': {'size': options['size'], 'color': options['color'],
+                   'channels': 1 if options['color'] == 'gray' else 3,
+                   'encoding': '.jpg', 'quality': options['quality']},
+        'splits': {s: {'prefix': split_prefix(out_prefix, s),
+                       'rec': w.paths['rec'], 'idx': w.paths['idx'], 'lst': w.paths['lst'],
+                       'images': w.count, 'identities': len(w.per_class)} for s, w in writers.items()},
+        'heldout_identities': heldout_names,
+        'packed': sum(w.count for w in writers.values()),
+        'candidates': plan.candidates,
+        'identities_dropped': plan.dropped,
+        'skipped': [{'path': p, 'reason': r} for p, r in failed],
+        'skipped_by_reason': dict(collections.Counter(_reason_kind(r) for _, r in failed)),
+        'options': options,
+        'elapsed_s': round(elapsed, 3),
+        'images_per_s': round(len(plan.jobs) / elapsed, 1) if elapsed > 0 else None,
+    }
+    if plan.heldout and 'heldout' in writers:
+        summary['splits']['heldout']['identity_names'] = heldout_names
+    return summary
+
+
 # ----------------------------------------------------------------------------------------- main entry
 def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gray', quality=95, workers=None,
                  val_per_identity=0, val_ratio=0.0, val_identities=0.0, seed=0, min_images_per_identity=1,
                  strip_prefix=0, top_identities=None, image_filter=None, progress=True, min_size=32,
                  shuffle=True):
     """Pack an image tree or list into ``PREFIX.rec/.idx/.lst`` (+ ``_val``/``_heldout``) and ``PREFIX.json``.
+
+    Three steps: :func:`plan_packing` (inputs, identity filters, splits), :func:`write_splits` (encode and
+    write records) and :func:`summarise_packing` (the ``PREFIX.json`` summary, written last).
 
     Parameters
     ----------
@@ -426,112 +539,25 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
     if workers < 0:
         raise UsageError('--workers must be >= 0')
     encoder = ImageEncoder(size, color, quality, min_size, image_filter)
-
-    if list_path is not None:
-        images_root = images_root or os.path.dirname(os.path.abspath(list_path))
-    if not images_root or not os.path.isdir(images_root):
-        raise UsageError(f'image root not found or not a directory: {images_root}')
-    if list_path is None:
-        entries, skipped = scan_tree(images_root)
-        if not entries:
-            raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in identity folders under {images_root}')
-    else:
-        entries, skipped = read_list(list_path, strip_prefix), []
-        _check_list_resolves(entries, images_root, list_path)
-
-    by_identity = collections.defaultdict(list)
-    for rel, key in entries:
-        by_identity[key].append(rel)
-    candidates = len(entries)
-    del entries  # the per-identity lists hold the same strings; keep one structure the size of the dataset
-    kept, dropped = select_identities({k: len(v) for k, v in by_identity.items()},
-                                      min_images_per_identity, top_identities)
-    if not kept:
-        raise UsageError(f'no identity has >= {min_images_per_identity} images')
-    rng = random.Random(seed)
-    heldout = _holdout(kept, val_identities, rng)
-    heldout_set = set(heldout)
-    train_ids = [k for k in kept if k not in heldout_set]
-    class_of = {k: i for i, k in enumerate(train_ids)}
-
-    jobs = {'train': [], 'val': [], 'heldout': []}
-    for key in train_ids:
-        train, val = _val_split(by_identity[key], val_per_identity, val_ratio, rng)
-        jobs['train'] += [(r, class_of[key], 'train') for r in train]
-        jobs['val'] += [(r, class_of[key], 'val') for r in val]
-    for i, key in enumerate(heldout):
-        jobs['heldout'] += [(r, i, 'heldout') for r in by_identity[key]]
-    if shuffle:
-        rng.shuffle(jobs['train'])
-    splits = [s for s in ('train', 'val', 'heldout') if jobs[s] or s == 'train']
-    all_jobs = [j for s in splits for j in jobs[s]]
-
-    out_dir = os.path.dirname(os.path.abspath(out_prefix))
-    os.makedirs(out_dir, exist_ok=True)
-    writers = {}
-    failed = list(skipped)
-    try:
-        writers = {s: _SplitWriter(out_prefix, s) for s in splits}
-        for (rel, label, split), (jpeg, reason) in _run_encoders(encoder, images_root, all_jobs, workers,
-                                                                progress):
-            if jpeg is None:
-                failed.append((rel, reason))
-            else:
-                writers[split].write(label, rel, jpeg)
-        for w in writers.values():
-            w.close()
-        if writers['train'].count == 0:
-            raise UsageError(f'no image could be packed ({_reason_summary(failed)}); check --images'
-                             + (' and --strip-prefix' if list_path else ''))
-    except BaseException:
-        for w in writers.values():
-            w.close()
-            w.discard()
-        raise
-
-    names = _identity_names(train_ids, by_identity, list_path is not None)
-    heldout_names = _identity_names(heldout, by_identity, list_path is not None)
-    elapsed = time.time() - start
-    packed = sum(w.count for w in writers.values())
-    summary = {
-        'format': FORMAT,
-        'num_classes': len(train_ids),
-        'identities': names,
-        'images_per_identity': [writers['train'].per_class[i] for i in range(len(train_ids))],
-        'empty_classes': sum(1 for i in range(len(train_ids)) if writers['train'].per_class[i] == 0),
-        'label_map': {str(k): i for i, k in enumerate(train_ids)} if list_path is not None else None,
-        'record': {'size': size, 'color': color, 'channels': 1 if color == 'gray' else 3,
-                   'encoding': '.jpg', 'quality': quality},
-        'splits': {s: {'prefix': out_prefix + SPLIT_SUFFIX[s],
-                       'rec': writers[s].paths['rec'], 'idx': writers[s].paths['idx'], 'lst': writers[s].paths['lst'],
-                       'images': writers[s].count, 'identities': len(writers[s].per_class)} for s in splits},
-        'heldout_identities': heldout_names,
-        'packed': packed,
-        'candidates': candidates,
-        'identities_dropped': dropped,
-        'skipped': [{'path': p, 'reason': r} for p, r in failed],
-        'skipped_by_reason': dict(collections.Counter(_reason_kind(r) for _, r in failed)),
-        'options': {'images_root': os.path.abspath(images_root),
-                    'list': os.path.abspath(list_path) if list_path else None,
-                    'size': size, 'color': color, 'quality': quality, 'min_size': min_size,
-                    'workers': workers, 'val_per_identity': val_per_identity, 'val_ratio': val_ratio,
-                    'val_identities': val_identities, 'seed': seed,
-                    'min_images_per_identity': min_images_per_identity, 'strip_prefix': strip_prefix,
-                    'top_identities': top_identities, 'shuffle': shuffle,
-                    'image_filter': _describe(image_filter)},
-        'elapsed_s': round(elapsed, 3),
-        'images_per_s': round(len(all_jobs) / elapsed, 1) if elapsed > 0 else None,
-    }
-    if heldout and 'heldout' in writers:
-        summary['splits']['heldout']['identity_names'] = heldout_names
-    json_path = out_prefix + '.json'
-    if os.path.exists(json_path):
-        os.remove(json_path)  # an interrupted rename below must not leave an old "complete" marker
-    for w in writers.values():
-        w.commit()
-    with open(json_path + '.part', 'w', encoding='utf-8') as f:
-        json.dump(summary, f, indent=1, ensure_ascii=False)
-    os.replace(json_path + '.part', json_path)
+    plan = plan_packing(images_root, list_path, val_per_identity=val_per_identity, val_ratio=val_ratio,
+                        val_identities=val_identities, seed=seed, min_images_per_identity=min_images_per_identity,
+                        strip_prefix=strip_prefix, top_identities=top_identities, shuffle=shuffle)
+    options = {'images_root': os.path.abspath(plan.images_root),
+               'list': os.path.abspath(list_path) if list_path else None,
+               'size': size, 'color': color, 'quality': quality, 'min_size': min_size,
+               'workers': workers, 'val_per_identity': val_per_identity, 'val_ratio': val_ratio,
+               'val_identities': val_identities, 'seed': seed,
+               'min_images_per_identity': min_images_per_identity, 'strip_prefix': strip_prefix,
+               'top_identities': top_identities, 'shuffle': shuffle,
+               'image_filter': _describe(image_filter)}
+    with contextlib.ExitStack() as files:
+        writers, failed = write_splits(plan, files, out_prefix, encoder, workers, progress)
+        summary = summarise_packing(plan, writers, failed, out_prefix, options, time.time() - start)
+        json_path = info_path(out_prefix)
+        if os.path.exists(json_path):
+            os.remove(json_path)  # an interrupted rename below must not leave an old "complete" marker
+    # leaving the block closed the split files and renamed them into place; the summary marks completion
+    write_dataset_info(out_prefix, summary)
     return summary
 
 

@@ -22,8 +22,10 @@ import random
 import re
 from collections import namedtuple
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.fileio import atomic_write
 from common.images import IMAGE_EXTENSIONS, is_image_file
+from data_tools.dataset_info import read_dataset_info
 
 
 Pair = namedtuple('Pair', 'path1 path2 issame fold')
@@ -128,20 +130,16 @@ def _read_label(path, lines):
 # --------------------------------------------------------------------------------------------- making
 def identities_from(path):
     """Identity names from a ``pack_records`` summary (its held-out identities) or a text file, one per line."""
+    if path.endswith('.json'):
+        names = read_dataset_info(path).get('heldout_identities')
+        if not names:
+            raise UsageError(f'{path} lists no held-out identities (pack with --val-identities)')
+        return names
     try:
         with open(path, encoding='utf-8') as f:
             text = f.read()
     except OSError as err:
         raise UsageError(f'cannot read identities file {path}: {err.strerror or err}') from None
-    if path.endswith('.json'):
-        import json
-        try:
-            names = json.loads(text).get('heldout_identities')
-        except (ValueError, AttributeError):
-            names = None
-        if not names:
-            raise UsageError(f'{path} lists no held-out identities (pack with --val-identities)')
-        return names
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise UsageError(f'{path} lists no identities')
@@ -318,10 +316,8 @@ def write_pairs(path, pairs, folds, per_fold):
             lines.append(f'{n1}\t{_index_field(n1, f1)}\t{_index_field(n2, f2)}')
         else:
             lines.append(f'{n1}\t{_index_field(n1, f1)}\t{n2}\t{_index_field(n2, f2)}')
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
+    with atomic_write(path, 'w', encoding='utf-8', newline='\n') as f:
         f.write('\n'.join(lines) + '\n')
-    os.replace(tmp, path)
 
 
 def _split_rel(relpath):

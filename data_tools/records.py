@@ -13,9 +13,11 @@ import collections
 import os
 import struct
 
+import cv2
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.images import ImageError, decode_image
 
 IR_FORMAT = 'IfQQ'      # mx.recordio._IR_FORMAT: flag, label, id, id2
 _MAGIC = struct.pack('<I', 0xced7230a)  # dmlc::RecordIOWriter::kMagic
@@ -141,7 +143,6 @@ def summarize_records(rec_path, idx_path=None, decode=16):
         statistics, ``sizes``/``channels`` seen in the decoded sample, ``bytes_per_image`` and, with
         ``idx_path``, ``idx_entries``.
     """
-    from common.images import ImageError, decode_image
     per_class = collections.Counter()
     meta = images = payload_bytes = 0
     samples = []
@@ -199,8 +200,6 @@ def _histogram(counts):
 
 def contact_sheet(rec_path, out_png, count=16, columns=8):
     """Save a grid of ``count`` records spread over the file, each captioned with its class; returns the path."""
-    import cv2
-    from common.images import ImageError, decode_image
     total = sum(1 for _ in iter_records(rec_path))
     if total == 0:
         raise UsageError(f'{rec_path} has no image records')

@@ -16,7 +16,7 @@ Open set. A probe whose best score is ``<= threshold`` is "unknown". The thresho
 *gallery* for a target false-accept rate: identities are split into ``threshold_folds`` groups
 (``GroupKFold``); for each group a classifier is fitted on the other identities and scores the group's
 images, whose best score is then an *impostor* score -- what a person who is not enrolled gets. The threshold is
-the lowest candidate (:func:`lfw_verification.metrics.threshold_at_far`) whose impostor false-accept rate is
+the lowest candidate (:func:`common.verification.threshold_at_far`) whose impostor false-accept rate is
 ``<= far``; with ``n`` impostor images a FAR below ``1/n`` is not measurable: the threshold then rejects every
 impostor seen, and its ``threshold_info`` says the target was not measured. For the
 probability scores of ``svm``/``logreg`` each fold's classifier knows ~80 % of the identities, so its
@@ -26,12 +26,17 @@ Saved files are joblib pickles; :func:`load_classifier` reads them with an unpic
 scikit-learn estimator classes, numpy's array rebuilders and this module's classes (a crafted file naming any
 other callable is refused before anything runs).
 """
+import os
+import pickle
+import struct
 import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from common.errors import UsageError
+from common.safe_pickle import UnsafePickleError, numpy_array_globals
+from common.verification import far_measurable, l2_normalize, threshold_at_far, unmeasurable_far_note
 
 CLASSIFIERS = ('svm', 'logreg', 'knn', 'centroid')
 UNKNOWN = 'unknown'
@@ -39,9 +44,8 @@ FORMAT = 'lightcnn-identity-classifier'
 
 
 def l2_rows(x):
-    """Rows scaled to unit length (zero rows stay zero), float64."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Rows scaled to unit length (zero rows stay zero), float64 (:func:`common.verification.l2_normalize`)."""
+    return l2_normalize(np.asarray(x, dtype=np.float64))
 
 
 class CosineCentroid(ClassifierMixin, BaseEstimator):
@@ -172,7 +176,6 @@ def open_set_threshold(impostor, far):
         When ``far < 1/len(impostor)`` the threshold rejects every impostor seen and ``note`` says that the
         target is below what the gallery can measure (the true FAR is unknown below ``1/n``).
     """
-    from lfw_verification.metrics import far_measurable, threshold_at_far, unmeasurable_far_note
     impostor = np.asarray(impostor, dtype=np.float64)
     n = len(impostor)
     if not 0.0 <= far <= 1.0:
@@ -307,17 +310,12 @@ def fit_classifier(features, identities, kind='svm', far=0.01, threshold_folds=5
 def _allowed_classes():
     """``(module, name) -> object`` an identity-classifier file may name: the estimator classes
     :func:`make_estimator` builds, joblib's array wrapper and numpy's rebuilders -- nothing else."""
-    import _codecs
-    import numpy.core.multiarray as multiarray
     from joblib.numpy_pickle import NumpyArrayWrapper
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import Normalizer
     from sklearn.svm import SVC
-    allowed = {('numpy', 'dtype'): np.dtype, ('numpy', 'ndarray'): np.ndarray,
-               ('numpy.core.multiarray', '_reconstruct'): multiarray._reconstruct,
-               ('numpy.core.multiarray', 'scalar'): multiarray.scalar, ('_codecs', 'encode'): _codecs.encode,
-               ('joblib.numpy_pickle', 'NumpyArrayWrapper'): NumpyArrayWrapper}
+    allowed = {**numpy_array_globals(), ('joblib.numpy_pickle', 'NumpyArrayWrapper'): NumpyArrayWrapper}
     for cls in (Pipeline, Normalizer, SVC, LogisticRegression, CosineKNN, CosineCentroid):
         allowed[(cls.__module__, cls.__name__)] = cls
     return allowed
@@ -332,11 +330,7 @@ def load_classifier(path):
         Missing or unreadable file, not a classifier file; :class:`~common.safe_pickle.UnsafePickleError`
         when it names anything but estimator classes and numpy arrays (nothing from it is called).
     """
-    import os
-    import pickle
-    import struct
     from joblib import numpy_pickle
-    from common.safe_pickle import UnsafePickleError
     if not os.path.isfile(path):
         raise UsageError(f'classifier file not found: {path}')
     allowed = _allowed_classes()

@@ -3,10 +3,9 @@
 Example: ``python identification/plot_embeddings.py --features pubfig_v4.mat --unknown-last 20 --out plots/pubfig``
 (writes plots/pubfig_tsne.png, plots/pubfig_pca.png, plots/pubfig_kmeans.png)
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.plots import run_embedding_plots  # noqa: E402

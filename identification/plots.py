@@ -19,7 +19,10 @@ import os
 import numpy as np
 
 from common.errors import UsageError
+from common.features_mat import read_features
+from common.textio import read_lines
 from identification.classifiers import l2_rows
+from identification.gallery import identity_of
 
 
 def subsample(n, max_points, seed=0):
@@ -213,11 +216,9 @@ def embedding_plots(features, identities, out_prefix, known=None, seed=0, max_po
 def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last=None, seed=0, max_points=3000,
                         perplexity=30.0, k_max=None, what=('tsne', 'pca', 'kmeans')):
     """What ``plot_embeddings.py`` does: load a features ``.mat``, decide known identities, draw, print."""
-    from lfw_verification.evaluate import load_features
-    from lfw_verification.identification import identity_of
     if known_from is not None and unknown_last is not None:
         raise UsageError('give known_from (--known-from) or unknown_last (--unknown-last), not both')
-    data, labels = load_features(features_path)
+    data, labels = read_features(features_path)
     identities = np.array([identity_of(label) for label in labels])
     names = sorted(set(identities))
     known = None
@@ -243,15 +244,9 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
 
 def known_identities(path):
     """Identity names from a features ``.mat`` (the identities of its labels) or a text file (one per line)."""
-    from lfw_verification.evaluate import load_features
-    from lfw_verification.identification import identity_of
     if path.lower().endswith('.mat'):
-        return sorted({identity_of(label) for label in load_features(path)[1]})
-    try:
-        with open(path, encoding='utf-8') as f:
-            names = [line.strip() for line in f if line.strip()]
-    except OSError as err:
-        raise UsageError(f'cannot read identities file {path}: {err.strerror or err}') from None
+        return sorted({identity_of(label) for label in read_features(path)[1]})
+    names = [line.strip() for _, line in read_lines(path, 'identities file') if line.strip()]
     if not names:
         raise UsageError(f'{path} lists no identities')
     return names

@@ -1,14 +1,13 @@
 """Identify faces with a saved classifier (identify.py --save-classifier): names, scores, "unknown" below threshold.
 
 Examples:
-  python identification/predict.py --classifier svm.joblib --model models/lightcnn-v4 --images new_faces/
-  python identification/predict.py --classifier svm.joblib --model models/lightcnn-v4 a.jpg b.jpg
+  python identification/predict.py --classifier svm.joblib --model runs/pretrained/lightcnn-v4 --images new_faces/
+  python identification/predict.py --classifier svm.joblib --model runs/pretrained/lightcnn-v4 a.jpg b.jpg
   python identification/predict.py --classifier svm.joblib --features new.mat --csv out.csv
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.predicting import run_prediction  # noqa: E402
@@ -19,7 +18,7 @@ def main(argv=None):
     parser.add_argument('--classifier', required=True, help='a .joblib written by identify.py --save-classifier')
     parser.add_argument('images', nargs='*', help='image files (with --model)')
     parser.add_argument('--images', dest='tree', metavar='ROOT', help='every image under ROOT (with --model)')
-    parser.add_argument('--model', help='checkpoint that embedded the gallery (e.g. models/lightcnn-v4)')
+    parser.add_argument('--model', help='checkpoint that embedded the gallery (e.g. runs/pretrained/lightcnn-v4)')
     parser.add_argument('--features', help='instead of images: a features .mat made like the gallery')
     parser.add_argument('--flip', action='store_true', default=None,
                         help='add mirrored features (default: as recorded for the gallery, else no)')

@@ -4,7 +4,11 @@ import os
 import numpy as np
 
 from common.errors import UsageError
+from common.features_mat import read_features
+from common.fileio import check_output_paths
+from common.images import list_images
 from identification.classifiers import load_classifier
+from models.api import load_model
 
 
 def predict_table(clf, features, labels, top_k=1, open_set=True):
@@ -22,18 +26,15 @@ def predict_table(clf, features, labels, top_k=1, open_set=True):
 def run_prediction(classifier_path, features=None, model=None, images=(), tree=None, flip=None, center_crop=None,
                    top_k=1, open_set=True, csv_path=None):
     """Load the classifier, embed or load the faces, identify, print (and write ``csv_path``)."""
-    from lfw_verification.evaluate import check_output_paths, load_features
     check_output_paths(csv_path)
     if top_k < 1:
         raise UsageError(f'top_k (--top-k) must be >= 1, got {top_k}')
     clf = load_classifier(classifier_path)
     if features is not None:
-        data, labels = load_features(features)
+        data, labels = read_features(features)
     else:
-        from models.api import load_model
         paths = list(images or ())
         if tree:
-            from common.images import list_images
             found = list_images(tree)
             if not found:
                 raise UsageError(f'no images under {tree}')

@@ -19,7 +19,9 @@ import os
 import numpy as np
 
 from common.errors import UsageError
+from common.fileio import check_output_paths
 from identification.classifiers import UNKNOWN, fit_classifier
+from identification.gallery import load_gallery_probe
 
 
 def closed_set_report(clf, features, identities, top_k=5):
@@ -187,7 +189,7 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
                                   confusion_path=None, save_path=None):
     """What ``identify.py --classifier KIND`` does: fit on the gallery, score the probes, print and write.
 
-    Gallery/probe selection is that of :func:`lfw_verification.identification.run_identification`
+    Gallery/probe selection is that of :func:`identification.cosine.run_identification`
     (``probe_path``, or ``gallery_per_identity`` + ``unknown_fraction`` to split one file).
 
     Returns
@@ -196,8 +198,6 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
         :func:`score_classifier`'s result plus ``classifier``, ``threshold`` (value and how it was chosen),
         ``fit_seconds`` and the counts; ``model`` is the fitted :class:`IdentityClassifier`.
     """
-    from lfw_verification.evaluate import check_output_paths
-    from lfw_verification.identification import load_gallery_probe
     if (probe_path is None) == (gallery_per_identity is None):
         raise UsageError('give either probe_path (--probe) or gallery_per_identity (--gallery-per-identity)')
     if probe_path is not None and unknown_fraction:

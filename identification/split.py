@@ -2,6 +2,9 @@
 import numpy as np
 
 from common.errors import UsageError
+from common.features_mat import read_features, write_features
+from common.fileio import check_output_paths
+from identification.gallery import identity_of
 
 
 def split_known_unknown(labels, unknown_last, probes_per_identity):
@@ -22,7 +25,6 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
         ``unknown_last`` not leaving at least 2 known identities; a known identity with no more than
         ``probes_per_identity`` images (it would enrol nothing; named with its count).
     """
-    from lfw_verification.identification import identity_of
     by_identity = {}
     for row, label in enumerate(labels):
         by_identity.setdefault(identity_of(label), []).append(row)
@@ -54,13 +56,11 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
 
 def split_features(features_path, gallery_out, probe_out, unknown_last=20, probes_per_identity=20):
     """Write the :func:`split_known_unknown` gallery and probe ``.mat`` files of a features ``.mat``."""
-    from extract_features.extraction import Extraction, save_features
-    from lfw_verification.evaluate import check_output_paths, load_features
     check_output_paths(gallery_out, probe_out)
-    data, labels = load_features(features_path)
+    data, labels = read_features(features_path)
     g, p, counts = split_known_unknown(labels, unknown_last, probes_per_identity)
     for rows, out in ((g, gallery_out), (p, probe_out)):
-        save_features(out, Extraction(data[rows], [labels[r] for r in rows], rows))
+        write_features(out, data[rows], [labels[r] for r in rows])
     print(f'{features_path}: {counts["known"]} known identities ({counts["gallery"]} gallery images, '
           f'{probes_per_identity} probes each), {counts["unknown"]} unknown -> {counts["probe"]} probes; '
           f'wrote {gallery_out}, {probe_out}')

@@ -3,10 +3,9 @@
 Example (PubFig83, issue 13's protocol): ``python identification/split_features.py --features pubfig_v4.mat
 --unknown-last 20 --probes-per-identity 20 --gallery gallery.mat --probe probe.mat``
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.split import split_features  # noqa: E402

@@ -1,8 +1,8 @@
 """Verification on insightface ``.bin`` sets: embed their images and score their pairs in one go.
 
 The ``.bin`` is read by :func:`data_tools.bin_sets.load_bin`; images are decoded in the model's channels
-(exactly what extraction does with the same image files), embedded by the extraction engine
-(:class:`~extract_features.extraction.Embedder` + :func:`~extract_features.extraction.embed_images`), and
+(exactly what extraction does with the same image files), embedded by the inference engine
+(:class:`~symbols.inference.Embedder` + :func:`~symbols.inference.embed_images`), and
 pairs are scored by :func:`lfw_verification.evaluate.pair_metrics` -- the same code, metrics and JSON keys
 as ``lfw_eval.py --features F.mat --pairs pairs.txt``. Folds: insightface's 10 consecutive blocks
 (:func:`data_tools.bin_sets.bin_folds`).
@@ -17,10 +17,17 @@ import time
 
 import numpy as np
 
+from tqdm import tqdm
+
+from common.devices import parse_device
 from common.errors import UsageError
+from common.features_mat import write_features
+from common.fileio import check_output_paths
 from common.images import ImageError, decode_image
 from data_tools.bin_sets import bin_folds, load_bin
-from lfw_verification.evaluate import METRICS, check_output_paths, pair_metrics, report_verification
+from lfw_verification.evaluate import METRICS, pair_metrics, report_verification
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import Embedder, ImageItem, embed_images
 
 __all__ = ['load_bin', 'embed_bin', 'bin_metrics', 'evaluate_bin', 'run_bin_evaluation']
 
@@ -40,7 +47,7 @@ def embed_bin(embedder, images, flip=False, center_crop=None, num_workers=2, pro
 
     Parameters
     ----------
-    embedder : extract_features.extraction.Embedder
+    embedder : symbols.inference.Embedder
     images : list of bytes
         Encoded images (from :func:`load_bin`).
 
@@ -56,7 +63,6 @@ def embed_bin(embedder, images, flip=False, center_crop=None, num_workers=2, pro
     UsageError
         Undecodable images (count and the first slots, with their pair numbers).
     """
-    from extract_features.extraction import ImageItem, embed_images  # noqa: PLC0415 -- loads MXNet
     unique, rows = distinct_images(images)
     color = 'gray' if embedder.pre.channels == 'gray' else 'bgr'
     slot_of = {}
@@ -65,7 +71,6 @@ def embed_bin(embedder, images, flip=False, center_crop=None, num_workers=2, pro
     feats, failures = [], []
     bar = None
     if progress:
-        from tqdm import tqdm  # noqa: PLC0415
         bar = tqdm(total=len(unique), unit='img', desc='embed')
     for start in range(0, len(unique), DECODE_CHUNK):
         items = []
@@ -93,7 +98,7 @@ def bin_metrics(embedder, images, issame, flip=False, center_crop=None, metric='
 
     Parameters
     ----------
-    embedder : extract_features.extraction.Embedder
+    embedder : symbols.inference.Embedder
         Any batch size; built by the caller (the trainer reuses its own, ``hybridize=False``).
     images, issame
         From :func:`load_bin`.
@@ -101,7 +106,7 @@ def bin_metrics(embedder, images, issame, flip=False, center_crop=None, metric='
     Returns
     -------
     dict
-        :func:`lfw_verification.metrics.verification_metrics` (``accuracy_mean``, ``auc``, ``eer``, ...)
+        :func:`common.verification.verification_metrics` (``accuracy_mean``, ``auc``, ``eer``, ...)
         plus ``n_bin_images`` (distinct images embedded).
     """
     features, rows = embed_bin(embedder, images, flip, center_crop, num_workers)
@@ -119,7 +124,7 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
     Parameters
     ----------
     model : str
-        Checkpoint (``models/lightcnn-v4``, a training prefix with ``epoch``, a ``.params`` file).
+        Checkpoint (``runs/pretrained/lightcnn-v4``, a training prefix with ``epoch``, a ``.params`` file).
     bin_path : str
         insightface ``.bin``.
     flip, center_crop, batch_size, ctx
@@ -132,8 +137,6 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
     UsageError
         Bad option values (named by these parameters), unreadable checkpoint or ``.bin``.
     """
-    from extract_features.extraction import Embedder, Extraction, parse_ctx, save_features  # noqa: PLC0415
-    from models.checkpoint import load_checkpoint  # noqa: PLC0415
     if metric not in METRICS:
         raise UsageError(f'metric must be one of {", ".join(METRICS)}, not {metric!r}')
     if pca is not None and pca < 1:
@@ -147,7 +150,7 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
     if issame.all() or not issame.any():
         raise UsageError(f'{bin_path}: need both same and different pairs, all {len(issame)} are '
                          f'{"same" if issame.all() else "different"}')
-    context = parse_ctx(ctx) if isinstance(ctx, str) or ctx is None else ctx
+    context = parse_device(ctx) if isinstance(ctx, str) or ctx is None else ctx
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     embedder = Embedder(net, meta['preprocessing'], context, batch_size)
     features, rows = embed_bin(embedder, images, flip, center_crop, num_workers, progress,
@@ -159,7 +162,7 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
         for k, r in enumerate(rows):
             slot_of.setdefault(int(r), k)
         labels = [f'{os.path.basename(bin_path)}/{slot_of[u]:06d}' for u in range(len(features))]
-        save_features(features_out, Extraction(features, labels, np.arange(len(features))))
+        write_features(features_out, features, labels)
     config = {'features': os.path.abspath(features_out) if features_out else None,
               'pairs': os.path.abspath(bin_path), 'bin': os.path.abspath(bin_path),
               'model': meta.get('stem', os.fspath(model)), 'network': meta.get('network'),

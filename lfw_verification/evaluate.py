@@ -1,13 +1,9 @@
 """LFW-style verification from a features ``.mat`` and a pairs file: scores, metrics, JSON, ROC plot.
 
 The ``.mat`` holds ``data`` (N x D float) and ``label`` (N x 1 cell of ``Name/Name_0001.jpg``), as written by
-``extract_features.py`` and loaded by the seed's MATLAB evaluator. Pairs are read by
-:func:`data_tools.pairs.read_pairs` (official ``pairs.txt`` or the seed's ``pair.label``).
-
-Matching labels to pair paths (:func:`image_key`, same rule in ``lfw_eval.m``): backslashes become ``/``,
-only the last two path components (identity folder and file) are kept and the file extension is dropped,
-so ``/lfw_patch/Aaron_Eckhart/Aaron_Eckhart_0001.jpg``, ``Aaron_Eckhart/Aaron_Eckhart_0001.png`` and
-``Aaron_Eckhart/Aaron_Eckhart_0001`` are the same image. Matching is case-sensitive.
+``extract_features.py`` and loaded by the seed's MATLAB evaluator (:mod:`common.features_mat`). Pairs are read
+by :func:`data_tools.pairs.read_pairs` (official ``pairs.txt`` or the seed's ``pair.label``); matching them
+to rows, scoring and the metrics follow :mod:`common.verification`.
 """
 import json
 import math
@@ -15,111 +11,12 @@ import os
 
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.features_mat import read_features
+from common.fileio import check_output_paths
+from common.verification import (METRICS, TAR_FARS, VAL_FAR, image_key, l2_normalize, pair_rows,
+                                 pair_scores, verification_metrics)
 from data_tools.pairs import read_pairs
-from lfw_verification.metrics import TAR_FARS, VAL_FAR, verification_metrics
-
-METRICS = ('cosine', 'euclidean')
-SCORE_DECIMALS = 12  # rounding makes ties identical in Python and Octave/MATLAB (their sums differ in the last bit)
-_NORM_FLOOR = 1e-12
-
-
-def image_key(path):
-    """``identity/file`` without extension: the key under which a label and a pair path match."""
-    parts = [p for p in str(path).strip().replace('\\', '/').split('/') if p]
-    if not parts:
-        return ''
-    stem, dot, ext = parts[-1].rpartition('.')
-    parts[-1] = stem if dot and stem else parts[-1]
-    return '/'.join(parts[-2:])
-
-
-def _cell_strings(value):
-    """Labels from ``loadmat``: a cell (object array of 1-element str arrays) or a padded char matrix."""
-    if value.dtype == object:
-        out = []
-        for item in value.ravel(order='F'):
-            item = np.asarray(item).ravel()
-            out.append(str(item[0]) if item.size else '')
-        return out
-    if value.dtype.kind in 'US':
-        return [str(s).rstrip() for s in np.atleast_1d(value).ravel()]
-    raise UsageError(f'"label" must be a cell of strings, got {value.dtype} {value.shape}')
-
-
-def load_features(path):
-    """Read ``data`` (N x D float32) and ``label`` (N strings) from a features ``.mat``.
-
-    Raises
-    ------
-    UsageError
-        Missing/unreadable file, missing variables, N mismatch, non-finite values.
-    """
-    from scipy.io import loadmat
-    if not os.path.isfile(path):
-        raise UsageError(f'features file not found: {path}')
-    try:
-        mat = loadmat(path)
-    except Exception as err:  # scipy raises several types for corrupt/unsupported files
-        raise UsageError(f'cannot read {path} as a .mat file: {err}') from None
-    missing = [k for k in ('data', 'label') if k not in mat]
-    if missing:
-        raise UsageError(f'{path} lacks variable(s) {", ".join(missing)} (expected data N x D, label N x 1 cell)')
-    data, labels = np.asarray(mat['data']), _cell_strings(mat['label'])
-    if data.ndim != 2 or data.shape[0] != len(labels):
-        raise UsageError(f'{path}: data is {data.shape} but label has {len(labels)} entries '
-                         f'(expected data N x D with one label per row)')
-    if data.dtype.kind not in 'fiu':
-        raise UsageError(f'{path}: data must be numeric, got {data.dtype}')
-    bad = ~np.isfinite(data).all(axis=1)
-    if bad.any():
-        raise UsageError(f'{path}: {int(bad.sum())} feature rows hold NaN/inf, e.g. {labels[int(np.argmax(bad))]}')
-    return data.astype(np.float32, copy=False), labels
-
-
-def pair_rows(labels, pairs):
-    """Row indices in ``labels`` of both images of every pair (matched by :func:`image_key`).
-
-    Raises
-    ------
-    UsageError
-        Two labels with the same key, or pairs naming images absent from the labels (count + examples).
-    """
-    rows, duplicates = {}, []
-    for i, label in enumerate(labels):
-        key = image_key(label)
-        if key in rows:
-            duplicates.append(label)
-        rows[key] = rows.get(key, i)
-    if duplicates:
-        raise UsageError(f'{len(duplicates)} labels repeat an image already in the features file '
-                         f'(same identity/file after normalisation), e.g. {duplicates[:3]}')
-    missing = sorted({p for pair in pairs for p in (pair.path1, pair.path2) if image_key(p) not in rows})
-    if missing:
-        raise UsageError(f'{len(missing)} images named by the pairs are not in the features file, '
-                         f'e.g. {", ".join(missing[:5])} (labels look like {labels[0]!r})')
-    idx1 = np.array([rows[image_key(p.path1)] for p in pairs], dtype=np.int64)
-    idx2 = np.array([rows[image_key(p.path2)] for p in pairs], dtype=np.int64)
-    return idx1, idx2
-
-
-def l2_normalize(features):
-    """Rows scaled to unit length (all-zero rows stay zero)."""
-    norms = np.sqrt(np.sum(features * features, axis=1, keepdims=True))
-    return features / np.maximum(norms, _NORM_FLOOR)
-
-
-def pair_scores(features, idx1, idx2, metric='cosine'):
-    """Similarity per pair: cosine, or minus the Euclidean distance; rounded to ``SCORE_DECIMALS``."""
-    a, b = features[idx1], features[idx2]
-    if metric == 'cosine':
-        a, b = l2_normalize(a), l2_normalize(b)
-        scores = np.sum(a * b, axis=1)
-    elif metric == 'euclidean':
-        scores = -np.sqrt(np.sum((a - b) ** 2, axis=1))
-    else:
-        raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
-    return np.round(scores, SCORE_DECIMALS)
 
 
 def fold_pca_scores(features, idx1, idx2, folds, n_components, metric='cosine', l2=False):
@@ -174,7 +71,7 @@ def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, 
         raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
     if pca is not None and pca < 1:
         raise UsageError(f'--pca must be a positive number of dimensions, got {pca}')
-    data, labels = load_features(features_path)
+    data, labels = read_features(features_path)
     pairs = read_pairs(pairs_path)
     idx1, idx2 = pair_rows(labels, pairs)
     issame = np.array([p.issame for p in pairs], dtype=bool)
@@ -344,14 +241,6 @@ def recommended_threshold(evaluation, far=None):
     if value is None:
         raise UsageError(f'the evaluation holds no {what}')
     return float(value)
-
-
-def check_output_paths(*paths):
-    """Fail before any work when an output's folder does not exist."""
-    for path in paths:
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
-            raise UsageError(f'output folder does not exist: {folder} (for {path})')
 
 
 def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None):

@@ -6,14 +6,14 @@ Examples:
   python lfw_verification/identify.py --gallery G.mat --probe P.mat --classifier svm --json r.json \
       --per-class f1.csv --confusion cm.png --save-classifier svm.joblib
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.classifiers import CLASSIFIERS  # noqa: E402
-from lfw_verification.identification import run_identification  # noqa: E402
+from identification.cosine import run_identification  # noqa: E402
+from identification.report import run_classifier_identification  # noqa: E402
 
 
 def build_parser():
@@ -50,7 +50,6 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.classifier:
-        from identification.report import run_classifier_identification
         run_classifier_identification(
             args.gallery, args.probe, args.gallery_per_identity, args.unknown_fraction, args.seed, args.far,
             args.classifier, args.top_k, args.threshold_folds, args.predictions, args.json, args.per_class,

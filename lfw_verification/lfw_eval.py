@@ -2,12 +2,11 @@
 
 Examples:
   python lfw_verification/lfw_eval.py --features LFW_features.mat --pairs pairs.txt --json r.json --roc roc.png
-  python lfw_verification/lfw_eval.py --model models/lightcnn-v4 --bin lfw.bin --json r.json   # insightface .bin
+  python lfw_verification/lfw_eval.py --model runs/pretrained/lightcnn-v4 --bin lfw.bin --json r.json   # insightface .bin
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from lfw_verification.evaluate import METRICS, run_evaluation  # noqa: E402
@@ -24,7 +23,7 @@ def build_parser():
     parser.add_argument('--pca', type=int, metavar='N', help='PCA to N dims, fitted on the training folds only')
     b = parser.add_argument_group('insightface .bin (extract and score in one go, instead of --features/--pairs)')
     b.add_argument('--bin', help='insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin, make_bin.py)')
-    b.add_argument('--model', help='checkpoint to embed the .bin images with (e.g. models/lightcnn-v4)')
+    b.add_argument('--model', help='checkpoint to embed the .bin images with (e.g. runs/pretrained/lightcnn-v4)')
     b.add_argument('--epoch', type=int, help='epoch of a training prefix given as --model')
     b.add_argument('--flip', action='store_true', help='add the features of mirrored images')
     b.add_argument('--center-crop', type=int, metavar='PX', help='central square taken before resizing')
@@ -43,7 +42,7 @@ def main(argv=None):
             parser.error('--bin and --model go together')
         if args.features or args.pairs:
             parser.error('give either --features and --pairs, or --model and --bin')
-        from lfw_verification.bin_eval import run_bin_evaluation
+        from lfw_verification.bin_eval import run_bin_evaluation  # loads MXNet: only for --bin
         run_bin_evaluation(args.model, args.bin, json_path=args.json, roc_path=args.roc, epoch=args.epoch,
                            flip=args.flip, center_crop=args.center_crop, batch_size=args.batch_size,
                            ctx=args.ctx, metric=args.metric, l2=args.l2, pca=args.pca,

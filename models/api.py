@@ -1,10 +1,10 @@
 """Embeddings in three lines, for people who just want features::
 
     from models import load_model
-    model = load_model('models/lightcnn-v4')
+    model = load_model('runs/pretrained/lightcnn-v4')
     features = model.embed(['a.jpg', 'b.jpg'], flip=True)       # float32 (2, 256)
 
-Runs on the extraction engine (:mod:`extract_features.extraction`): same pixels, same batching.
+Runs on the inference engine (:mod:`symbols.inference`) that extraction uses too: same pixels, same batching.
 ``load_model(..., normalize=True)`` gives unit-length embeddings; ``model.compare(a, b)`` is their cosine,
 to be compared with a threshold an evaluation recommends
 (:func:`lfw_verification.evaluate.recommended_threshold`).
@@ -14,8 +14,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from common.cli import UsageError
-from extract_features.extraction import Embedder, ImageItem, ImageLoadError, embed_images, parse_ctx
+from common.devices import parse_device
+from common.errors import UsageError
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import Embedder, ImageItem, ImageLoadError, embed_images
 
 
 class Classification(namedtuple('Classification', 'ids probs')):
@@ -97,7 +99,7 @@ class FaceModel:
         normalize : bool or None
             Scale every feature to unit L2 norm; ``None``: as ``load_model(normalize=...)`` said.
 
-        Raises :class:`~extract_features.extraction.ImageLoadError` listing unreadable images.
+        Raises :class:`~symbols.inference.ImageLoadError` listing unreadable images.
         """
         result = self._run(images, batch_size, flip, center_crop, align)
         feats = np.zeros((0, 256), np.float32) if result is None else result.features
@@ -219,14 +221,7 @@ def load_model(spec, ctx=None, epoch=None, normalize=False):
     ``ctx``: ``mx.Context`` or ``'cpu'``/``'gpu:N'``. ``normalize=True``: :meth:`FaceModel.embed` returns
     unit-length (L2-normalised) features unless told otherwise per call.
     """
-    from models.checkpoint import load_checkpoint
-    if ctx is None or isinstance(ctx, str):
-        try:
-            context = parse_ctx(ctx)
-        except UsageError as err:  # its message names the CLI's --ctx
-            raise UsageError(str(err).replace('--ctx ', 'ctx=', 1).replace('--ctx', 'ctx', 1)) from None
-    else:
-        context = ctx
+    context = parse_device(ctx) if ctx is None or isinstance(ctx, str) else ctx
     # return_features: a classifier net gives (logits, features); a feature-only net ignores it
     net, meta = load_checkpoint(spec, epoch=epoch, ctx=context, return_features=True)
     return FaceModel(net, meta, context, normalize=normalize)

@@ -1,27 +1,29 @@
 """Export a checkpoint's feature net for deployment: MXNet symbol + params, or ONNX.
 
-    python models/export.py --model models/lightcnn-v4 --format mxnet   # models/export/lightcnn-v4-*
-    python models/export.py --model models/lightcnn-v4 --format onnx --check
+    python models/export.py --model runs/pretrained/lightcnn-v4 --format mxnet   # runs/export/lightcnn-v4-*
+    python models/export.py --model runs/pretrained/lightcnn-v4 --format onnx --check
 
 Both formats take a float32 NCHW batch already preprocessed as the checkpoint's JSON says (channels,
 /255, 128x128) and return the 256-d features; the classifier is not exported. ``--check`` runs the ONNX
 file in onnxruntime in a separate deploy environment (onnxruntime needs numpy >= 1.24, MXNet 1.9.1
 needs < 1.24) and compares it with MXNet.
 """
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import tempfile
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 
-from common.cli import ArgumentParser, UsageError, run_cli  # noqa: E402  (first: sizes MXNet's threads)
-
+from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.errors import UsageError  # noqa: E402
+from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from symbols.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 
 ONNX_OPSET = 13  # mx.onnx 1.9.1 writes opset-13 operators (Split with a 'split' attribute)
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
@@ -29,9 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_prefix(model_spec):
-    """``models/export/NAME`` for checkpoint ``models/NAME``: never the checkpoint's own files."""
-    stem = resolve_checkpoint(model_spec)
-    return os.path.join(os.path.dirname(stem), 'export', os.path.basename(stem))
+    """``runs/export/NAME`` for checkpoint ``.../NAME``: never the checkpoint's own files."""
+    return runs_dir('export', os.path.basename(resolve_checkpoint(model_spec)))
 
 
 def load_feature_net(model_spec):
@@ -153,9 +154,9 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. models/lightcnn-v4')
+    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
     parser.add_argument('--format', required=True, choices=('mxnet', 'onnx'))
-    parser.add_argument('--out', help='output prefix (default models/export/NAME)')
+    parser.add_argument('--out', help='output prefix (default runs/export/NAME)')
     parser.add_argument('--check', action='store_true',
                         help='onnx: run the file in onnxruntime and compare with MXNet (< 1e-4)')
     parser.add_argument('--deploy-python', help=f'python with onnxruntime for --check (default '

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.alignment import (FaceAligner, align_tree, center_crop, choose_face, eyes_mouth_transform,
                                   similarity_transform, template)
 
@@ -220,7 +220,7 @@ def test_pack_records_with_aligner_skips_no_face(tmp_path, orl_root, weights_rea
 def test_extraction_loader_aligns_to_network_input(orl_root, weights_ready):
     from common.preprocessing import Preprocessing
     from data_tools.alignment import make_aligner
-    from extract_features.extraction import image_loader
+    from symbols.inference import image_loader
     pre = Preprocessing(channels='gray', input_size=128)
     aligner = make_aligner(pre.input_size)
     load = image_loader(pre, align=aligner)

@@ -15,7 +15,7 @@ from common.errors import UsageError
 from common.safe_pickle import UnsafePickleError
 from data_tools.bin_sets import bin_folds, load_bin, make_bin, write_bin
 from data_tools.pairs import make_pairs, read_pairs, write_pairs
-from test_extraction import make_checkpoint
+from helpers import make_checkpoint
 
 IMAGES = [bytes([k]) * (40 + 300 * (k % 2)) + b'\xff\xd9' for k in range(6)]  # short and >255-byte payloads
 ISSAME = [True, False, True]

@@ -12,12 +12,14 @@ import pytest
 
 from common.cli import run_cli
 from common.errors import UsageError
+from common.features_mat import write_features
 from common.safe_pickle import UnsafePickleError
 from identification import (CLASSIFIERS, CosineKNN, closed_set_report, fit_classifier, load_classifier,
                             score_classifier)
 from identification.classifiers import impostor_scores, open_set_threshold
+from helpers import make_checkpoint, make_tree
 from lfw_verification import identify as identify_cli
-from lfw_verification.synthetic import synthetic_features, write_features_mat
+from lfw_verification.synthetic import synthetic_features
 
 AXES = np.eye(3)
 
@@ -165,9 +167,9 @@ def test_bad_inputs_name_python_arguments():
 def test_identify_cli_classifier_outputs(tmp_path, repo_root):
     data, labels = synthetic_features(n_identities=10, images_per_identity=8, dim=32, noise=1.2, seed=5)
     g = np.arange(len(labels)) % 8 < 5
-    write_features_mat(str(tmp_path / 'g.mat'), data[g], [lb for lb, k in zip(labels, g) if k])
+    write_features(str(tmp_path / 'g.mat'), data[g], [lb for lb, k in zip(labels, g) if k])
     keep = ~g & ~np.isin(np.arange(len(labels)) // 8, [0])  # identity 0: only in the gallery
-    write_features_mat(str(tmp_path / 'p.mat'), data[keep], [lb for lb, k in zip(labels, keep) if k])
+    write_features(str(tmp_path / 'p.mat'), data[keep], [lb for lb, k in zip(labels, keep) if k])
     argv = ['--gallery', str(tmp_path / 'g.mat'), '--probe', str(tmp_path / 'p.mat'), '--classifier', 'logreg',
             '--json', str(tmp_path / 'r.json'), '--per-class', str(tmp_path / 'f1.csv'),
             '--confusion', str(tmp_path / 'cm.png'), '--save-classifier', str(tmp_path / 'c.joblib'),
@@ -198,9 +200,8 @@ def test_identify_cli_classifier_outputs(tmp_path, repo_root):
 
 def test_identify_images_with_a_model(tmp_path):
     from models import load_model
-    from test_extraction import make_checkpoint, make_tree
     root = tmp_path / 'imgs'
-    labels = make_tree(root, per_name=4)
+    labels = make_tree(root, per_identity=(4, 4), lfw=True)
     paths = [str(root / rel) for rel in labels]
     model = load_model(make_checkpoint(tmp_path))
     feats = model.embed(paths)

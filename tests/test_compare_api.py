@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
-from extract_features.extraction import ImageLoadError
+from common.features_mat import write_features
+from helpers import make_checkpoint, make_tree
 from lfw_verification.evaluate import evaluate_verification, recommended_threshold, write_json
-from lfw_verification.synthetic import synthetic_features, synthetic_pairs, write_features_mat
+from lfw_verification.synthetic import synthetic_features, synthetic_pairs
 from models import load_model
 from models.checkpoint import load_metadata, save_checkpoint
-from test_extraction import make_checkpoint, make_tree
+from symbols.inference import ImageLoadError
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('compare')
-    labels = make_tree(tmp / 'imgs', per_name=3)
+    labels = make_tree(tmp / 'imgs', per_identity=(3, 3), lfw=True)
     return dict(tmp=tmp, paths=[str(tmp / 'imgs' / rel) for rel in labels], stem=make_checkpoint(tmp / 'f'),
                 cls_stem=make_checkpoint(tmp / 'c', num_classes=2))
 
@@ -44,7 +45,7 @@ def test_normalized_embeddings_and_cosine_compare(data):
 
 def test_threshold_recommended_by_an_evaluation(tmp_path):
     d, labels = synthetic_features(40, 6, noise=1.5, seed=1)
-    write_features_mat(str(tmp_path / 'f.mat'), d, labels)
+    write_features(str(tmp_path / 'f.mat'), d, labels)
     from data_tools.pairs import write_pairs
     write_pairs(str(tmp_path / 'p.txt'), synthetic_pairs(labels, 10, 30), 10, 30)
     result = evaluate_verification(str(tmp_path / 'f.mat'), str(tmp_path / 'p.txt'))

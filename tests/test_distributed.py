@@ -7,8 +7,8 @@ import pytest
 
 from common import threads
 from data_tools.synthetic import make_synthetic_faces
-from models.checkpoint import load_checkpoint
-from test_training import SIZE, write_tiny_rec
+from symbols.checkpoint import load_checkpoint
+from helpers import SIZE, write_tiny_rec
 from tools.launch import launch, role_env
 
 

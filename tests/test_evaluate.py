@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from common.cli import UsageError, run_cli
+from common.cli import run_cli
+from common.errors import UsageError
+from common.features_mat import write_features
+from common.verification import best_threshold, image_key, l2_normalize, pair_rows, pair_scores
 from data_tools.pairs import Pair, read_pairs, write_pairs
-from lfw_verification import lfw_eval
-from lfw_verification.evaluate import (evaluate_verification, fold_pca_scores, image_key, l2_normalize,
-                                       load_features, pair_rows, pair_scores)
-from lfw_verification.metrics import best_threshold
-from lfw_verification.synthetic import (synthetic_features, synthetic_pairs, write_features_mat,
-                                        write_pair_label)
+from lfw_verification import lfw_eval, load_features
+from lfw_verification.evaluate import evaluate_verification, fold_pca_scores
+from lfw_verification.synthetic import synthetic_features, synthetic_pairs, write_pair_label
 
 
 @pytest.fixture(scope='module')
@@ -20,7 +20,7 @@ def lfw_like(tmp_path_factory):
     """40 identities x 6 images, 10 identity-disjoint folds of 12 + 12 pairs, both pairs formats."""
     root = tmp_path_factory.mktemp('lfw')
     data, labels = synthetic_features(40, 6, dim=32, noise=1.2, seed=3)
-    write_features_mat(root / 'f.mat', data, labels)
+    write_features(root / 'f.mat', data, labels)
     pairs = synthetic_pairs(labels, folds=10, per_fold=12, seed=3)
     write_pairs(root / 'pairs.txt', pairs, 10, 12)
     write_pair_label(root / 'pair.label', pairs)
@@ -38,7 +38,7 @@ def test_image_key_normalisation():
 
 def test_load_features_cell_and_char_labels(tmp_path):
     data = np.arange(6, dtype=np.float32).reshape(3, 2)
-    write_features_mat(tmp_path / 'cell.mat', data, ['A/A_0001.jpg', 'A/A_0002.jpg', 'Bob/Bob_0001.jpg'])
+    write_features(tmp_path / 'cell.mat', data, ['A/A_0001.jpg', 'A/A_0002.jpg', 'Bob/Bob_0001.jpg'])
     loaded, labels = load_features(str(tmp_path / 'cell.mat'))
     assert loaded.dtype == np.float32 and loaded.shape == (3, 2)
     assert labels == ['A/A_0001.jpg', 'A/A_0002.jpg', 'Bob/Bob_0001.jpg']
@@ -185,7 +185,7 @@ def test_cli_errors_are_one_line(lfw_like, tmp_path, capsys):
 
 def test_reads_the_extraction_writer_output(lfw_like, tmp_path):
     """The .mat written by extract_features.save_features (with a skipped list) evaluates like ours."""
-    extraction = pytest.importorskip('extract_features.extraction')
+    extraction = pytest.importorskip('extract_features')
     root, data, labels, _ = lfw_like
     result = extraction.Extraction(features=data, labels=[f'/lfw_patch/{x}' for x in labels],
                                    indices=np.arange(len(labels)), skipped=[('Gone/Gone_0001.jpg', 'zero-byte file')])

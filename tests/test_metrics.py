@@ -1,10 +1,10 @@
-"""Verification metrics against hand-computed cases (lfw_verification/metrics.py)."""
+"""Verification metrics against hand-computed cases (common/verification.py)."""
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lfw_verification.metrics import (best_threshold, equal_error_rate, tar_at_far, threshold_at_far,
-                                      verification_metrics)
+from common.verification import (best_threshold, equal_error_rate, tar_at_far, threshold_at_far,
+                                 verification_metrics)
 
 
 def _metrics(scores, issame, folds=None):

@@ -8,43 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.packing import ImageEncoder, pack_records, read_list, select_identities
 from data_tools.records import iter_records
+from helpers import ODD_NAMES as NAMES
+from helpers import face_image, make_tree, save_image
 
 PACK = [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data_tools', 'pack_rec.py')]
-NAMES = ['Ann Smith', 'Zoë Ünicode', 'bob', 'c d e']
-
-
-def _image(seed, h=60, w=50):
-    rng = np.random.RandomState(seed)
-    img = cv2.resize(rng.randint(0, 255, (6, 5, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
-    return img
-
-
-def _save(path, img):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(path.suffix, img)
-    assert ok
-    path.write_bytes(buf.tobytes())
-
-
-def make_tree(root, per_identity=(5, 4, 3, 2), bad=True):
-    """Identity folders with odd names; plus one file of every bad kind in the first folder."""
-    for k, (name, n) in enumerate(zip(NAMES, per_identity)):
-        for i in range(n):
-            _save(root / name / f'img {i}.{"png" if i % 2 else "jpg"}', _image(100 * k + i))
-    if bad:
-        folder = root / NAMES[0]
-        (folder / 'zero.jpg').write_bytes(b'')
-        (folder / 'text.jpg').write_text('not an image')
-        good = cv2.imencode('.jpg', _image(999, 120, 100))[1].tobytes()
-        (folder / 'truncated.jpg').write_bytes(good[:len(good) // 2])
-        _save(folder / 'tiny.png', _image(7, 10, 10))
-        (folder / 'notes.txt').write_text('hello')
-    return root
-
-
 def _load_json(prefix):
     with open(f'{prefix}.json', encoding='utf-8') as f:
         return json.load(f)
@@ -56,7 +26,8 @@ def _records(prefix):
 
 
 def test_tree_pack_outputs_labels_and_skips(tmp_path):
-    root = make_tree(tmp_path / 'faces')
+    root = tmp_path / 'faces'
+    make_tree(root)
     prefix = str(tmp_path / 'out' / 'train')
     summary = pack_records(str(root), prefix, workers=0, progress=False)
     for ext in ('rec', 'idx', 'lst', 'json'):
@@ -90,7 +61,7 @@ def test_gray_records_equal_mxnet_pack_img(tmp_path):
     """Our worker's bytes are what mx.recordio.pack_img makes of the same 144x144 gray image."""
     import mxnet as mx
     path = tmp_path / 'a.png'
-    _save(path, _image(3, 144, 144))
+    save_image(path, face_image(3, 144, 144))
     jpeg, reason = ImageEncoder(144, 'gray', 95)(str(path))
     assert reason is None
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -103,7 +74,8 @@ def test_gray_records_equal_mxnet_pack_img(tmp_path):
 
 def test_image_record_iter_reads_our_files(tmp_path):
     import mxnet as mx
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     prefix = str(tmp_path / 'train')
     pack_records(str(root), prefix, workers=0, progress=False)
     it = mx.io.ImageRecordIter(path_imgrec=prefix + '.rec', path_imgidx=prefix + '.idx', data_shape=(1, 128, 128),
@@ -119,7 +91,8 @@ def test_image_record_iter_reads_our_files(tmp_path):
 
 
 def test_same_inputs_same_bytes_any_worker_count(tmp_path):
-    root = make_tree(tmp_path / 'faces')
+    root = tmp_path / 'faces'
+    make_tree(root)
     a, b, c = (str(tmp_path / n) for n in 'abc')
     pack_records(str(root), a, workers=0, progress=False, seed=5)
     pack_records(str(root), b, workers=2, progress=False, seed=5)
@@ -131,7 +104,8 @@ def test_same_inputs_same_bytes_any_worker_count(tmp_path):
 
 def test_packing_runs_without_mxnet(tmp_path, repo_root):
     """Records are framed without MXNet (byte-identical, see test_records): its import costs ~2 CPU-seconds."""
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     code = ('import sys; sys.modules["mxnet"] = None  # any "import mxnet" now fails\n'
             'from data_tools.packing import pack_records\n'
             f'pack_records({str(root)!r}, {str(tmp_path / "p")!r}, workers=2, progress=False, val_identities=1)')
@@ -143,7 +117,8 @@ def test_packing_runs_without_mxnet(tmp_path, repo_root):
 
 def test_packing_after_threaded_opencv_does_not_hang(tmp_path, repo_root):
     """Workers forked from a process whose OpenCV thread pool had run used to hang in cv2.setNumThreads."""
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     code = ('import cv2, numpy as np\n'
             'cv2.GaussianBlur(np.zeros((3000, 3000), np.uint8), (31, 31), 9)  # starts OpenCV\'s threads\n'
             'from data_tools.packing import pack_records\n'
@@ -154,7 +129,8 @@ def test_packing_after_threaded_opencv_does_not_hang(tmp_path, repo_root):
 
 
 def test_val_and_heldout_splits(tmp_path):
-    root = make_tree(tmp_path / 'faces', per_identity=(6, 5, 4, 1), bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, per_identity=(6, 5, 4, 1), bad=False)
     prefix = str(tmp_path / 'p')
     meta = pack_records(str(root), prefix, workers=0, progress=False, val_per_identity=2, seed=1)
     assert meta['splits']['val']['images'] == 2 + 2 + 2 + 0  # the 1-image identity keeps its image
@@ -176,7 +152,7 @@ def _msceleb(tmp_path):
     lines = []
     for mid, (n, label) in counts.items():
         for i in range(n):
-            _save(root / mid / f'{i}-FaceId-0.jpg', _image(hash((mid, i)) % 1000))
+            save_image(root / mid / f'{i}-FaceId-0.jpg', face_image(hash((mid, i)) % 1000))
             lines.append(f'/data/MS/aligned/{mid}/{i}-FaceId-0.jpg {label}')
     lst = tmp_path / 'clean_list.txt'
     lst.write_text('\n'.join(lines) + '\n')
@@ -202,7 +178,8 @@ def test_top_identities_tie_break_is_smaller_key():
 
 
 def test_im2rec_lst_input(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     rows = [f'{i}\t{float(k * 10):f}\t{name}/img 0.jpg' for i, (k, name) in enumerate(enumerate(NAMES))]
     lst = tmp_path / 'in.lst'
     lst.write_text('\n'.join(rows) + '\n', encoding='utf-8')
@@ -269,7 +246,8 @@ class DropGreenish:
 
 
 def test_interrupted_run_leaves_no_complete_looking_output(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     prefix = str(tmp_path / 'o')
     with pytest.raises(RuntimeError):
         pack_records(str(root), prefix, workers=0, progress=False, image_filter=FailAfter(5))
@@ -277,7 +255,8 @@ def test_interrupted_run_leaves_no_complete_looking_output(tmp_path):
 
 
 def test_image_filter_in_workers(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     expected = sum(DropGreenish()(cv2.imread(str(p))) is None for p in root.rglob('img*'))
     meta = pack_records(str(root), str(tmp_path / 'o'), workers=2, progress=False, image_filter=DropGreenish())
     assert meta['skipped_by_reason'].get('no face', 0) == expected
@@ -286,7 +265,8 @@ def test_image_filter_in_workers(tmp_path):
 
 
 def test_cli_success_and_errors(tmp_path):
-    root = make_tree(tmp_path / 'faces')
+    root = tmp_path / 'faces'
+    make_tree(root)
     run = subprocess.run(PACK + ['--images', str(root), '--out', str(tmp_path / 'o'), '--workers', '1',
                                  '--quiet', '--color', 'bgr', '--size', '64'], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -9,8 +9,7 @@ from common.errors import UsageError
 from data_tools.packing import detect_list_format, pack_records, read_list
 from data_tools.pairs import MIN_IDENTITIES_PER_FOLD, few_identities_warning, make_pairs, pairs_report
 from data_tools.records import iter_records
-from test_packing import _image, _save
-from test_pairs import _tree
+from helpers import face_image, pairs_tree, save_image
 
 
 def test_few_identities_warning_numbers():
@@ -23,7 +22,7 @@ def test_few_identities_warning_numbers():
 
 
 def test_pairs_report_counts_distinct_identities_and_images(tmp_path):
-    root = _tree(tmp_path / 't', [3, 3, 3, 3, 3, 3])
+    root = pairs_tree(tmp_path / 't', [3, 3, 3, 3, 3, 3])
     pairs = make_pairs(root, folds=3, per_fold=3, seed=0)
     r = pairs_report(pairs)
     used = {q for p in pairs for q in p[:2]}
@@ -35,7 +34,7 @@ def test_pairs_report_counts_distinct_identities_and_images(tmp_path):
 
 
 def test_make_pairs_cli_warns_with_numbers(tmp_path, repo_root):
-    root = _tree(tmp_path / 't', [4] * 6)
+    root = pairs_tree(tmp_path / 't', [4] * 6)
     run = subprocess.run([sys.executable, str(repo_root / 'data_tools' / 'make_pairs.py'), '--images', root,
                           '--out', str(tmp_path / 'p.txt'), '--folds', '3', '--per-fold', '4'],
                          capture_output=True, text=True)
@@ -43,7 +42,7 @@ def test_make_pairs_cli_warns_with_numbers(tmp_path, repo_root):
     assert '6 distinct identities' in run.stdout and 'distinct images' in run.stdout
     assert run.stderr.startswith('warning: 6 identities in 3 folds = 2 per fold')
     assert f'at least {MIN_IDENTITIES_PER_FOLD} identities per fold' in run.stderr
-    many = _tree(tmp_path / 'm', [3] * 10)
+    many = pairs_tree(tmp_path / 'm', [3] * 10)
     quiet = subprocess.run([sys.executable, str(repo_root / 'data_tools' / 'make_pairs.py'), '--images', many,
                             '--out', str(tmp_path / 'q.txt'), '--folds', '2', '--per-fold', '4'],
                            capture_output=True, text=True)
@@ -55,7 +54,7 @@ def _insightface_tree(tmp_path):
     lines = []
     for label, name in enumerate(['id 0', 'id1', 'id2']):
         for i in range(3):
-            _save(root / name / f'{i}.jpg', _image(label * 10 + i))
+            save_image(root / name / f'{i}.jpg', face_image(label * 10 + i))
             extra = '' if i else '\t10\t12\t90\t96' + ''.join(f'\t{v}' for v in range(10))  # bbox + landmarks
             lines.append(f'1\t{root / name / f"{i}.jpg"}\t{label}{extra}')
     lst = tmp_path / 'train.lst'

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from common.errors import UsageError
+from common.features_mat import write_features
 from identification.plots import embedding_plots, identity_sse, kmeans_sse, subsample
-from lfw_verification.synthetic import synthetic_features, write_features_mat
+from lfw_verification.synthetic import synthetic_features
 
 
 @pytest.fixture(scope='module')
@@ -59,7 +60,7 @@ def test_subsample_and_errors(feats, tmp_path):
 def test_cli_says_the_count(feats, tmp_path, repo_root):
     data, ids = feats
     labels = [f'{n}/{n}_{k:04d}.jpg' for k, n in enumerate(ids)]
-    write_features_mat(str(tmp_path / 'f.mat'), data, labels)
+    write_features(str(tmp_path / 'f.mat'), data, labels)
     run = subprocess.run([sys.executable, str(repo_root / 'identification' / 'plot_embeddings.py'), '--features',
                           str(tmp_path / 'f.mat'), '--out', str(tmp_path / 'p'), '--unknown-last', '2',
                           '--max-points', '120', '--only', 'pca', 'kmeans'], capture_output=True, text=True)

@@ -9,11 +9,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.packing import pack_records
 from data_tools.records import IndexedRecordWriter, iter_records, pack_header, summarize_records
 
-from test_packing import make_tree
+from helpers import make_tree
 
 INSPECT = [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data_tools', 'inspect_rec.py')]
 MAGIC = struct.pack('<I', 0xced7230a)
@@ -54,7 +54,8 @@ def test_writer_rejects_oversized_record(tmp_path):
 
 
 def test_reads_im2rec_made_files(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     prefix = str(tmp_path / 'im')
     im2rec = [sys.executable, '-m', 'mxnet.tools.im2rec']
     subprocess.run(im2rec + ['--list', '--recursive', '--', prefix, str(root)], check=True, capture_output=True)
@@ -109,7 +110,8 @@ def test_array_labels_and_bad_files(tmp_path):
 
 
 def test_inspect_cli_summary_and_sheet(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     prefix = str(tmp_path / 'p')
     pack_records(str(root), prefix, workers=0, progress=False)
     sheet = tmp_path / 'sheet.png'

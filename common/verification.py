@@ -1,4 +1,13 @@
-"""Verification metrics on pair scores: k-fold accuracy, EER, AUC, TAR@FAR (pure numpy + sklearn).
+"""Verification protocol on pairs: matching pairs to feature rows, pair scores, and the metrics on them
+(k-fold accuracy, EER, AUC, TAR@FAR; pure numpy + sklearn).
+
+One implementation for the evaluators (:mod:`lfw_verification`) and training's per-epoch verification
+(``train_lightcnn.py --val-pairs``), so both report the same numbers for the same features.
+
+Matching labels to pair paths (:func:`image_key`, same rule in ``lfw_eval.m``): backslashes become ``/``,
+only the last two path components (identity folder and file) are kept and the file extension is dropped,
+so ``/lfw_patch/Aaron_Eckhart/Aaron_Eckhart_0001.jpg``, ``Aaron_Eckhart/Aaron_Eckhart_0001.png`` and
+``Aaron_Eckhart/Aaron_Eckhart_0001`` are the same image. Matching is case-sensitive.
 
 Scores are *similarities*: higher means "same identity" (for distances pass ``-distance``).
 A pair is predicted "same" when ``score > threshold``.
@@ -31,8 +40,72 @@ import numpy as np
 from sklearn.metrics import auc as _trapezoid_auc
 from sklearn.metrics import roc_curve
 
+from common.errors import UsageError
+
 TAR_FARS = (1e-2, 1e-3, 0.0)
 VAL_FAR = 1e-3
+METRICS = ('cosine', 'euclidean')
+SCORE_DECIMALS = 12  # rounding makes ties identical in Python and Octave/MATLAB (their sums differ in the last bit)
+_NORM_FLOOR = 1e-12
+
+
+# ------------------------------------------------------------------------------------------- pair scores
+def image_key(path):
+    """``identity/file`` without extension: the key under which a label and a pair path match."""
+    parts = [p for p in str(path).strip().replace('\\', '/').split('/') if p]
+    if not parts:
+        return ''
+    stem, dot, ext = parts[-1].rpartition('.')
+    parts[-1] = stem if dot and stem else parts[-1]
+    return '/'.join(parts[-2:])
+
+
+def pair_rows(labels, pairs):
+    """Row indices in ``labels`` of both images of every pair (matched by :func:`image_key`).
+
+    Raises
+    ------
+    UsageError
+        Two labels with the same key, or pairs naming images absent from the labels (count + examples).
+    """
+    rows, duplicates = {}, []
+    for i, label in enumerate(labels):
+        key = image_key(label)
+        if key in rows:
+            duplicates.append(label)
+        rows[key] = rows.get(key, i)
+    if duplicates:
+        raise UsageError(f'{len(duplicates)} labels repeat an image already in the features file '
+                         f'(same identity/file after normalisation), e.g. {duplicates[:3]}')
+    missing = sorted({p for pair in pairs for p in (pair.path1, pair.path2) if image_key(p) not in rows})
+    if missing:
+        raise UsageError(f'{len(missing)} images named by the pairs are not in the features file, '
+                         f'e.g. {", ".join(missing[:5])} (labels look like {labels[0]!r})')
+    idx1 = np.array([rows[image_key(p.path1)] for p in pairs], dtype=np.int64)
+    idx2 = np.array([rows[image_key(p.path2)] for p in pairs], dtype=np.int64)
+    return idx1, idx2
+
+
+def l2_normalize(features):
+    """Rows scaled to unit length (all-zero rows stay zero)."""
+    norms = np.sqrt(np.sum(features * features, axis=1, keepdims=True))
+    return features / np.maximum(norms, _NORM_FLOOR)
+
+
+def pair_scores(features, idx1, idx2, metric='cosine'):
+    """Similarity per pair: cosine, or minus the Euclidean distance; rounded to ``SCORE_DECIMALS``."""
+    a, b = features[idx1], features[idx2]
+    if metric == 'cosine':
+        a, b = l2_normalize(a), l2_normalize(b)
+        scores = np.sum(a * b, axis=1)
+    elif metric == 'euclidean':
+        scores = -np.sqrt(np.sum((a - b) ** 2, axis=1))
+    else:
+        raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
+    return np.round(scores, SCORE_DECIMALS)
+
+
+# ------------------------------------------------------------------------------------------- metrics
 
 
 def _threshold_table(scores, issame):

@@ -1,0 +1,244 @@
+"""The trainer's options: one table gives each its default and help; parser, dict configs and checks read it.
+
+:data:`OPTIONS` is the only place a training default is set. ``--help`` prints every default from it,
+:func:`parse_config` starts dict configs from it, and the demo (``demo/``) gives its own defaults to some of
+them through :func:`add_options` rather than by patching values afterwards.
+"""
+import argparse
+import math
+import numbers
+import os
+from dataclasses import dataclass
+
+from common.cli import ArgumentParser
+from common.errors import UsageError
+from common.paths import runs_dir
+from symbols import get_model_list
+
+from .errors import ParameterError, flag
+
+NETWORKS = [n for n in get_model_list() if n != 'lightcnn_v4']  # V4 is BGR: no record training
+BASE_LR = 0.01  # --lr when neither given nor resumed
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: ``name`` (the parameter; the flag is ``--name-with-dashes``), its default and help.
+
+    ``shown`` replaces the default in ``--help`` where ``None`` means "worked out" (e.g. from the data).
+    """
+    name: str
+    default: object
+    help: str
+    type: type = None
+    choices: tuple = None
+    shown: str = None
+    switch: bool = False  # store_true: off unless given
+
+
+OPTIONS = {
+    'data': [
+        Option('data_train', None, 'training PREFIX.rec (with PREFIX.idx; PREFIX.json from '
+               'data_tools/pack_rec.py gives the class count)', shown='none: run the demo'),
+        Option('data_val', None, 'validation .rec: top-1/top-5 every epoch', shown='none'),
+        Option('val_pairs', None, 'LFW-format pairs.txt: verification accuracy every epoch', shown='none'),
+        Option('val_images', None, 'image root the --val-pairs paths are relative to', shown='none'),
+        Option('num_classes', None, 'classes of fc2', int, shown='num_classes of PREFIX.json'),
+        Option('data_nthreads', 4, 'decoding threads', int),
+        Option('input_size', None, 'crop side', int,
+               shown="the network's 128, or the record side if smaller"),
+    ],
+    'network': [
+        Option('network', 'lightcnn9', 'LightCNN variant', choices=tuple(NETWORKS)),
+        Option('dropout', 0.5, 'dropout before fc2', float),
+    ],
+    'optimisation': [
+        Option('optimizer', 'sgd', 'optimiser', choices=('sgd', 'nag', 'adam')),
+        Option('lr', None, 'base learning rate', float,
+               shown=f"{BASE_LR}; resuming: the checkpoint's schedule, or this base lr from the resumed "
+                     'update on'),
+        Option('mom', 0.9, 'momentum (sgd, nag)', float),
+        Option('wd', 1e-4, 'weight decay', float),
+        Option('batch_size', 64, 'per machine, split over its devices', int),
+        Option('num_epochs', 30, 'epochs to train in all (a resumed run counts the ones done)', int),
+        Option('lr_step_epochs', '', 'e.g. 10,20: multiply the lr by --lr-factor there', shown='none'),
+        Option('lr_factor', 0.1, 'lr multiplier at each --lr-step-epochs', float),
+        Option('warmup_epochs', 0.0, 'linear warm-up from 0 over this many epochs', float),
+        Option('fc2_lr_mult', 10.0, 'lr multiplier of the classifier (official recipe: 10)', float),
+        Option('seed', 0, 'initialisation, data order, augmentation', int),
+    ],
+    'devices': [
+        Option('gpus', None, 'e.g. 0,1 (data parallel)', shown='CPU'),
+        Option('kv_store', 'device', 'gradient aggregation',
+               choices=('device', 'local', 'dist_sync', 'dist_device_sync')),
+    ],
+    'checkpoints and logging': [
+        Option('model_prefix', runs_dir('lightcnn'),
+               'checkpoints PREFIX-NNNN.params/.json/.states (NNNN = epochs completed) and '
+               'PREFIX-metrics.csv'),
+        Option('save_period', 1, 'save every N epochs (and after the last)', int),
+        Option('load_epoch', None, 'resume from PREFIX-NNNN after N completed epochs: weights, optimiser, LR',
+               int, shown='start from scratch'),
+        Option('reset_optimizer', False, 'with --load-epoch: weights only, fresh optimiser state (needed to '
+               'change --optimizer)', switch=True),
+        Option('disp_batches', 20, 'Speedometer line every N batches', int),
+        Option('benchmark', False, 'synthetic batches, prints samples/sec', switch=True),
+        Option('benchmark_batches', 10, 'timed batches of --benchmark', int),
+    ],
+}
+DEFAULTS = {o.name: o.default for group in OPTIONS.values() for o in group}
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option: ``low`` <= value (< ``high``); ``low_open``: ``low`` < value."""
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    reason: str = ''
+
+    def holds(self, value):
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value < self.high
+
+    def rule(self):
+        low = None if self.low is None else (f'greater than {self.low:g}' if self.low_open
+                                             else f'at least {self.low:g}')
+        high = None if self.high is None else f'below {self.high:g}'
+        text = ' and '.join(t for t in (low, high) if t)
+        return text + (f' ({self.reason})' if self.reason else '')
+
+
+# The one table of allowed values, beside the defaults: check_config reads it, README "Input rules" shows it.
+# Every float option must also be finite (no nan/inf) and every int option an integer.
+RANGES = {
+    'num_classes': Range(2, reason='a softmax over one class learns nothing'),
+    'data_nthreads': Range(1),
+    'input_size': Range(16, reason='four 2x2 poolings'),
+    'dropout': Range(0, 1),
+    'lr': Range(0),
+    'mom': Range(0, 1),
+    'wd': Range(0),
+    'batch_size': Range(1),
+    'num_epochs': Range(1),
+    'lr_factor': Range(0, low_open=True),
+    'warmup_epochs': Range(0),
+    'fc2_lr_mult': Range(0),
+    'seed': Range(0, 10 ** 6, reason='epoch seeds are seed * 1000 + epoch'),
+    'save_period': Range(1),
+    'load_epoch': Range(0, reason='it counts completed epochs; 0: start from scratch'),
+    'disp_batches': Range(1),
+    'benchmark_batches': Range(1),
+}
+TYPES = {o.name: o.type for group in OPTIONS.values() for o in group if o.type in (int, float)}
+
+
+def add_options(parser, table=None, defaults=None, shown=None, exclude=(), description=None):
+    """Add the options of ``table`` (``{group title: [Option]}``, default :data:`OPTIONS`) to ``parser``.
+
+    ``defaults`` overrides table entries (the demo's own training defaults), ``shown`` their ``--help`` text
+    where the value alone does not say it; options named in ``exclude`` are left out; ``description``
+    heads the (single) group. ``--help`` shows every default. Returns ``parser``.
+    """
+    defaults, shown_text = dict(defaults or {}), dict(shown or {})
+    for title, options in (OPTIONS if table is None else table).items():
+        group = parser.add_argument_group(title, description)
+        for o in options:
+            if o.name in exclude:
+                continue
+            if o.switch:
+                group.add_argument(flag(o.name), action='store_true', help=f'{o.help} (default: off)')
+                continue
+            default = defaults.get(o.name, o.default)
+            text = shown_text.get(o.name, o.shown if o.name not in defaults else None)
+            group.add_argument(flag(o.name), type=o.type, choices=o.choices, default=default,
+                               help=f'{o.help} (default: {default if text is None else text})')
+    return parser
+
+
+def build_parser(prog='train_lightcnn.py', description='Train LightCNN on RecordIO face data (MXNet Gluon).'):
+    """Parser of the training options (``train_lightcnn.py`` adds the demo's to it)."""
+    return add_options(ArgumentParser(prog=prog, description=description))
+
+
+def parse_config(config):
+    """Namespace from a namespace, a dict of option names (``lr`` or ``lr-step-epochs``) or an argv list.
+
+    Dict entries override the defaults of :data:`OPTIONS`; unknown names raise :class:`UsageError`.
+    """
+    if isinstance(config, argparse.Namespace):
+        return config
+    if config is None or isinstance(config, (list, tuple)):
+        return build_parser().parse_args(config)
+    args = argparse.Namespace(**DEFAULTS)
+    for key, value in dict(config).items():
+        name = key.replace('-', '_')
+        if name not in DEFAULTS:
+            raise UsageError(f'unknown training option {key!r}')
+        setattr(args, name, value)
+    return args
+
+
+def check_config(args):
+    """Refuse option values that cannot work, before any data is read or a network built.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameters (``batch_size must be at least 1``); CLIs spell them as flags.
+    """
+    if not args.data_train:
+        raise ParameterError(lambda n: f'{n("data_train")} PREFIX.rec is required '
+                                       '(train_lightcnn.py without it runs the demo)')
+    if args.kv_store.startswith('dist') and 'DMLC_ROLE' not in os.environ:
+        raise ParameterError(lambda n: f'{n("kv_store")} {args.kv_store} needs the DMLC_* environment of a '
+                                       'launcher: python -m tools.launch -n WORKERS -s SERVERS -- '
+                                       'python train_lightcnn.py ...')
+    if bool(args.val_pairs) != bool(args.val_images):
+        raise ParameterError(lambda n: f'{n("val_pairs")} and {n("val_images")} go together')
+    check_values(args)
+    if args.load_epoch and args.num_epochs <= args.load_epoch:
+        raise ParameterError(lambda n: f'{n("num_epochs")} {args.num_epochs} leaves nothing to train after '
+                                       f'{n("load_epoch")} {args.load_epoch}: it counts every epoch, those '
+                                       f'done included (give {args.load_epoch + 1} or more)')
+    if args.reset_optimizer and not args.load_epoch:
+        raise ParameterError(lambda n: f'{n("reset_optimizer")} goes with {n("load_epoch")}')
+    step_epochs(args.lr_step_epochs)
+
+
+def check_values(args):
+    """Every numeric option of :data:`TYPES` that is set: of its type, finite, inside its :data:`RANGES` entry.
+
+    Raises
+    ------
+    ParameterError
+        ``dropout must be at least 0 and below 1``; ``lr must be a finite number, not nan``.
+    """
+    for name, kind in TYPES.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+                kind is int and not isinstance(value, numbers.Integral)):
+            what = 'an integer' if kind is int else 'a number'
+            raise ParameterError(lambda n, name=name, what=what, value=value:
+                                 f'{n(name)} must be {what}, not {value!r}')
+        if not math.isfinite(value):
+            raise ParameterError(lambda n, name=name, value=value:
+                                 f'{n(name)} must be a finite number, not {value}')
+        rule = RANGES.get(name)
+        if rule is not None and not rule.holds(value):
+            raise ParameterError(lambda n, name=name, rule=rule: f'{n(name)} must be {rule.rule()}')
+
+
+def step_epochs(text):
+    """``'10,20'`` -> ``[10.0, 20.0]`` (sorted, unique; each a finite number of epochs above 0)."""
+    try:
+        epochs = sorted({float(s) for s in str(text).split(',') if s.strip()})
+    except ValueError:
+        epochs = None
+    if epochs is None or not all(math.isfinite(e) and e > 0 for e in epochs):
+        raise ParameterError(lambda n: f'{n("lr_step_epochs")} takes epochs above 0 like 10,20, '
+                                       f'not {text!r}')
+    return epochs
