@@ -20,9 +20,9 @@ import json
 import numpy as np
 
 from common.errors import UsageError
-from common.fileio import check_output_paths
+from common.fileio import atomic_write, check_output_paths
 from common.verification import l2_normalize, threshold_at_far
-from identification.gallery import load_gallery_probe
+from identification.gallery import load_gallery_probe, skipped_lines
 
 METHODS = ('image', 'centroid')
 TOP_K = 5
@@ -152,18 +152,21 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     if not 0.0 <= far <= 1.0:
         raise UsageError(f'--far must be in [0, 1], got {far}')
     check_output_paths(predictions_path, json_path)
-    gallery, gallery_ids, probe, probe_ids, probe_labels, split = load_gallery_probe(
+    gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
     result = identify(gallery, gallery_ids, probe, probe_ids, far=far)
     result['split'] = split
+    result['skipped_at_extraction'] = [{'image': label, 'reason': reason} for label, reason in skipped]
     result['predictions'].insert(0, 'probe', probe_labels)
+    for line in skipped_lines(skipped):
+        print(line)
     print(format_report(result))
     if predictions_path:
-        result['predictions'].to_csv(predictions_path, index=False)
+        with atomic_write(predictions_path, 'w', encoding='utf-8', newline='') as f:
+            result['predictions'].to_csv(f, index=False)
         print(f'wrote {predictions_path}')
     if json_path:
-        with open(json_path, 'w', encoding='utf-8') as f:
+        with atomic_write(json_path, 'w', encoding='utf-8') as f:
             json.dump({k: v for k, v in result.items() if k != 'predictions'}, f, indent=1)
         print(f'wrote {json_path}')
     return result
-

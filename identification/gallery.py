@@ -64,15 +64,33 @@ def load_gallery_probe(gallery_path, probe_path=None, gallery_per_identity=None,
 
     Returns
     -------
-    (gallery, gallery_ids, probe, probe_ids, probe_labels, split)
-        ``split`` holds the :func:`split_by_index` counts, ``None`` for two files.
+    (gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped)
+        ``split`` holds the :func:`split_by_index` counts, ``None`` for two files; ``skipped`` the
+        ``(label, reason)`` of the images the features files record as left out at extraction.
     """
-    data, labels = read_features(gallery_path)
+    data, labels, skipped = read_features(gallery_path, with_skipped=True)
     ids = np.array([identity_of(label) for label in labels])
     if probe_path is None:
         g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
-        return data[g_rows], ids[g_rows], data[p_rows], ids[p_rows], [labels[r] for r in p_rows], split
-    probe, probe_labels = read_features(probe_path)
+        return (data[g_rows], ids[g_rows], data[p_rows], ids[p_rows], [labels[r] for r in p_rows], split,
+                skipped)
+    probe, probe_labels, probe_skipped = read_features(probe_path, with_skipped=True)
     if probe.shape[1] != data.shape[1]:
         raise UsageError(f'gallery features are {data.shape[1]}-D but probe features {probe.shape[1]}-D')
-    return data, ids, probe, np.array([identity_of(label) for label in probe_labels]), probe_labels, None
+    return (data, ids, probe, np.array([identity_of(label) for label in probe_labels]), probe_labels, None,
+            skipped + probe_skipped)
+
+
+def skipped_lines(skipped, examples=5):
+    """Lines naming the images a features file records as left out at extraction (none: no lines).
+
+    Those images take part neither as gallery nor as probe; with ``--gallery-per-identity`` the next
+    image of the identity (by label) enrols in place of a skipped one.
+    """
+    if not skipped:
+        return []
+    lines = [f'{len(skipped)} image(s) were skipped at extraction and take no part (recorded in the .mat):']
+    lines += [f'  {label}: {reason}' for label, reason in skipped[:examples]]
+    if len(skipped) > examples:
+        lines.append(f'  ... and {len(skipped) - examples} more (all in the JSON: skipped_at_extraction)')
+    return lines

@@ -19,9 +19,9 @@ import os
 import numpy as np
 
 from common.errors import UsageError
-from common.fileio import check_output_paths
+from common.fileio import atomic_write, check_output_paths
 from identification.classifiers import UNKNOWN, fit_classifier
-from identification.gallery import load_gallery_probe
+from identification.gallery import load_gallery_probe, skipped_lines
 
 
 def closed_set_report(clf, features, identities, top_k=5):
@@ -118,7 +118,8 @@ def format_report(result, max_rows=100):
              f'identities (fit {result["fit_seconds"]:.2f} s); probes {result["n_probe"]} '
              f'({result["n_known_probes"]} known, {result["n_unknown_probes"]} unknown)',
              f'closed set: accuracy {100 * c["accuracy"]:.2f}%  '
-             + '  '.join(f'top-{k} {100 * v:.2f}%' for k, v in c['top_k'].items() if k > 1 and k in (5, max(c['top_k'])))
+             + '  '.join(f'top-{k} {100 * v:.2f}%' for k, v in c['top_k'].items()
+                         if k > 1 and k in (5, max(c['top_k'])))
              + f'  macro F1 {c["macro_f1"]:.4f}  weighted F1 {c["weighted_f1"]:.4f}']
     if t['threshold'] is None:
         lines.append(f'open set: no threshold ({t.get("reason", "")})')
@@ -207,7 +208,7 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
     if threshold_folds < 2:
         raise UsageError(f'threshold_folds (--threshold-folds) must be >= 2, got {threshold_folds}')
     check_output_paths(predictions_path, json_path, per_class_path, confusion_path, save_path)
-    gallery, gallery_ids, probe, probe_ids, probe_labels, split = load_gallery_probe(
+    gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
     info = {'gallery': os.path.abspath(gallery_path), 'probe': probe_path and os.path.abspath(probe_path)}
     clf = fit_classifier(gallery, gallery_ids, classifier, far, threshold_folds, seed, info)
@@ -217,13 +218,18 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
                   n_gallery_identities=int(len(clf.names)), fit_seconds=clf.info['fit_seconds'],
                   threshold_seconds=clf.info['threshold_seconds'],
                   threshold={'threshold': clf.threshold, **clf.threshold_info}, split=split, seed=seed,
-                  gallery=info['gallery'], probe=info['probe'])
+                  gallery=info['gallery'], probe=info['probe'],
+                  skipped_at_extraction=[{'image': label, 'reason': reason} for label, reason in skipped])
+    for line in skipped_lines(skipped):
+        print(line)
     print(format_report(result))
     if per_class_path:
-        result['closed_set']['per_class'].to_csv(per_class_path, index=False)
+        with atomic_write(per_class_path, 'w', encoding='utf-8', newline='') as f:
+            result['closed_set']['per_class'].to_csv(f, index=False)
         print(f'wrote {per_class_path}')
     if predictions_path:
-        result['predictions'].to_csv(predictions_path, index=False)
+        with atomic_write(predictions_path, 'w', encoding='utf-8', newline='') as f:
+            result['predictions'].to_csv(f, index=False)
         print(f'wrote {predictions_path}')
     if confusion_path:
         c = result['closed_set']
@@ -235,7 +241,7 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
         clf.save(save_path)
         print(f'wrote {save_path} ({clf!r})')
     if json_path:
-        with open(json_path, 'w', encoding='utf-8') as f:
+        with atomic_write(json_path, 'w', encoding='utf-8') as f:
             json.dump(json_ready(result), f, indent=1)
         print(f'wrote {json_path}')
     result['model'] = clf

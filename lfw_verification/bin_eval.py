@@ -173,6 +173,7 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
               'rule': 'same if score > threshold; threshold fitted on the other folds',
               'folds': f'{len(np.unique(folds))} consecutive blocks of pairs (insightface KFold)',
               'n_identities': None, 'n_pair_images': int(len(features)),
+              'skipped_at_extraction': 0, 'skip_missing': False,  # a .bin holds its images: none skipped
               'seconds': round(time.time() - start, 2)}
     return {'config': config, 'metrics': metrics}
 

@@ -11,11 +11,12 @@ import os
 
 import numpy as np
 
+from common.checks import check_number
 from common.errors import UsageError
 from common.features_mat import read_features
-from common.fileio import check_output_paths
-from common.verification import (METRICS, TAR_FARS, VAL_FAR, image_key, l2_normalize, pair_rows,
-                                 pair_scores, verification_metrics)
+from common.fileio import atomic_write, check_output_paths
+from common.verification import (METRICS, TAR_FARS, VAL_FAR, image_key, l2_normalize, match_pairs, pair_scores,
+                                 verification_metrics)
 from data_tools.pairs import read_pairs
 
 
@@ -50,8 +51,56 @@ def fold_pca_scores(features, idx1, idx2, folds, n_components, metric='cosine', 
     return scores, fold_scores
 
 
-def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, pca=None):
-    """Load features and pairs, score every pair and compute :func:`verification_metrics`.
+def pair_coverage(pairs, match):
+    """How many pairs were scored and dropped, per fold, and every dropped pair with its reasons.
+
+    Returns
+    -------
+    dict
+        ``total``, ``scored``, ``dropped``; ``per_fold``: ``[{fold, pairs, scored, dropped, same,
+        different}]`` (``same``/``different``: scored pairs of each kind); ``dropped_pairs``:
+        ``[{index, fold, path1, path2, same, reasons}]`` (``index``: 0-based position in the pairs file).
+    """
+    kept = set(match.kept.tolist())
+    per_fold = {}
+    for k, pair in enumerate(pairs):
+        row = per_fold.setdefault(int(pair.fold), {'fold': int(pair.fold), 'pairs': 0, 'scored': 0, 'dropped': 0,
+                                                   'same': 0, 'different': 0})
+        row['pairs'] += 1
+        if k in kept:
+            row['scored'] += 1
+            row['same' if pair.issame else 'different'] += 1
+        else:
+            row['dropped'] += 1
+    return {'total': len(pairs), 'scored': len(kept), 'dropped': len(match.dropped),
+            'per_fold': [per_fold[f] for f in sorted(per_fold)],
+            'dropped_pairs': [{'index': k, 'fold': int(pairs[k].fold), 'path1': pairs[k].path1,
+                               'path2': pairs[k].path2, 'same': bool(pairs[k].issame), 'reasons': reasons}
+                              for k, reasons in match.dropped]}
+
+
+def coverage_lines(coverage, examples=5):
+    """Lines saying how many pairs were dropped and why (nothing when every pair was scored)."""
+    if not coverage['dropped']:
+        return []
+    images = sorted({reason for pair in coverage['dropped_pairs'] for reason in pair['reasons']})
+    lines = [f'dropped {coverage["dropped"]} of {coverage["total"]} pairs, naming {len(images)} image(s) '
+             f'without features:']
+    lines += [f'  {reason}' for reason in images[:examples]]
+    if len(images) > examples:
+        lines.append(f'  ... and {len(images) - examples} more (all in the JSON: pairs.dropped_pairs)')
+    lines.append('scored pairs per fold: ' + ', '.join(
+        f'{row["fold"] + 1}: {row["scored"]}/{row["pairs"]}' for row in coverage['per_fold']))
+    return lines
+
+
+def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, pca=None, skip_missing=False):
+    """Load features and pairs, score every pair that can be and compute :func:`verification_metrics`.
+
+    Pairs naming an image the features file records as skipped at extraction are dropped and reported
+    (``result['pairs']``, :func:`pair_coverage`); images absent without such a record are an error
+    unless ``skip_missing``. Folds keep their pairs' fold ids, so each fold's threshold is still fitted on
+    the other folds' remaining pairs; a fold left without pairs drops out of the k-fold mean.
 
     Parameters
     ----------
@@ -61,31 +110,37 @@ def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, 
         L2-normalise features first (and again after PCA), e.g. for Euclidean distance on the unit sphere.
     pca : int, optional
         Project to ``pca`` dimensions, fitted per fold on the training folds' images only.
+    skip_missing : bool
+        Also drop pairs naming images that are absent from the features file without a record.
 
     Returns
     -------
     dict
-        ``config`` (inputs and options) and ``metrics`` (see :func:`verification_metrics`).
+        ``config`` (inputs and options), ``metrics`` (see :func:`verification_metrics`) and ``pairs``
+        (see :func:`pair_coverage`).
     """
     if metric not in METRICS:
         raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
-    if pca is not None and pca < 1:
-        raise UsageError(f'--pca must be a positive number of dimensions, got {pca}')
-    data, labels = read_features(features_path)
-    pairs = read_pairs(pairs_path)
-    idx1, idx2 = pair_rows(labels, pairs)
+    check_number(pca, 'pca', minimum=1, integer=True, optional=True)
+    data, labels, skipped = read_features(features_path, with_skipped=True)
+    all_pairs = read_pairs(pairs_path)
+    match = match_pairs(labels, all_pairs, skipped, skip_missing)
+    coverage = pair_coverage(all_pairs, match)
+    pairs = [all_pairs[k] for k in match.kept]
+    idx1, idx2 = match.idx1, match.idx2
     issame = np.array([p.issame for p in pairs], dtype=bool)
     folds = np.array([p.fold for p in pairs], dtype=np.int64)
     if issame.all() or not issame.any():
-        raise UsageError(f'{pairs_path}: need both same and different pairs, all {len(pairs)} are '
-                         f'{"same" if issame.all() else "different"}')
+        dropped = f' after dropping {coverage["dropped"]} of {coverage["total"]}' if coverage['dropped'] else ''
+        raise UsageError(f'{pairs_path}: need both same and different pairs, all {len(pairs)} pairs'
+                         f'{dropped} are {"same" if issame.all() else "different"}')
     metrics = pair_metrics(data, idx1, idx2, issame, folds, metric, l2, pca)
     config = {'features': os.path.abspath(features_path), 'pairs': os.path.abspath(pairs_path),
               'n_images': len(labels), 'feature_dim': int(data.shape[1]), 'metric': metric, 'l2': bool(l2),
               'pca': pca, 'score': 'cosine similarity' if metric == 'cosine' else 'minus Euclidean distance',
               'rule': 'same if score > threshold; threshold fitted on the other folds',
-              **pairs_usage(pairs)}
-    return {'config': config, 'metrics': metrics}
+              'skipped_at_extraction': len(skipped), 'skip_missing': bool(skip_missing), **pairs_usage(pairs)}
+    return {'config': config, 'metrics': metrics, 'pairs': coverage}
 
 
 def pair_metrics(features, idx1, idx2, issame, folds, metric='cosine', l2=False, pca=None):
@@ -124,9 +179,11 @@ def format_table(result):
     val = 'n/a' if m['val'] is None else f'{_pct(m["val"])} +- {_pct(m["val_std"])} @ FAR={_pct(m["val_far"])}'
     used = ', '.join(f'{c[k]} {name}' for k, name in (('n_identities', 'identities'),
                                                      ('n_pair_images', 'distinct images')) if c.get(k) is not None)
+    dropped = result.get('pairs', {}).get('dropped', 0)
     rows = [
         ('pairs', f'{m["n_pairs"]} ({m["n_same"]} same, {m["n_different"]} different), {m["n_folds"]} folds'
-         + (f'; {used}' if used else '')),
+                  + (f'; {used}' if used else '')
+                  + (f'; {dropped} dropped (images without features)' if dropped else '')),
         ('similarity', c['metric'] + (' + l2' if c['l2'] else '') + (f' + PCA {c["pca"]}' if c['pca'] else '')),
         (f'{m["n_folds"]}-fold accuracy', acc),
         ('best-threshold accuracy', f'{_pct(m["optimistic_accuracy"])} (optimistic: threshold fitted on test pairs)'),
@@ -157,6 +214,8 @@ def to_json_dict(result, include_roc=True):
         if key in m:
             m[key] = {f'{far:g}': value for far, value in m[key].items()}
     out = {'config': result['config'], 'metrics': m}
+    if 'pairs' in result:
+        out['pairs'] = result['pairs']
     if include_roc:
         out['roc'] = {'fpr': roc['fpr'].tolist(), 'tpr': roc['tpr'].tolist(),
                       'thresholds': _finite_or_none(roc['thresholds'])}
@@ -164,8 +223,8 @@ def to_json_dict(result, include_roc=True):
 
 
 def write_json(result, path):
-    """Write the result (config, metrics, ROC points) as JSON."""
-    with open(path, 'w', encoding='utf-8') as f:
+    """Write the result (config, metrics, pairs scored and dropped, ROC points) as JSON, atomically."""
+    with atomic_write(path, 'w', encoding='utf-8') as f:
         json.dump(to_json_dict(result), f, indent=1)
 
 
@@ -243,11 +302,14 @@ def recommended_threshold(evaluation, far=None):
     return float(value)
 
 
-def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None):
+def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None,
+                   skip_missing=False):
     """What ``lfw_eval.py`` does: evaluate, print the table, write the JSON / ROC when asked."""
     check_output_paths(json_path, roc_path)
-    return report_verification(evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca),
-                               json_path, roc_path)
+    result = evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca, skip_missing=skip_missing)
+    for line in coverage_lines(result['pairs']):
+        print(line)
+    return report_verification(result, json_path, roc_path)
 
 
 def report_verification(result, json_path=None, roc_path=None):

@@ -2,7 +2,7 @@
 
 Examples:
   python lfw_verification/lfw_eval.py --features LFW_features.mat --pairs pairs.txt --json r.json --roc roc.png
-  python lfw_verification/lfw_eval.py --model runs/pretrained/lightcnn-v4 --bin lfw.bin --json r.json   # insightface .bin
+  python lfw_verification/lfw_eval.py --model runs/pretrained/lightcnn-v4 --bin lfw.bin --json r.json  # a .bin
 """
 if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
     from common.threads import default_compute_threads
@@ -21,6 +21,9 @@ def build_parser():
     parser.add_argument('--metric', choices=METRICS, default='cosine', help='similarity (default cosine)')
     parser.add_argument('--l2', action='store_true', help='L2-normalise features first (and after PCA)')
     parser.add_argument('--pca', type=int, metavar='N', help='PCA to N dims, fitted on the training folds only')
+    parser.add_argument('--skip-missing', action='store_true',
+                        help='also drop pairs naming images absent from the features file (pairs naming images '
+                             'the .mat records as skipped at extraction are always dropped and reported)')
     b = parser.add_argument_group('insightface .bin (extract and score in one go, instead of --features/--pairs)')
     b.add_argument('--bin', help='insightface verification set (lfw.bin, cfp_fp.bin, agedb_30.bin, make_bin.py)')
     b.add_argument('--model', help='checkpoint to embed the .bin images with (e.g. runs/pretrained/lightcnn-v4)')
@@ -42,6 +45,8 @@ def main(argv=None):
             parser.error('--bin and --model go together')
         if args.features or args.pairs:
             parser.error('give either --features and --pairs, or --model and --bin')
+        if args.skip_missing:
+            parser.error('--skip-missing applies to --features and --pairs (a .bin holds its images)')
         from lfw_verification.bin_eval import run_bin_evaluation  # loads MXNet: only for --bin
         run_bin_evaluation(args.model, args.bin, json_path=args.json, roc_path=args.roc, epoch=args.epoch,
                            flip=args.flip, center_crop=args.center_crop, batch_size=args.batch_size,
@@ -56,7 +61,7 @@ def main(argv=None):
     if extraction_only:
         parser.error(f'{", ".join(extraction_only)} only apply with --model and --bin')
     run_evaluation(args.features, args.pairs, json_path=args.json, roc_path=args.roc,
-                   metric=args.metric, l2=args.l2, pca=args.pca)
+                   metric=args.metric, l2=args.l2, pca=args.pca, skip_missing=args.skip_missing)
     return 0
 
 

@@ -40,8 +40,11 @@ def file_digest(path):
     return {'bytes': os.path.getsize(path), 'sha256': sha256_of(path)}
 
 
-def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
+def save_checkpoint(net, prefix, meta, epoch=None, trainer=None, extra=None):
     """Write ``.params`` (+ ``.states``) and ``.json`` for ``net`` as one checkpoint; returns the stem.
+
+    ``extra`` maps further files of the checkpoint, by suffix (``'.head.params'`` for ``STEM.head.params``,
+    a training head's weights), to their writers ``write(path)``; they commit with the others.
 
     Raises
     ------
@@ -56,6 +59,7 @@ def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
     writers = {'.params': net.save_parameters}
     if trainer is not None:
         writers['.states'] = trainer.save_states
+    writers.update(extra or {})
     temporary = {ext: temporary_name(stem + ext) for ext in list(writers) + ['.json']}
     try:
         os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
@@ -189,9 +193,9 @@ def read_optimizer_states(path):
 
 
 def load_metadata(stem):
-    """``STEM.json`` as a dict; a missing, unreadable or foreign file raises :class:`UsageError`."""
+    """``STEM.json`` as a dict; a missing, truncated, unreadable or foreign file is one :class:`UsageError`."""
     try:
-        with open(stem + '.json', encoding='utf-8') as f:
+        with open(stem + '.json', encoding='utf-8-sig') as f:
             meta = json.load(f)
     except FileNotFoundError:
         raise UsageError(f'checkpoint file {stem}.json is missing') from None
@@ -221,6 +225,6 @@ def load_checkpoint(spec, epoch=None, ctx=None, features_only=False, **kwargs):
     try:
         net.load_parameters(stem + '.params', ctx=ctx or mx.cpu(), ignore_extra=features_only)
     except (AssertionError, mx.MXNetError) as err:
-        raise UsageError(f'{stem}.params does not fit {meta["network"]}: {error_message(err)}') from None
+        raise UsageError(f'{stem}.params does not fit {meta["network"]} or is damaged: {error_message(err)}') from None
     meta = dict(meta, preprocessing=pre, stem=stem)
     return net, meta

@@ -10,8 +10,11 @@ What to embed (:class:`ImageItem`) comes from image lists, trees or pairs files.
 and pairs: a line ``/lfw_patch/Name/Name_0001.jpg`` is taken relative to ``root`` after dropping its
 leading ``/``; if that file does not exist, leading components are dropped one at a time
 (``lfw_patch/Name/...`` -> ``Name/...``) until one exists under ``root``; an absolute line that exists
-as written is the last resort. The label stored is the path of the file relative to ``root`` with ``/``
-separators (``Name/Name_0001.jpg`` when ``root`` is the folder that holds the identity folders).
+as written is the last resort. Where the named file is absent, the one image with the same ``identity/file``
+key and another extension is taken (pairs files always match by key: ``Name 1`` is ``Name/Name_0001.*``),
+the rule the evaluators use (:func:`common.images.image_key`). The label stored is the path of the file
+found relative to ``root`` with ``/`` separators (``Name/Name_0001.png`` when ``root`` is the folder that
+holds the identity folders).
 """
 import concurrent.futures
 import os
@@ -25,7 +28,8 @@ from tqdm import tqdm
 
 from common.errors import UsageError
 from common.fileio import atomic_write
-from common.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
+from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, read_image, scan_images
+from common.textio import printable, read_lines
 from data_tools.pairs import read_pairs
 
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
@@ -61,19 +65,33 @@ class Extraction:
     indices: np.ndarray
     skipped: list = field(default_factory=list)
     logits: np.ndarray = None
+    ignored: list = field(default_factory=list)  # (relpath, reason): tree entries not walked twice
 
 
 # ---------------------------------------------------------------------------------------------
 # What to embed
 
-def resolve_list_path(entry, root):
-    """Apply the list path rule (module docstring); returns ``(label, path or None)``."""
+def resolve_list_path(entry, root, finder=None, any_extension=False):
+    """Apply the list path rule (module docstring); returns ``(label, path or None)``.
+
+    Each candidate is looked up with :class:`common.images.ImageFinder` (``finder``, made for ``root``
+    when not given): the exact file, else the one image with the same ``identity/file`` key and another
+    extension (``any_extension``: the key only, for pair lines, where ``.jpg`` is LFW's default and not
+    written in the file).
+
+    Raises
+    ------
+    UsageError
+        Two images match the key (both are named).
+    """
+    finder = finder or ImageFinder(root)
     entry = entry.strip()
     parts = [p for p in re.split(r'[\\/]+', entry) if p not in ('', '.')]
     for start in range(len(parts)):
-        candidate = os.path.join(root, *parts[start:])
-        if os.path.isfile(candidate):
-            return '/'.join(parts[start:]), candidate
+        found = finder.find('/'.join(parts[start:]), any_extension)
+        if found is not None:
+            rel = os.path.relpath(found, root).replace(os.sep, '/')
+            return rel, found
     if os.path.isabs(entry) and os.path.isfile(entry):
         rel = os.path.relpath(entry, root)
         return (rel if not rel.startswith('..') else entry).replace(os.sep, '/'), entry
@@ -82,46 +100,56 @@ def resolve_list_path(entry, root):
 
 def items_from_list(list_path, root='.'):
     """Items for an image list, one path per line (``#`` comments, blank lines and a trailing
-    integer label column are ignored)."""
-    try:
-        with open(list_path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except OSError as err:
-        raise UsageError(f'cannot read image list {list_path}: {err.strerror or err}') from None
+    integer label column are ignored). Read by :func:`common.textio.read_lines` (BOM, CRLF)."""
+    lines = read_lines(list_path, 'image list')
     _check_root(root)
+    finder = ImageFinder(root)
     items = []
-    for line in lines:
+    for _, line in lines:
         line = line.strip()
         if not line or line.startswith('#'):
             continue
-        label, path = resolve_list_path(line, root)
+        label, path = resolve_list_path(line, root, finder)
         m = _LABEL_COLUMN.match(line)
         if path is None and m:
-            label, path = resolve_list_path(m.group(1), root)
+            label, path = resolve_list_path(m.group(1), root, finder)
         items.append(ImageItem(label, path))
     if not items:
         raise UsageError(f'image list {list_path} names no images')
     return items
 
 
-def items_from_tree(root):
-    """Every image under ``root`` (recursive, sorted by relative path), labelled by that path."""
+def items_from_tree(root, ignored=None):
+    """Every image under ``root`` (recursive, sorted by relative path), labelled by that path.
+
+    The tree is walked by :func:`common.images.scan_images` (each real folder and file once); links it
+    does not follow twice are appended to ``ignored`` as ``(relpath, reason)`` when a list is given.
+    A file name that is not valid UTF-8 is labelled with its bytes escaped (``b\\xffob/1.jpg``).
+    """
     _check_root(root)
-    found = list_images(root)
+    found, skipped = scan_images(root)
+    if ignored is not None:
+        ignored.extend(skipped)
     if not found:
         raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {root}')
-    return [ImageItem(rel, os.path.join(root, rel)) for rel in found]
+    return [ImageItem(printable(rel), os.path.join(root, rel)) for rel in found]
 
 
 def items_from_pairs(pairs_path, root='.'):
-    """The distinct images a pairs file names, in order of first mention."""
+    """The distinct images a pairs file names, in order of first mention.
+
+    Pair images are found by their ``identity/file`` key whatever the extension (``Name/Name_0001`` is
+    ``Name_0001.jpg`` or ``Name_0001.png``): the rule the evaluators match features by
+    (:func:`common.images.image_key`). Two files with one key are an error naming both.
+    """
     _check_root(root)
+    finder = ImageFinder(root)
     seen, items = set(), []
     for pair in read_pairs(pairs_path):
         for rel in pair[:2]:
             if rel not in seen:
                 seen.add(rel)
-                items.append(ImageItem(*resolve_list_path(rel, root)))
+                items.append(ImageItem(*resolve_list_path(rel, root, finder, any_extension=True)))
     if not items:
         raise UsageError(f'pairs file {pairs_path} names no images')
     return items

@@ -181,7 +181,7 @@ def test_an_index_of_another_packing_is_one_error_before_mxnet_opens_the_rec(tin
         scan_records(rec)
     # not an index at all
     (tmp_path / 'd.idx').write_text('hello world\n')
-    with pytest.raises(UsageError, match=r'd\.idx line 1: expected "key<TAB>offset"'):
+    with pytest.raises(UsageError, match=r'd\.idx, line 1: expected "key<TAB>offset"'):
         scan_records(rec)
 
 
@@ -190,7 +190,7 @@ def test_labels_outside_num_classes_stop_training_before_the_first_step(tmp_path
     message = (r'one_based\.rec: label 4 outside 0\.\.3 for num_classes 4 \(4 record\(s\), first key 3; labels '
                r'in the file run 1\.\.4; they look numbered from 1')
     _fails_before_the_first_step(_config(rec, tmp_path / 'm', num_classes=4), ParameterError, message)
-    assert sorted(os.listdir(tmp_path)) == ['m.lock', 'one_based.idx', 'one_based.rec']  # no checkpoint
+    assert sorted(os.listdir(tmp_path)) == ['one_based.idx', 'one_based.rec']  # no checkpoint (the lock file goes with the lock)
     proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', rec, '--num-classes', '4',
                            '--model-prefix', str(tmp_path / 'c')], cwd=repo_root, capture_output=True,
                           text=True, timeout=120)
@@ -439,18 +439,18 @@ def test_a_save_killed_between_renames_leaves_no_listed_checkpoint(tiny_rec, one
 
 def test_a_second_training_on_the_same_prefix_fails_at_once(tiny_rec, tmp_path, repo_root):
     prefix = tmp_path / 'm'
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; sys.path.insert(0, "."); '
-                               'from training.outputs import PrefixLock; PrefixLock(sys.argv[1]); '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; '
+                               'from training.outputs import PrefixLock; lock = PrefixLock(sys.argv[1]); '
                                'print("locked", flush=True); time.sleep(120)', str(prefix)],
                               cwd=repo_root, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
         _fails_before_the_first_step(_config(tiny_rec, prefix), UsageError,
-                                     rf'm is in use by another training \(process {holder.pid} holds .*m\.lock\)')
+                                     rf'm \(another training\) is being written by process {holder.pid} \(it holds .*m\.lock\)')
         proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', tiny_rec, '--model-prefix',
                                str(prefix), '--input-size', '32'], cwd=repo_root, capture_output=True, text=True,
                               timeout=120)
-        assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'in use by another training' in proc.stderr
+        assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and '(another training) is being written by' in proc.stderr
     finally:
         holder.kill()
         holder.wait()
@@ -472,7 +472,7 @@ def test_disk_full_while_saving_is_one_error_and_leaves_nothing(tiny_rec, tmp_pa
     with pytest.raises(UsageError, match=r'^cannot write checkpoint .*m-0001: No space left on device'
                                          r'( \(\d+ kB free there\))?$'):
         train(_config(tiny_rec, tmp_path / 'm'), **QUIET)
-    assert sorted(os.listdir(tmp_path)) == ['m.lock']
+    assert sorted(os.listdir(tmp_path)) == []  # nothing half-written, and the lock file went with the lock
     # the metrics CSV: the previous file stays, no temporary
     monkeypatch.undo()
     train(_config(tiny_rec, tmp_path / 'm'), **QUIET)

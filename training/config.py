@@ -16,6 +16,8 @@ from common.paths import runs_dir
 from symbols import get_model_list
 
 from .errors import ParameterError, flag
+from .heads import LOSSES, SCALE, TRIPLET, check_loss_options
+from .losses import ARCFACE, COMBINED, COSFACE
 
 NETWORKS = [n for n in get_model_list() if n != 'lightcnn_v4']  # V4 is BGR: no record training
 BASE_LR = 0.01  # --lr when neither given nor resumed
@@ -66,6 +68,28 @@ OPTIONS = {
         Option('warmup_epochs', 0.0, 'linear warm-up from 0 over this many epochs', float),
         Option('fc2_lr_mult', 10.0, 'lr multiplier of the classifier (official recipe: 10)', float),
         Option('seed', 0, 'initialisation, data order, augmentation', int),
+    ],
+    'loss (README: Losses)': [
+        Option('loss', 'softmax', 'training loss: softmax on fc2, a margin head replacing fc2 '
+               '(cos(m1*theta + m2) - m3 on normalised features and weights), or triplet on P x K batches',
+               choices=LOSSES),
+        Option('margin_s', None, 'scale s of the normalised logits', float,
+               shown=f'{SCALE:g} (arcface, cosface, combined)'),
+        Option('margin_m', None, 'the margin of arcface (m2, radians) or cosface (m3)', float,
+               shown=f'arcface {ARCFACE[1]:g}, cosface {COSFACE[2]:g}'),
+        Option('margin_m1', None, 'combined: multiplicative angular margin m1', float, shown=f'{COMBINED[0]:g}'),
+        Option('margin_m2', None, 'combined: additive angular margin m2 (radians)', float,
+               shown=f'{COMBINED[1]:g}'),
+        Option('margin_m3', None, 'combined: additive cosine margin m3', float, shown=f'{COMBINED[2]:g}'),
+        Option('center_loss_weight', 0.0, 'weight lambda of the center loss added to any loss (0: off)',
+               float),
+        Option('center_loss_alpha', 0.5, 'centre update rate alpha of the center loss', float),
+        Option('triplet_margin', None, 'triplet: margin on squared distances of unit embeddings', float,
+               shown=f'{TRIPLET["triplet_margin"]:g}'),
+        Option('triplet_k', None, 'triplet: images per identity in a batch (P = batch size / K)', int,
+               shown=str(TRIPLET['triplet_k'])),
+        Option('triplet_mining', None, 'triplet: negatives mined in the batch',
+               choices=('semihard', 'batch-hard'), shown=TRIPLET['triplet_mining']),
     ],
     'devices': [
         Option('gpus', None, 'e.g. 0,1 (data parallel)', shown='CPU'),
@@ -205,6 +229,7 @@ def check_config(args):
     if args.reset_optimizer and not args.load_epoch:
         raise ParameterError(lambda n: f'{n("reset_optimizer")} goes with {n("load_epoch")}')
     step_epochs(args.lr_step_epochs)
+    check_loss_options(args)
 
 
 def check_values(args):

@@ -77,8 +77,9 @@ def open_resume_point(prefix, load_epoch):
 def check_network(point, args, num_classes, preprocessing):
     """The checkpoint's network, classes and input (channels, side) must be this run's."""
     meta = point.meta
-    if meta['network'] != args.network or int(meta['num_classes']) != num_classes:
-        raise UsageError(f'{point.stem} is a {meta["network"]} with {meta["num_classes"]} classes, '
+    classes = (meta.get('head') or {}).get('num_classes', meta['num_classes'])  # a margin head holds them
+    if meta['network'] != args.network or int(classes or 0) != num_classes:
+        raise UsageError(f'{point.stem} is a {meta["network"]} with {classes} classes, '
                          f'not {args.network} with {num_classes}')
     saved = meta.get('preprocessing') or {}
     shape = (1 if saved.get('channels', 'gray') == 'gray' else 3, saved.get('input_size'))

@@ -29,13 +29,14 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_validators
 from .config import BASE_LR, check_config, check_values, parse_config, step_epochs
-from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing, scan_records,
+from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
-from .heads import build_head
+from .heads import build_head, head_params_path, network_classes, triplet_batch
 from .outputs import PrefixLock, remove_stale_temporaries
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
                      open_resume_point)
+from .sampler import IdentityBatches
 from .validation import ClassificationValidation, PairVerification
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
@@ -184,8 +185,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
         if removed:
             log(f'removed {len(removed)} temporary file(s) of an interrupted run: {", ".join(removed)}')
     point = open_resume_point(prefix, args.load_epoch) if args.load_epoch else None
-    check_record_file(args.data_train)
-    scan = scan_records(args.data_train)
+    scan = check_record_file(args.data_train)
     summary = records_info(args.data_train)
     num_classes = args.num_classes or summary.get('num_classes')
     if not num_classes:
@@ -199,22 +199,27 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     classes_from = '' if args.num_classes else ' (from PREFIX.json)'
     check_records(scan, num_classes, preprocessing, classes_from, log)
     if args.data_val:
-        check_record_file(args.data_val)
-        check_records(scan_records(args.data_val), num_classes, preprocessing, classes_from)
+        check_records(check_record_file(args.data_val), num_classes, preprocessing, classes_from)
     num_train = scan.count
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
-    data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch, seed=args.seed,
-                         num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
-    net = build_network(args, num_classes, preprocessing, contexts)
-    head = build_head(args, num_classes)
+    if args.loss == 'triplet':  # P x K identity-balanced batches; their count sets the updates
+        data = IdentityBatches(args.data_train, preprocessing, *triplet_batch(args), seed=args.seed,
+                               num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
+        updates_per_epoch = data.updates
+    else:
+        data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
+                             seed=args.seed, num_parts=num_workers, part_index=rank,
+                             threads=args.data_nthreads)
+    net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
+    head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
-    meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
+    meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
-                head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
+                loss=head.name, head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
                       num_train=num_train, num_classes=int(num_classes), preprocessing=preprocessing,
@@ -223,6 +228,8 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                       trainer=trainer, prefix=prefix, saves=saves, meta=meta,
                       base_lr=BASE_LR if args.lr is None else args.lr,
                       pending_broadcast=args.kv_store.startswith('dist'), lock=lock)
+    if hasattr(data, 'describe'):
+        run.log(data.describe())
     if point is not None:
         resume(run, point)
     return run
@@ -242,12 +249,15 @@ def create_kvstore(args):
 
 
 def build_network(args, num_classes, preprocessing, contexts):
-    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised."""
+    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised.
+
+    ``num_classes=None`` (a head replacing fc2, :func:`training.heads.network_classes`): the feature net.
+    """
     net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
     net.initialize(LightCNNInit(), ctx=contexts)
-    for param in net.fc2.collect_params().values():
+    for param in (net.fc2.collect_params().values() if num_classes else ()):
         param.lr_mult = args.fc2_lr_mult
     net.hybridize(static_alloc=True, static_shape=True)
     return net
@@ -304,14 +314,21 @@ def resume(run, point):
     """
     args, done = run.args, point.done
     check_network(point, args, run.num_classes, run.preprocessing)
+    loss = point.meta.get('loss', 'softmax')
+    if loss != run.head.name:
+        raise UsageError(f'{point.stem} was trained with loss {loss}, not {run.head.name}')
     changes = check_optimizer(point, args)
     fresh = args.reset_optimizer or point.optimizer_name != args.optimizer
     if not fresh:
         check_states(point, run.trainer, run.net)
-    try:
-        run.net.load_parameters(point.stem + '.params', ctx=run.contexts)
-    except (AssertionError, mx.MXNetError) as err:
-        raise UsageError(f'{point.stem}.params does not fit {args.network}: {error_message(err)}') from None
+    files = [(run.net, point.stem + '.params', args.network)]
+    if run.head.has_parameters:
+        files.append((run.head, head_params_path(point.stem), f'the {loss} head'))
+    for block, path, what in files:
+        try:
+            block.load_parameters(path, ctx=run.contexts)
+        except (AssertionError, mx.MXNetError) as err:
+            raise UsageError(f'{path} does not fit {what}: {error_message(err)}') from None
     saved = point.meta.get('lr_schedule') or {}
     run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', BASE_LR)
     optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
@@ -383,12 +400,14 @@ def train_one_epoch(run, epoch, callbacks):
 
 
 def forward_backward(net, head, data, label):
-    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``."""
+    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``.
+
+    The head sees the outputs of all devices at once (the triplet loss mines the whole batch).
+    """
     with autograd.record():
-        outputs = [head(net(x), y) for x, y in zip(data, label)]
-    losses = [loss for loss, _ in outputs]
+        losses, logits = head([net(x) for x in data], label)
     autograd.backward(losses)
-    return losses, [logits for _, logits in outputs]
+    return losses, logits
 
 
 def train_step(run, batch):
@@ -400,6 +419,7 @@ def train_step(run, batch):
         broadcast_before_first_push(run.trainer)
         run.pending_broadcast = False
     run.trainer.step(run.global_batch)
+    run.head.after_update()
     return losses, logits, label
 
 
@@ -464,10 +484,14 @@ def check_finite(run, values, epoch, nbatch):
 # --- validation and checkpoint ----------------------------------------------------------------------------
 
 def validate(run, validators):
-    """The metrics of every validator for the current weights, merged into one dict."""
+    """The metrics of every validator for the current weights, merged into one dict.
+
+    Validators get the network followed by the head's classifier where the head replaced fc2.
+    """
     values = {}
+    net = run.head.evaluation_net(run.net)
     for validator in validators:
-        values.update(validator(run.net, run.preprocessing, run.contexts))
+        values.update(validator(net, run.preprocessing, run.contexts))
     return values
 
 
@@ -489,7 +513,13 @@ def save_epoch(run, epoch, row):
                     updates_per_epoch=run.updates_per_epoch, optimizer=args.optimizer, base_lr=run.base_lr,
                     wd=args.wd, mom=args.mom, reset_optimizer=bool(args.reset_optimizer))
     meta = dict(run.meta, metrics=row, lr_schedule=schedule, runs=run.runs + [this_run])
-    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer)
+    extra = {}
+    if run.head.has_parameters:  # STEM.head.params, committed with the rest of the checkpoint
+        stem = checkpoint_stem(run.prefix, epoch + 1)
+        meta['head'] = dict(meta['head'], params=os.path.basename(head_params_path(stem)))
+        extra[head_params_path('')] = run.head.save_parameters
+    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer,
+                                          extra=extra)
     return run.last_checkpoint
 
 
@@ -511,14 +541,15 @@ def benchmark(args, contexts=None, log=None):
     if args.input_size:
         pre = type(pre)(channels=pre.channels, input_size=args.input_size)
     num_classes = args.num_classes or 1000
-    net = build_network(args, num_classes, pre, contexts)
-    head = build_head(args, num_classes)
+    net = build_network(args, network_classes(args, num_classes), pre, contexts)
+    head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, args.kv_store, 1000)
     batches = SyntheticBatches(args.batch_size, pre.data_shape, num_classes, contexts, args.seed)
 
     def step():
         forward_backward(net, head, batches.data, batches.label)
         trainer.step(args.batch_size)
+        head.after_update()
 
     for _ in range(2):  # warm-up: graph building and memory planning
         step()
