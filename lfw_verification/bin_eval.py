@@ -1,119 +1,30 @@
 """Verification on insightface ``.bin`` sets: embed their images and score their pairs in one go.
 
 The ``.bin`` is read by :func:`data_tools.bin_sets.load_bin`; images are decoded in the model's channels
-(exactly what extraction does with the same image files), embedded by the inference engine
-(:class:`~symbols.inference.Embedder` + :func:`~symbols.inference.embed_images`), and
-pairs are scored by :func:`lfw_verification.evaluate.pair_metrics` -- the same code, metrics and JSON keys
-as ``lfw_eval.py --features F.mat --pairs pairs.txt``. Folds: insightface's 10 consecutive blocks
-(:func:`data_tools.bin_sets.bin_folds`).
+(exactly what extraction does with the same image files), embedded once each by the inference engine
+(:func:`symbols.inference.embed_bin`), and pairs are scored by :func:`lfw_verification.evaluate.pair_metrics`
+-- the same code, metrics and JSON keys as ``lfw_eval.py --features F.mat --pairs pairs.txt``. Folds:
+insightface's 10 consecutive blocks (:func:`data_tools.bin_sets.bin_folds`).
 
-An image repeated in several pairs (LFW's 6,000 pairs fill 12,000 slots with far fewer images) is embedded once.
-
-In-training validation (the trainer's ``--val-targets``) calls :func:`load_bin` once per target and
-:func:`bin_metrics` every epoch with its own :class:`Embedder`.
+In-training validation (the trainer's ``--val-targets``, :class:`training.validation.BinVerification`)
+embeds with the same :func:`~symbols.inference.embed_bin` and scores like this module without options
+(cosine, no PCA).
 """
 import os
 import time
 
 import numpy as np
 
-from tqdm import tqdm
-
 from common.devices import parse_device
 from common.errors import UsageError
 from common.features_mat import write_features
 from common.fileio import check_output_paths
-from common.images import ImageError, decode_image
 from data_tools.bin_sets import bin_folds, load_bin
 from lfw_verification.evaluate import METRICS, pair_metrics, report_verification
 from symbols.checkpoint import load_checkpoint
-from symbols.inference import Embedder, ImageItem, embed_images
+from symbols.inference import Embedder, embed_bin
 
-__all__ = ['load_bin', 'embed_bin', 'bin_metrics', 'evaluate_bin', 'run_bin_evaluation']
-
-DECODE_CHUNK = 512   # images decoded ahead of the engine at a time: bounded memory for large sets
-
-
-def distinct_images(images):
-    """``(unique, rows)``: the distinct encoded images in first-seen order, and each slot's row in them."""
-    first, rows = {}, np.empty(len(images), np.int64)
-    for k, img in enumerate(images):
-        rows[k] = first.setdefault(img, len(first))
-    return list(first), rows
-
-
-def embed_bin(embedder, images, flip=False, center_crop=None, num_workers=2, progress=False, name='.bin'):
-    """Features of the distinct images of a ``.bin``.
-
-    Parameters
-    ----------
-    embedder : symbols.inference.Embedder
-    images : list of bytes
-        Encoded images (from :func:`load_bin`).
-
-    Returns
-    -------
-    features : numpy.ndarray, float32 (U, D)
-        One row per distinct image.
-    rows : numpy.ndarray, int64 (len(images),)
-        Row of ``features`` for each image slot.
-
-    Raises
-    ------
-    UsageError
-        Undecodable images (count and the first slots, with their pair numbers).
-    """
-    unique, rows = distinct_images(images)
-    color = 'gray' if embedder.pre.channels == 'gray' else 'bgr'
-    slot_of = {}
-    for k, r in enumerate(rows):
-        slot_of.setdefault(int(r), k)
-    feats, failures = [], []
-    bar = None
-    if progress:
-        bar = tqdm(total=len(unique), unit='img', desc='embed')
-    for start in range(0, len(unique), DECODE_CHUNK):
-        items = []
-        for u in range(start, min(start + DECODE_CHUNK, len(unique))):
-            try:
-                items.append(ImageItem(f'{name}[{slot_of[u]}]', decode_image(unique[u], color)))
-            except ImageError as err:
-                failures.append((slot_of[u], str(err)))
-        if failures:  # keep decoding to count them all, embed nothing more
-            continue
-        feats.append(embed_images(embedder, items, center_crop, None, flip, num_workers=num_workers).features)
-        if bar is not None:
-            bar.update(len(items))
-    if bar is not None:
-        bar.close()
-    if failures:
-        shown = '; '.join(f'image {k} (pair {k // 2}): {reason}' for k, reason in failures[:5])
-        raise UsageError(f'{name}: {len(failures)} of {len(unique)} distinct images cannot be decoded: {shown}')
-    return np.concatenate(feats), rows
-
-
-def bin_metrics(embedder, images, issame, flip=False, center_crop=None, metric='cosine', l2=False, pca=None,
-                num_workers=2):
-    """Verification metrics of a loaded ``.bin`` with ``embedder`` (what in-training validation calls).
-
-    Parameters
-    ----------
-    embedder : symbols.inference.Embedder
-        Any batch size; built by the caller (the trainer reuses its own, ``hybridize=False``).
-    images, issame
-        From :func:`load_bin`.
-
-    Returns
-    -------
-    dict
-        :func:`common.verification.verification_metrics` (``accuracy_mean``, ``auc``, ``eer``, ...)
-        plus ``n_bin_images`` (distinct images embedded).
-    """
-    features, rows = embed_bin(embedder, images, flip, center_crop, num_workers)
-    idx1, idx2 = rows[0::2], rows[1::2]
-    metrics = pair_metrics(features, idx1, idx2, np.asarray(issame, bool), bin_folds(len(issame)), metric, l2, pca)
-    metrics['n_bin_images'] = int(len(features))
-    return metrics
+__all__ = ['evaluate_bin', 'run_bin_evaluation']
 
 
 def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batch_size=64, ctx='cpu',

@@ -160,13 +160,15 @@ class IdentityBatches:
     ``updates`` steps. ``epoch(e)`` yields ``mx.io.DataBatch`` es: ``data[0]`` float32
     ``(p * k,) + data_shape`` (a random ``input_size`` crop, mirrored with probability 1/2, seeded by
     ``(seed, epoch, batch)``), ``label[0]`` float32 class ids. ``threads`` decode in parallel, one batch
-    ahead of the training step.
+    ahead of the training step. ``records``: ``(keys, labels)`` of the image records when known (an
+    insightface ``.rec``, whose header and identity records carry no image), else :func:`record_labels`.
     """
 
-    def __init__(self, rec_path, preprocessing, p, k, seed=0, num_parts=1, part_index=0, threads=4):
+    def __init__(self, rec_path, preprocessing, p, k, seed=0, num_parts=1, part_index=0, threads=4,
+                 records=None):
         self.rec_path, self.preprocessing = os.fspath(rec_path), preprocessing
         self.seed, self.num_parts, self.part_index, self.threads = seed, num_parts, part_index, threads
-        self.keys, self.labels = record_labels(self.rec_path)
+        self.keys, self.labels = record_labels(self.rec_path) if records is None else records
         self.sampler = IdentityBalancedSampler(self.labels, p, k, seed)
         self.updates = math.ceil(len(self.sampler) / num_parts)
 
