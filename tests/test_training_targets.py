@@ -21,6 +21,7 @@ from training import train
 from training.config import parse_config, val_targets
 from training.data import ImageRecordOrder, image_record_batches
 from training.errors import ParameterError, flag
+from training.outputs import PrefixLock
 from training.validation import evaluate_classification
 
 IDS, PER_ID = 6, 8
@@ -190,3 +191,13 @@ def test_val_targets_values_are_checked_before_any_work(data, tmp_path):
         train(_config(data['rec'], tmp_path / 'q', val_targets=str(tmp_path / 'missing.bin')), log=lambda _: None)
     assert not list(tmp_path.glob('q-*.params'))
     assert parse_config(['--val-targets', data['bin']]).val_targets == data['bin']
+
+
+def test_an_unwritable_model_prefix_is_named_as_the_command_line_spells_it(tmp_path):
+    """(Not --val-targets: a fix found on the way.) The message is rendered again for the CLI after the
+    ``except`` block that caught the OSError has ended."""
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(ParameterError) as err:
+        PrefixLock(str(tmp_path / 'file' / 'run'))
+    assert err.value.spelled(flag).startswith('--model-prefix ') and 'cannot write in' in str(err.value)
+
