@@ -10,16 +10,18 @@ import pytest
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from common.errors import UsageError
 from data_tools.synthetic import make_synthetic_faces
 from helpers import SIZE, write_tiny_rec
+from models import load_model
 from models.checkpoint import load_checkpoint
+from symbols import default_preprocessing
 from training import ParameterError, train
-from training.config import parse_config
-from training.heads import build_head, check_loss_options
+from training.config import check_config, parse_config
+from training.heads import build_head
 from training.losses import (ARCFACE, COMBINED, COSFACE, CenterLoss, MarginSoftmax, TripletLoss,
                              combined_target)
-from training.sampler import IdentityBalancedSampler, IdentityBatches, record_labels
+from training.data import record_preprocessing
+from training.sampler import IdentityBalancedSampler, IdentityBatches
 from training.trainer import forward_backward
 
 SPHERE = (2.0, 0.0, 0.0)  # SphereFace-style multiplicative margin through the combined form
@@ -402,22 +404,14 @@ def tiny_rec(tmp_path_factory):
     return write_tiny_rec(str(root / 'images'), str(root / 'faces'), val_per_identity=2)
 
 
-def test_identity_batches_read_labels_from_the_record_headers(tiny_rec):
-    keys, labels = record_labels(tiny_rec)
-    record = mx.recordio.MXIndexedRecordIO(tiny_rec[:-4] + '.idx', tiny_rec, 'r')
-    expected = [int(mx.recordio.unpack(record.read_idx(k))[0].label) for k in keys]
-    record.close()
-    assert labels.tolist() == expected and np.bincount(labels).tolist() == [6] * 6
-    stale = os.path.join(os.path.dirname(tiny_rec), 'stale')
-    with open(tiny_rec[:-4] + '.idx') as f, open(stale + '.idx', 'w') as out:
-        out.writelines(f'{k}\t{int(pos) + 4}\n' for k, pos in (line.split() for line in f))
-    os.symlink(tiny_rec, stale + '.rec')
-    with pytest.raises(UsageError, match='does not start a record'):
-        record_labels(stale + '.rec')
-    from training.data import record_preprocessing
-    from symbols import default_preprocessing
+def test_identity_batches_decode_the_sampled_records(tiny_rec):
     pre = record_preprocessing(default_preprocessing('lightcnn9'), tiny_rec, 32)
     batches = IdentityBatches(tiny_rec, pre, p=3, k=2, seed=0, threads=2)
+    keys, labels = batches.keys, batches.labels  # from the record headers (training.data.scan_records)
+    record = mx.recordio.MXIndexedRecordIO(tiny_rec[:-4] + '.idx', tiny_rec, 'r')
+    assert labels.tolist() == [int(mx.recordio.unpack(record.read_idx(k))[0].label) for k in keys]
+    record.close()
+    assert np.bincount(labels).tolist() == [6] * 6
     assert batches.updates == 6
     got = list(batches.epoch(0))
     assert len(got) == 6
@@ -501,7 +495,6 @@ def test_margin_checkpoint_embeds_with_extraction_and_the_api(tiny_rec, tmp_path
     _, meta = load_checkpoint(stem)
     assert meta['head'] == dict(loss='arcface', center_loss_weight=0.0, num_classes=6, s=64.0, m1=1.0,
                                 m2=0.5, m3=0.0, params=os.path.basename(stem) + '.head.params')
-    from models import load_model
     model = load_model(stem)
     images = os.path.join(os.path.dirname(tiny_rec), 'images')
     first = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(images) for f in fs)[:2]
@@ -513,24 +506,35 @@ def test_margin_checkpoint_embeds_with_extraction_and_the_api(tiny_rec, tmp_path
 
 def test_loss_options_are_checked_and_named():
     def check(**options):
-        check_loss_options(parse_config(dict(dict(data_train='x.rec'), **options)))
+        check_config(parse_config(dict(dict(data_train='x.rec'), **options)))
     check(loss='arcface', margin_m=0.3, margin_s=32)
     check(loss='combined', margin_m1=2, margin_m2=0, margin_m3=0.1)
+    check(loss='triplet', batch_size=12, triplet_k=3, triplet_mining='batch-hard')
     with pytest.raises(ParameterError, match=r'^margin_m1 is for loss combined, not arcface$'):
         check(loss='arcface', margin_m1=1.0)
     with pytest.raises(ParameterError, match=r'^margin_m is for loss arcface\|cosface, not combined$'):
         check(loss='combined', margin_m=0.5)
-    with pytest.raises(ParameterError, match='margin_s is for loss'):
+    with pytest.raises(ParameterError, match='^margin_s is for loss'):
         check(margin_s=30)
-    with pytest.raises(ParameterError, match='margin_s must be positive'):
+    with pytest.raises(ParameterError, match='^triplet_k is for loss triplet, not softmax$'):
+        check(triplet_k=4)
+    with pytest.raises(ParameterError, match='^margin_s must be greater than 0$'):
         check(loss='cosface', margin_s=0)
-    with pytest.raises(ParameterError, match='margins must be >= 0'):
+    with pytest.raises(ParameterError, match='^margin_m must be at least 0$'):
         check(loss='arcface', margin_m=-0.1)
-    with pytest.raises(ParameterError, match='center_loss_alpha'):
+    with pytest.raises(ParameterError, match='^margin_m1 must be greater than 0'):
+        check(loss='combined', margin_m1=0.0)
+    with pytest.raises(ParameterError, match='^center_loss_alpha must be greater than 0$'):
         check(center_loss_weight=0.1, center_loss_alpha=0)
-    with pytest.raises(ParameterError, match=r'batch_size 10 must be P x triplet_k 4'):
+    with pytest.raises(ParameterError, match='^center_loss_alpha is the centre update rate, at most 1'):
+        check(center_loss_weight=0.1, center_loss_alpha=1.5)
+    with pytest.raises(ParameterError, match='^center_loss_weight must be at least 0'):
+        check(center_loss_weight=-1.0)
+    with pytest.raises(ParameterError, match=r'^batch_size 10 must be P x triplet_k 4 with P >= 2'):
         check(loss='triplet', batch_size=10)
-    with pytest.raises(ParameterError, match='data_val'):
+    with pytest.raises(ParameterError, match='^triplet_k must be at least 2'):
+        check(loss='triplet', triplet_k=1)
+    with pytest.raises(ParameterError, match='^data_val reports top-1'):
         check(loss='triplet', data_val='v.rec')
 
 

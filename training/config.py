@@ -157,6 +157,15 @@ RANGES = {
     'load_epoch': Range(0, reason='it counts completed epochs; 0: start from scratch'),
     'disp_batches': Range(1),
     'benchmark_batches': Range(1),
+    'margin_s': Range(0, low_open=True),
+    'margin_m': Range(0),
+    'margin_m1': Range(0, low_open=True, reason='it multiplies the angle'),
+    'margin_m2': Range(0),
+    'margin_m3': Range(0),
+    'center_loss_weight': Range(0, reason='0: off'),
+    'center_loss_alpha': Range(0, low_open=True),  # and at most 1: training.heads.check_loss_options
+    'triplet_margin': Range(0, low_open=True),
+    'triplet_k': Range(2, reason='a positive needs two images of an identity'),
 }
 TYPES = {o.name: o.type for group in OPTIONS.values() for o in group if o.type in (int, float)}
 

@@ -35,6 +35,7 @@ from .losses import ARCFACE, COMBINED, COSFACE, CenterLoss, MarginSoftmax, Tripl
 
 LOSSES = ('softmax', 'arcface', 'cosface', 'combined', 'triplet')
 FEATURE_UNITS = 256  # every LightCNN's embedding
+HEAD_PARAMS = '.head.params'  # the checkpoint file of a head's parameters (STEM.head.params)
 MARGIN_DEFAULTS = dict(arcface=ARCFACE, cosface=COSFACE, combined=COMBINED)
 MAIN_MARGIN = dict(arcface=1, cosface=2)  # which of (m1, m2, m3) --margin-m sets
 SCALE = 64.0  # --margin-s: the ArcFace and CosFace papers' s
@@ -103,6 +104,8 @@ class Head:
         self.blocks.save_parameters(path)
 
     def load_parameters(self, path, ctx):
+        if not os.path.isfile(path):
+            raise UsageError(f'{path} (the parameters of the {self.name} head) is missing')
         try:
             self.blocks.load_parameters(path, ctx=ctx)
         except (AssertionError, OSError, ValueError, mx.MXNetError) as err:  # asserts: missing/extra names
@@ -255,12 +258,13 @@ def _given(args, name, default):
 
 
 def check_loss_options(args):
-    """Refuse loss options that do not belong to ``args.loss`` or cannot work (before any data is read).
+    """Refuse loss options that do not belong to ``args.loss`` or cannot work together (before any data is
+    read; the ranges of the values are :data:`training.config.RANGES`).
 
     Raises
     ------
     ParameterError
-        Naming the parameters, e.g. ``margin_m1 is for loss combined (loss is arcface: use margin_m)``.
+        Naming the parameters, e.g. ``margin_m1 is for loss combined, not arcface``.
     """
     loss = getattr(args, 'loss', 'softmax')
     own = LOSS_OPTIONS.get(loss, ())
@@ -269,29 +273,14 @@ def check_loss_options(args):
             users = sorted(k for k, v in LOSS_OPTIONS.items() if name in v)
             raise ParameterError(lambda n, name=name, users=users: (
                 f'{n(name)} is for {n("loss")} {"|".join(users)}, not {loss}'))
-    if loss in MARGIN_DEFAULTS:
-        s = _given(args, 'margin_s', SCALE)
-        m1, m2, m3 = margins(args)
-        if not s > 0:
-            raise ParameterError(lambda n: f'{n("margin_s")} must be positive, not {s}')
-        if not m1 > 0 or not m2 >= 0 or not m3 >= 0:
-            name = 'margin_m' if loss != 'combined' else 'margin_m1' if not m1 > 0 else \
-                'margin_m2' if not m2 >= 0 else 'margin_m3'
-            raise ParameterError(lambda n: f'{n(name)}: margins must be >= 0 (m1 > 0), '
-                                           f'got m1={m1} m2={m2} m3={m3}')
-    weight, alpha = getattr(args, 'center_loss_weight', 0.0) or 0.0, _given(args, 'center_loss_alpha', 0.5)
-    if not weight >= 0:
-        raise ParameterError(lambda n: f'{n("center_loss_weight")} must be >= 0 (0: off), not {weight}')
-    if not 0 < alpha <= 1:
-        raise ParameterError(lambda n: f'{n("center_loss_alpha")} is the centre update rate in (0, 1], '
-                                       f'not {alpha}')
+    alpha = _given(args, 'center_loss_alpha', 0.5)
+    if alpha > 1:
+        raise ParameterError(lambda n: f'{n("center_loss_alpha")} is the centre update rate, at most 1, not {alpha}')
     if loss == 'triplet':
-        k, margin = _given(args, 'triplet_k', TRIPLET['triplet_k']), _given(args, 'triplet_margin', 0.2)
-        if k < 2 or args.batch_size % k or args.batch_size // k < 2:
+        p, k = triplet_batch(args)
+        if args.batch_size % k or p < 2:
             raise ParameterError(lambda n: f'{n("batch_size")} {args.batch_size} must be P x {n("triplet_k")} '
-                                           f'{k} with P >= 2 identities and K >= 2 images each')
-        if not margin > 0:
-            raise ParameterError(lambda n: f'{n("triplet_margin")} must be positive, not {margin}')
+                                           f'{k} with P >= 2 identities per batch')
         if args.data_val:
             raise ParameterError(lambda n: f'{n("data_val")} reports top-1 of a classifier and {n("loss")} '
                                            f'triplet trains none; check the embedding with {n("val_pairs")}')
@@ -299,4 +288,4 @@ def check_loss_options(args):
 
 def head_params_path(stem):
     """Where a checkpoint keeps its head's parameters: ``STEM.head.params``."""
-    return os.fspath(stem) + '.head.params'
+    return os.fspath(stem) + HEAD_PARAMS

@@ -74,13 +74,18 @@ def open_resume_point(prefix, load_epoch):
     return ResumePoint(stem, int(load_epoch), meta, states, optimizer)
 
 
-def check_network(point, args, num_classes, preprocessing):
-    """The checkpoint's network, classes and input (channels, side) must be this run's."""
+def check_network(point, args, num_classes, preprocessing, head=None):
+    """The checkpoint's network, classes, loss (``head``: :mod:`training.heads`) and input (channels, side)
+    must be this run's. A head replacing fc2 keeps the class count in the JSON's ``head`` entry."""
     meta = point.meta
-    classes = (meta.get('head') or {}).get('num_classes', meta['num_classes'])  # a margin head holds them
+    classes = (meta.get('head') or {}).get('num_classes', meta['num_classes'])
     if meta['network'] != args.network or int(classes or 0) != num_classes:
         raise UsageError(f'{point.stem} is a {meta["network"]} with {classes} classes, '
                          f'not {args.network} with {num_classes}')
+    loss = meta.get('loss', 'softmax')
+    if head is not None and loss != head.name:
+        raise ParameterError(lambda n: f'{point.stem} was trained with {n("loss")} {loss}, not {head.name}: '
+                                       f'resume with {n("loss")} {loss}')
     saved = meta.get('preprocessing') or {}
     shape = (1 if saved.get('channels', 'gray') == 'gray' else 3, saved.get('input_size'))
     if saved.get('input_size') and shape != (preprocessing.num_channels, preprocessing.input_size):

@@ -3,13 +3,12 @@
 Online triplet mining needs positives and negatives in every batch (Schroff et al., FaceNet, CVPR 2015,
 Sec. 3.2; the "P x K" batches of Hermans et al., "In Defense of the Triplet Loss for Person
 Re-Identification", 2017). :class:`IdentityBalancedSampler` draws them from the records' labels, read from
-the ``.rec`` headers with ``mx.recordio``; :class:`IdentityBatches` decodes and augments the drawn records
+the ``.rec`` headers (:func:`training.data.scan_records`); :class:`IdentityBatches` decodes and augments the drawn records
 (random crop + mirror, the pixels of :class:`common.preprocessing.Preprocessing`, as ``ImageRecordIter``
 gives the other losses) and serves them like :class:`training.data.RecordBatches`.
 """
 import math
 import os
-import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,48 +18,9 @@ import numpy as np
 from mxnet import gluon
 
 from common.errors import UsageError
+from data_tools.records import scan_records  # (training.data's; imported from its home: data imports this module)
 
 from .errors import ParameterError
-
-
-RECORD_MAGIC = 0xced7230a  # dmlc RecordIO: every record starts with this uint32, then its length word
-HEADER_SIZE = struct.calcsize('IfQQ')  # mx.recordio's IRHeader: flag, label, id, id2
-
-
-def record_labels(rec_path):
-    """``(keys, labels)`` of a ``.rec``: the ``.idx`` keys in file order and each record's class id (int64).
-
-    Only each record's header is read (``mx.recordio.unpack`` of its first bytes at the ``.idx`` offset), not
-    the image: a few seconds for a million records.
-
-    Raises
-    ------
-    UsageError
-        An offset that does not start a record (an ``.idx`` of another packing), a record without a single
-        class id, or an unreadable file.
-    """
-    rec_path = os.fspath(rec_path)
-    try:
-        index = mx.recordio.MXIndexedRecordIO(rec_path[:-4] + '.idx', rec_path, 'r')
-        keys, offsets = list(index.keys), dict(index.idx)
-        index.close()
-    except (OSError, ValueError, mx.MXNetError) as err:
-        raise UsageError(f'cannot open {rec_path}: {str(err).strip().splitlines()[-1]}') from None
-    labels = np.empty(len(keys), np.int64)
-    head = 8 + HEADER_SIZE  # magic, length word, IRHeader
-    with open(rec_path, 'rb') as f:
-        for i, key in enumerate(keys):
-            f.seek(offsets[key])
-            data = f.read(head)
-            if len(data) < head or struct.unpack('<I', data[:4])[0] != RECORD_MAGIC:
-                raise UsageError(f'{rec_path}: the .idx offset of record {key} does not start a record '
-                                 '(is the .idx from another packing?)')
-            header = mx.recordio.unpack(data[8:])[0]
-            if header.flag > 1:
-                raise UsageError(f'{rec_path}: record {key} has {header.flag} labels; the triplet sampler '
-                                 'needs one class id per record')
-            labels[i] = int(np.frombuffer(f.read(4), np.float32)[0]) if header.flag else int(header.label)
-    return keys, labels
 
 
 class IdentityBalancedSampler(gluon.data.Sampler):
@@ -160,15 +120,15 @@ class IdentityBatches:
     ``updates`` steps. ``epoch(e)`` yields ``mx.io.DataBatch`` es: ``data[0]`` float32
     ``(p * k,) + data_shape`` (a random ``input_size`` crop, mirrored with probability 1/2, seeded by
     ``(seed, epoch, batch)``), ``label[0]`` float32 class ids. ``threads`` decode in parallel, one batch
-    ahead of the training step. ``records``: ``(keys, labels)`` of the image records when known (an
-    insightface ``.rec``, whose header and identity records carry no image), else :func:`record_labels`.
+    ahead of the training step. ``scan`` (:func:`training.data.scan_records` of ``rec_path``) saves reading
+    the headers again.
     """
 
-    def __init__(self, rec_path, preprocessing, p, k, seed=0, num_parts=1, part_index=0, threads=4,
-                 records=None):
+    def __init__(self, rec_path, preprocessing, p, k, seed=0, num_parts=1, part_index=0, threads=4, scan=None):
         self.rec_path, self.preprocessing = os.fspath(rec_path), preprocessing
         self.seed, self.num_parts, self.part_index, self.threads = seed, num_parts, part_index, threads
-        self.keys, self.labels = record_labels(self.rec_path) if records is None else records
+        scan = scan or scan_records(self.rec_path)  # keys and labels of the image records, checked
+        self.keys, self.labels = scan.keys, scan.labels
         self.sampler = IdentityBalancedSampler(self.labels, p, k, seed)
         self.updates = math.ceil(len(self.sampler) / num_parts)
 

@@ -32,7 +32,7 @@ from .config import BASE_LR, check_config, check_values, parse_config, step_epoc
 from .data import (RecordBatches, SyntheticBatches, check_record_file, image_record_batches, record_preprocessing,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
-from .heads import build_head, head_params_path, network_classes, triplet_batch
+from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
 from .outputs import PrefixLock, remove_stale_temporaries
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
                      open_resume_point)
@@ -204,16 +204,16 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     num_train = scan.count
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
-    images_only = (scan.keys, scan.labels) if scan.meta_records else None  # insightface: skip the rest
     if args.loss == 'triplet':  # P x K identity-balanced batches; their count sets the updates
         data = IdentityBatches(args.data_train, preprocessing, *triplet_batch(args), seed=args.seed,
-                               num_parts=num_workers, part_index=rank, threads=args.data_nthreads,
-                               records=images_only)
+                               num_parts=num_workers, part_index=rank, threads=args.data_nthreads, scan=scan)
         updates_per_epoch = data.updates
-    elif images_only:  # header/identity records without images: read the image records by key
+        log(data.describe())
+    elif scan.meta_records:  # header/identity records without images (insightface): read the images by key
         data = image_record_batches(scan, preprocessing, args.batch_size, seed=args.seed, num_parts=num_workers,
                                     part_index=rank, threads=args.data_nthreads)
         updates_per_epoch = data.updates
+        log(data.describe())
     else:
         data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
                              seed=args.seed, num_parts=num_workers, part_index=rank,
@@ -235,8 +235,6 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                       trainer=trainer, prefix=prefix, saves=saves, meta=meta,
                       base_lr=BASE_LR if args.lr is None else args.lr,
                       pending_broadcast=args.kv_store.startswith('dist'), lock=lock)
-    if hasattr(data, 'describe'):
-        run.log(data.describe())
     if point is not None:
         resume(run, point)
     return run
@@ -320,22 +318,17 @@ def resume(run, point):
     already passed still apply). The run then continues with ``Epoch[done]``.
     """
     args, done = run.args, point.done
-    check_network(point, args, run.num_classes, run.preprocessing)
-    loss = point.meta.get('loss', 'softmax')
-    if loss != run.head.name:
-        raise UsageError(f'{point.stem} was trained with loss {loss}, not {run.head.name}')
+    check_network(point, args, run.num_classes, run.preprocessing, run.head)
     changes = check_optimizer(point, args)
     fresh = args.reset_optimizer or point.optimizer_name != args.optimizer
     if not fresh:
         check_states(point, run.trainer, run.net)
-    files = [(run.net, point.stem + '.params', args.network)]
+    try:
+        run.net.load_parameters(point.stem + '.params', ctx=run.contexts)
+    except (AssertionError, mx.MXNetError) as err:
+        raise UsageError(f'{point.stem}.params does not fit {args.network}: {error_message(err)}') from None
     if run.head.has_parameters:
-        files.append((run.head, head_params_path(point.stem), f'the {loss} head'))
-    for block, path, what in files:
-        try:
-            block.load_parameters(path, ctx=run.contexts)
-        except (AssertionError, mx.MXNetError) as err:
-            raise UsageError(f'{path} does not fit {what}: {error_message(err)}') from None
+        run.head.load_parameters(head_params_path(point.stem), ctx=run.contexts)
     saved = point.meta.get('lr_schedule') or {}
     run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', BASE_LR)
     optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
@@ -525,10 +518,10 @@ def save_epoch(run, epoch, row):
                     wd=args.wd, mom=args.mom, reset_optimizer=bool(args.reset_optimizer))
     meta = dict(run.meta, metrics=row, lr_schedule=schedule, runs=run.runs + [this_run])
     extra = {}
-    if run.head.has_parameters:  # STEM.head.params, committed with the rest of the checkpoint
-        stem = checkpoint_stem(run.prefix, epoch + 1)
-        meta['head'] = dict(meta['head'], params=os.path.basename(head_params_path(stem)))
-        extra[head_params_path('')] = run.head.save_parameters
+    if run.head.has_parameters:  # STEM.head.params, committed with the other files of the checkpoint
+        meta['head'] = dict(meta['head'], params=os.path.basename(head_params_path(
+            checkpoint_stem(run.prefix, epoch + 1))))
+        extra[HEAD_PARAMS] = run.head.save_parameters
     run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer,
                                           extra=extra)
     return run.last_checkpoint
