@@ -159,6 +159,14 @@ def check_output_path(path, what='output', create_folder=True):
     return path
 
 
+def check_output_paths(*paths):
+    """:func:`check_output_path` on each output a command was given (``None`` / empty ones skipped); the folder
+    must exist (``create_folder=False``), so a mistyped folder fails before any work."""
+    for path in paths:
+        if path:
+            check_output_path(path, 'output', create_folder=False)
+
+
 def make_parent(path):
     """Create the folder of ``path``; one :class:`UsageError` when a file is in the way or it cannot be made."""
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))

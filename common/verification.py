@@ -26,11 +26,17 @@ going to the lowest threshold. Tied scores therefore always fall on the same sid
   same pairs, an upper bound, not a result to publish.
 * ROC: ``sklearn.metrics.roc_curve(drop_intermediate=False)``; AUC by the trapezoid rule on it.
 * EER: where the ROC polyline (linearly interpolated) crosses ``FPR = 1 - TPR``.
-* TAR@FAR=x: the highest TPR among ROC points with ``FPR <= x`` (no interpolation; conservative).
+* TAR@FAR=x: the highest TPR among ROC points with ``FPR <= x`` (no interpolation; conservative). With
+  ``n`` different pairs the smallest FAR a count can show is ``1/n``; a target ``x < 1/n`` (and ``x = 0``)
+  cannot be resolved, so its TAR is ``None`` with the reason in ``tar_at_far_note`` -- never a number.
+* Recommended thresholds (fitted on *all* pairs; for deployment, not for reporting accuracy):
+  ``threshold_at_eer`` -- the candidate where FAR and FRR are closest (ties: lowest) -- and
+  ``threshold_at_far[x]`` -- the lowest candidate whose FAR is ``<= x`` (``None`` where not measurable).
 * VAL@FAR=1e-3 (facenet protocol): per fold, the lowest candidate threshold whose FAR on the *training*
   folds is ``<= 1e-3``; VAL (TAR) and FAR then measured on the test fold, mean/std over folds. Facenet
   interpolates a fixed distance grid; candidates from the data make it exact and grid-free.
 """
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -183,6 +189,29 @@ def threshold_at_far(scores, issame, far):
     return float(candidates[ok[0]])
 
 
+def far_measurable(far, n_neg):
+    """Whether ``n_neg`` negatives can resolve a false-accept rate of ``far`` (``far >= 1/n_neg``)."""
+    return n_neg > 0 and far * n_neg >= 1.0 - 1e-9
+
+
+def unmeasurable_far_note(far, n_neg):
+    """Why ``far`` cannot be measured with ``n_neg`` negatives (different pairs), in one line."""
+    if far <= 0:
+        return f'not measurable: no finite number of negatives shows FAR = 0 ({n_neg} resolve FAR >= 1/{n_neg})'
+    return (f'not measurable: {n_neg} negatives resolve FAR >= 1/{n_neg} = {1.0 / max(n_neg, 1):.3g}; '
+            f'FAR {far:g} needs >= {math.ceil(1.0 / far - 1e-9)}')
+
+
+def threshold_at_eer(scores, issame):
+    """Candidate threshold (``score > t`` = same) where FAR and FRR are closest; ties go to the lowest."""
+    scores, issame = np.asarray(scores, dtype=np.float64), np.asarray(issame, dtype=bool)
+    candidates, pos_le, neg_le = _threshold_table(scores, issame)
+    n_pos, n_neg = max(int(issame.sum()), 1), max(int((~issame).sum()), 1)
+    far = (n_neg - neg_le) / n_neg
+    frr = pos_le / n_pos
+    return float(candidates[int(np.argmin(np.abs(far - frr)))])
+
+
 def accuracy_at(scores, issame, threshold):
     """Fraction of pairs where ``score > threshold`` agrees with ``issame``."""
     return float(np.mean((np.asarray(scores) > threshold) == np.asarray(issame, dtype=bool)))
@@ -225,8 +254,10 @@ def verification_metrics(scores, issame, folds, fold_scores=None):
     dict
         Fractions in [0, 1]: ``accuracy_mean/std`` (None with fewer than 2 folds), ``fold_accuracies``,
         ``fold_thresholds``, ``optimistic_accuracy`` + ``optimistic_threshold``, ``eer``,
-        ``one_minus_eer``, ``auc``, ``tar_at_far`` (``{far: tar}``), ``val``/``val_std``/``val_far``
-        (facenet VAL@FAR=1e-3), ``roc`` (``fpr``, ``tpr``, ``thresholds`` arrays) and counts.
+        ``one_minus_eer``, ``auc``, ``tar_at_far`` (``{far: tar}``, ``None`` where ``far < 1/n_different``,
+        reason in ``tar_at_far_note``), ``min_measurable_far``, ``threshold_at_eer`` and
+        ``threshold_at_far`` (``{far: threshold or None}``, fitted on all pairs), ``val``/``val_std``/
+        ``val_far`` (facenet VAL@FAR=1e-3), ``roc`` (``fpr``, ``tpr``, ``thresholds`` arrays) and counts.
 
     Raises
     ------
@@ -275,7 +306,14 @@ def verification_metrics(scores, issame, folds, fold_scores=None):
         'optimistic_accuracy': optimistic_accuracy, 'optimistic_threshold': optimistic_threshold,
         'eer': eer, 'one_minus_eer': 1.0 - eer,
         'auc': float(_trapezoid_auc(fpr, tpr)),
-        'tar_at_far': {far: tar_at_far(fpr, tpr, far, n_neg) for far in TAR_FARS},
+        'tar_at_far': {far: tar_at_far(fpr, tpr, far, n_neg) if far_measurable(far, n_neg) else None
+                       for far in TAR_FARS},
+        'tar_at_far_note': {far: unmeasurable_far_note(far, n_neg) for far in TAR_FARS
+                            if not far_measurable(far, n_neg)},
+        'min_measurable_far': 1.0 / n_neg,
+        'threshold_at_eer': threshold_at_eer(scores, issame),
+        'threshold_at_far': {far: threshold_at_far(scores, issame, far) if far_measurable(far, n_neg) else None
+                             for far in TAR_FARS},
         'val': float(np.mean(vals)) if vals else None,
         'val_std': float(np.std(vals)) if vals else None,
         'val_far': float(np.mean(val_fars)) if val_fars else None,

@@ -1,10 +1,10 @@
 """Pack face images into im2rec-compatible RecordIO: one record per image, label = dense class index.
 
-Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines or an im2rec
-``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG encoding run in worker
-processes over ordered chunks, so the output does not depend on the number of workers; the parent only writes
-records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few chunks per worker
-are in flight, so memory stays flat however large the dataset.
+Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines, an im2rec
+``.lst`` or an insightface ``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG
+encoding run in worker processes over ordered chunks, so the output does not depend on the number of workers; the
+parent only writes records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few
+chunks per worker are in flight, so memory stays flat however large the dataset.
 
 Outputs (all written under temporary names and renamed at the end, each ``.idx`` after its ``.rec``,
 ``PREFIX.json`` last; :func:`commit_outputs`), with an exclusive lock on ``PREFIX.lock`` while writing:
@@ -144,38 +144,93 @@ def scan_tree(images_root):
     return entries, skipped
 
 
-def _parse_label(text, path, n):
+LIST_FORMATS = {
+    'im2rec': 'im2rec .lst "index<TAB>label[<TAB>label...]<TAB>path"',
+    'insightface': 'insightface .lst "aligned<TAB>path<TAB>label[<TAB>bbox and landmarks]"',
+    'path label': 'MS-Celeb "path label" list',
+}
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _line_format(fields):
+    """The list format a tab-split line can only be, or ``None`` when it alone does not tell."""
+    if len(fields) < 3:
+        return 'path label'
+    if re.fullmatch(r'\s*[0-9]+\s*', fields[0]) and _is_number(fields[1]) and not _is_number(fields[-1]):
+        return 'im2rec'
+    if fields[0].strip() in ('0', '1') and not _is_number(fields[1]) and _is_number(fields[2]):
+        return 'insightface'
+    return None
+
+
+def _split_line(fmt, line, fields):
+    """``(path, label text)`` of a line in ``fmt``, or ``None`` when the line does not fit it."""
+    if fmt == 'im2rec':
+        ok = len(fields) >= 3 and re.fullmatch(r'\s*[0-9]+\s*', fields[0]) and not _is_number(fields[-1])
+        return (fields[-1], fields[1]) if ok else None
+    if fmt == 'insightface':
+        ok = len(fields) >= 3 and fields[0].strip() in ('0', '1') and not _is_number(fields[1])
+        return (fields[1], fields[2]) if ok else None
+    parts = line.rsplit(None, 1)
+    return tuple(parts) if len(parts) == 2 else None
+
+
+def _parse_label(text, path, n, assumed=''):
     try:
         value = float(text)
     except ValueError:
         value = None
     if value is None or not value.is_integer() or value < 0:
-        raise UsageError(f'{path}:{n}: label must be a non-negative integer class, got {text!r}')
+        raise UsageError(f'{path}:{n}: label must be a non-negative integer class, got {text!r}{assumed}')
     return int(value)
 
 
-def read_list(list_path, strip_prefix=0):
-    """Entries ``(relpath, label)`` of an MS-Celeb ``path label`` list or an im2rec ``.lst``.
+def detect_list_format(lines):
+    """``(format, line number that decided it)`` for the lines of a list (see :data:`LIST_FORMATS`).
 
-    The format is chosen per line: three or more tab-separated fields starting with an integer are
-    im2rec's ``index<TAB>label[<TAB>…]<TAB>path`` (first label used); anything else is ``path label``
-    split at the last whitespace, so paths may contain spaces. ``strip_prefix`` drops that many leading
-    path components (``/data/MS/aligned/m.0109kg/1.jpg`` with 3 -> ``m.0109kg/1.jpg``).
+    A line decides when only one format reads it: ``index<TAB>number<TAB>...<TAB>path`` is im2rec's,
+    ``0|1<TAB>path<TAB>number...`` is insightface's, a line with fewer than three tab-separated fields is
+    ``path label``. When no line decides (every path a number), im2rec is assumed for tab-separated lines.
+    """
+    for n, line in lines:
+        fmt = _line_format(line.split('\t'))
+        if fmt is not None:
+            return fmt, n
+    return 'im2rec', None
+
+
+def read_list(list_path, strip_prefix=0):
+    """Entries ``(relpath, label)`` of an MS-Celeb ``path label`` list, an im2rec ``.lst`` or an insightface
+    ``.lst``.
+
+    The format is decided once for the file by :func:`detect_list_format` (the first line only one format can
+    read) and every line is read in it; an error names the format assumed and the line that decided it.
+    im2rec: ``index<TAB>label[<TAB>...]<TAB>path`` (first label used); insightface:
+    ``aligned<TAB>path<TAB>label[<TAB>...]``; otherwise ``path label`` split at the last whitespace, so paths
+    may contain spaces. ``strip_prefix`` drops that many leading path components
+    (``/data/MS/aligned/m.0109kg/1.jpg`` with 3 -> ``m.0109kg/1.jpg``).
     The file is read by :func:`common.textio.read_lines` (a UTF-8 BOM and CRLF line ends are dropped).
     """
     entries = []
-    for n, line in read_lines(list_path, 'list file'):
-        if not line.strip():
-            continue
-        tabs = line.split('\t')
-        if len(tabs) >= 3 and re.fullmatch(r'\s*[0-9]+\s*', tabs[0]):
-            path, label = tabs[-1], tabs[1]
-        else:
-            parts = line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise UsageError(f'{list_path}:{n}: expected "path label" or im2rec '
-                                 f'"index<TAB>label<TAB>path", got {line!r}')
-            path, label = parts
+    lines = [(n, line) for n, line in read_lines(list_path, 'list file') if line.strip()]
+    fmt, decided_by = detect_list_format(lines)
+    assumed = (f' (read as {LIST_FORMATS[fmt]}, '
+               + (f'as line {decided_by} shows)' if decided_by else 'assumed: no line tells the formats apart)'))
+    for n, line in lines:
+        split = _split_line(fmt, line, line.split('\t'))
+        if split is None:
+            if fmt == 'path label':
+                raise UsageError(f'{list_path}:{n}: expected "path label", im2rec "index<TAB>label<TAB>path" or '
+                                 f'insightface "aligned<TAB>path<TAB>label", got {line!r}{assumed}')
+            raise UsageError(f'{list_path}:{n}: not a line of this format: {line!r}{assumed}')
+        path, label = split
         path = path.strip().replace('\\', '/')
         if strip_prefix:
             parts = [p for p in path.split('/') if p]
@@ -186,7 +241,7 @@ def read_list(list_path, strip_prefix=0):
         problem = line_field_problem(path)
         if problem:
             raise UsageError(f'{list_path}:{n}: path {path!r} {problem}; rename the file')
-        entries.append((path, _parse_label(label, list_path, n)))
+        entries.append((path, _parse_label(label, list_path, n, assumed)))
     if not entries:
         raise UsageError(f'list file {list_path} has no entries')
     return entries

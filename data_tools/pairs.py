@@ -210,6 +210,56 @@ def make_pairs(images_root, folds=10, per_fold=300, seed=0, identities=None):
     return pairs
 
 
+MIN_IDENTITIES_PER_FOLD = 5
+
+
+def few_identities_warning(n_identities, folds):
+    """A warning (str) when identity-disjoint folds get too few identities to be honest, else ``None``.
+
+    With ``m`` identities in a fold, its mismatched pairs come from only ``m (m - 1) / 2`` pairs of people and its
+    matched pairs from ``m`` people: with 2 per fold every mismatched pair of a fold is the same two people, and
+    the fold accuracies measure those few people, not the model. Below :data:`MIN_IDENTITIES_PER_FOLD`
+    (5 people, 10 pairs of people per fold) the numbers are flagged.
+    """
+    per_fold = n_identities // folds
+    if per_fold >= MIN_IDENTITIES_PER_FOLD:
+        return None
+    people_pairs = per_fold * (per_fold - 1) // 2
+    return (f'{n_identities} identities in {folds} folds = {per_fold}'
+            f'{"-" + str(per_fold + 1) if n_identities % folds else ""} per fold: the mismatched pairs of a fold '
+            f'come from only {people_pairs} pair{"s" if people_pairs != 1 else ""} of people'
+            f'{" (every one is the same two people)" if per_fold == 2 else ""}, so fold accuracies describe a '
+            f'handful of people. Use at least {MIN_IDENTITIES_PER_FOLD} identities per fold: '
+            f'--folds {max(1, n_identities // MIN_IDENTITIES_PER_FOLD)} or fewer, or '
+            f'{MIN_IDENTITIES_PER_FOLD * folds} identities for {folds} folds')
+
+
+def pairs_report(pairs):
+    """What a set of pairs really measures: counts of pairs, distinct identities and images, per fold too.
+
+    Returns
+    -------
+    dict
+        ``pairs``, ``same``, ``different``, ``folds``, ``identities``, ``images`` and ``per_fold`` (list of
+        ``{fold, identities, images, people_pairs}``: distinct identities and images of the fold, distinct
+        pairs of people among its mismatched pairs).
+    """
+    def who(path):
+        return path.replace('\\', '/').rpartition('/')[0]
+
+    per_fold = []
+    for fold in sorted({p.fold for p in pairs}):
+        ps = [p for p in pairs if p.fold == fold]
+        per_fold.append({'fold': int(fold), 'identities': len({who(q) for p in ps for q in p[:2]}),
+                         'images': len({q for p in ps for q in p[:2]}),
+                         'people_pairs': len({tuple(sorted((who(p.path1), who(p.path2)))) for p in ps
+                                              if not p.issame})})
+    return {'pairs': len(pairs), 'same': sum(p.issame for p in pairs),
+            'different': sum(not p.issame for p in pairs), 'folds': len(per_fold),
+            'identities': len({who(q) for p in pairs for q in p[:2]}),
+            'images': len({q for p in pairs for q in p[:2]}), 'per_fold': per_fold}
+
+
 def _draw_matched(rng, members, identities, per_fold, fold):
     eligible = [n for n in members if len(identities[n]) >= 2]
     possible = sum(len(identities[n]) * (len(identities[n]) - 1) // 2 for n in eligible)

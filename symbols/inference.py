@@ -1,7 +1,8 @@
 """The inference engine: batched LightCNN forwards over images, shared by every stage that embeds faces.
 
 Used by feature extraction (:func:`extract_features.extract_to_mat`), the Python API
-(:func:`models.load_model`) and training's per-epoch verification (``--val-pairs``). Pixels always come
+(:func:`models.load_model`), ``.bin`` evaluation and training's per-epoch verification (``--val-pairs``,
+``--val-targets``: :func:`embed_bin`). Pixels always come
 from the checkpoint's :class:`~common.preprocessing.Preprocessing`; images are decoded by a thread pool a
 few batches ahead of the forward pass (OpenCV releases the GIL), and every forward has the same shape so
 the hybridized graph is built once (``static_alloc``/``static_shape``).
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from common.errors import UsageError
 from common.fileio import atomic_write
-from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, read_image, scan_images
+from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, decode_image, read_image, scan_images
 from common.textio import printable, read_lines
 from data_tools.pairs import read_pairs
 
@@ -329,3 +330,70 @@ def embed_images(embedder, items, center_crop=None, align=None, flip=False, skip
         features=np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
         labels=[items[i].label for i in kept], indices=np.asarray(kept, dtype=np.int64),
         skipped=failures, logits=np.concatenate(logits) if logits else None)
+
+
+# ------------------------------------------------------------------------------- insightface .bin sets
+BIN_DECODE_CHUNK = 512  # .bin images decoded ahead of the engine at a time
+
+
+def _distinct_images(images):
+    """``(unique, rows)``: the distinct encoded images in first-seen order, and each slot's row in them."""
+    first, rows = {}, np.empty(len(images), np.int64)
+    for k, img in enumerate(images):
+        rows[k] = first.setdefault(img, len(first))
+    return list(first), rows
+
+
+def embed_bin(embedder, images, flip=False, center_crop=None, num_workers=2, progress=False, name='.bin'):
+    """Features of the distinct images of an insightface ``.bin`` (each image embedded once).
+
+    What ``lfw_eval.py --model M --bin X.bin`` and the trainer's ``--val-targets`` embed: images are decoded
+    in the network's channels (as extraction decodes the same files) and run through :func:`embed_images`
+    in chunks of :data:`BIN_DECODE_CHUNK`, so memory stays bounded for large sets. LFW's 6,000 pairs fill
+    12,000 slots with far fewer images.
+
+    Parameters
+    ----------
+    embedder : Embedder
+    images : list of bytes
+        Encoded images, pair ``k`` = ``images[2k], images[2k + 1]`` (:func:`data_tools.bin_sets.load_bin`).
+    flip : bool
+        Add the features of the mirrored images.
+    name : str
+        What the set is called in labels and errors (``lfw.bin``).
+
+    Returns
+    -------
+    features : numpy.ndarray, float32 (U, D)
+        One row per distinct image.
+    rows : numpy.ndarray, int64 (len(images),)
+        Row of ``features`` for each image slot.
+
+    Raises
+    ------
+    UsageError
+        Undecodable images (count and the first slots, with their pair numbers).
+    """
+    unique, rows = _distinct_images(images)
+    color = 'gray' if embedder.pre.channels == 'gray' else 'bgr'
+    slot_of = {}
+    for k, r in enumerate(rows):
+        slot_of.setdefault(int(r), k)
+    feats, failures = [], []
+    bar = tqdm(total=len(unique), unit='img', desc='embed', disable=not progress)
+    for start in range(0, len(unique), BIN_DECODE_CHUNK):
+        items = []
+        for u in range(start, min(start + BIN_DECODE_CHUNK, len(unique))):
+            try:
+                items.append(ImageItem(f'{name}[{slot_of[u]}]', decode_image(unique[u], color)))
+            except ImageError as err:
+                failures.append((slot_of[u], str(err)))
+        if failures:  # keep decoding to count them all, embed nothing more
+            continue
+        feats.append(embed_images(embedder, items, center_crop, None, flip, num_workers=num_workers).features)
+        bar.update(len(items))
+    bar.close()
+    if failures:
+        shown = '; '.join(f'image {k} (pair {k // 2}): {reason}' for k, reason in failures[:5])
+        raise UsageError(f'{name}: {len(failures)} of {len(unique)} distinct images cannot be decoded: {shown}')
+    return np.concatenate(feats), rows

@@ -1,4 +1,4 @@
-"""Closed- and open-set identification (lfw_verification/identification.py, identify.py)."""
+"""Closed- and open-set identification (identification/cosine.py, gallery.py; identify.py)."""
 import json
 
 import numpy as np
@@ -8,9 +8,9 @@ import pytest
 from common.cli import run_cli
 from common.errors import UsageError
 from common.features_mat import write_features
+from identification.cosine import identify, identity_scores, open_set_table
+from identification.gallery import identity_of, split_by_index
 from lfw_verification import identify as identify_cli
-from lfw_verification.identification import (identify, identity_of, identity_scores, open_set_table,
-                                             split_by_index)
 from lfw_verification.synthetic import synthetic_features
 
 

@@ -49,6 +49,9 @@ OPTIONS = {
         Option('data_val', None, 'validation .rec: top-1/top-5 every epoch', shown='none'),
         Option('val_pairs', None, 'LFW-format pairs.txt: verification accuracy every epoch', shown='none'),
         Option('val_images', None, 'image root the --val-pairs paths are relative to', shown='none'),
+        Option('val_targets', None, 'insightface .bin verification sets, comma-separated (lfw.bin,cfp_fp.bin,'
+               'agedb_30.bin): 10-fold accuracy of each every epoch (CSV column val_NAME, NAME = file name '
+               'without .bin) and the best weights per set in PREFIX-best-NAME', shown='none'),
         Option('num_classes', None, 'classes of fc2', int, shown='num_classes of PREFIX.json'),
         Option('data_nthreads', 4, 'decoding threads', int),
         Option('input_size', None, 'crop side', int,
@@ -251,6 +254,7 @@ def check_config(args):
                                        'python train_lightcnn.py ...')
     if bool(args.val_pairs) != bool(args.val_images):
         raise ParameterError(lambda n: f'{n("val_pairs")} and {n("val_images")} go together')
+    val_targets(args.val_targets)
     check_values(args)
     if args.load_epoch and args.num_epochs <= args.load_epoch:
         raise ParameterError(lambda n: f'{n("num_epochs")} {args.num_epochs} leaves nothing to train after '
@@ -285,6 +289,44 @@ def check_values(args):
         rule = RANGES.get(name)
         if rule is not None and not rule.holds(value):
             raise ParameterError(lambda n, name=name, rule=rule: f'{n(name)} must be {rule.rule()}')
+
+
+VAL_KEYS = ('val_top1', 'val_top5', 'val_verification')  # row keys of the built-in validators
+
+
+def val_targets(text):
+    """``'a/lfw.bin,cfp_fp.bin'`` -> ``[('lfw', 'a/lfw.bin'), ('cfp_fp', 'cfp_fp.bin')]``: each target's name
+    (its file name without ``.bin``; the row key is ``val_NAME``) and path. ``None`` or empty: no targets.
+
+    The allowed values of ``val_targets`` (its range check): ``.bin`` files, at least one, names that are
+    distinct and not those of the built-in validators (:data:`VAL_KEYS`). The files themselves are read
+    before the first step (:class:`training.validation.BinVerification`).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``val_targets`` and the item at fault.
+    """
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise ParameterError(lambda n: f'{n("val_targets")} takes comma-separated .bin files, not {text!r}')
+    paths = [p.strip() for p in text.split(',')]
+    if not any(paths):
+        return []
+    targets = []
+    for path in paths:
+        name = os.path.basename(path)[:-4] if path.lower().endswith('.bin') else None
+        if not name:
+            raise ParameterError(lambda n, path=path: f'{n("val_targets")} takes insightface .bin files like '
+                                                      f'lfw.bin,cfp_fp.bin; not {path!r} in {text!r}')
+        targets.append((name, path))
+    names = [name for name, _ in targets]
+    clash = sorted({name for name in names if names.count(name) > 1 or f'val_{name}' in VAL_KEYS})
+    if clash:
+        raise ParameterError(lambda n: f'{n("val_targets")}: target name(s) {", ".join(clash)} (file names '
+                                       'without .bin) appear twice or are a built-in column; rename the file(s)')
+    return targets
 
 
 def step_epochs(text):

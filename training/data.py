@@ -1,5 +1,9 @@
 """Training and validation batches from RecordIO files, plus synthetic batches for ``--benchmark``.
 
+Files of image records only go through MXNet's ``ImageRecordIter`` (:class:`RecordBatches`); insightface
+``.rec`` files, whose header and identity records hold no image, through :class:`ImageRecordBatches`, which
+reads the image records alone by key.
+
 Iterators are rebuilt every epoch with a seed derived from ``(seed, epoch)``: the data order and the
 random crops of epoch ``e`` are then the same whether a run went straight through or was resumed
 from a checkpoint, which makes ``--load-epoch`` exact.
@@ -17,6 +21,7 @@ from data_tools.dataset_info import records_info
 from data_tools.records import scan_records
 
 from .errors import ParameterError
+from .sampler import IdentityBatches
 
 
 def check_record_file(rec_path):
@@ -148,6 +153,69 @@ class RecordBatches:
                                seed=self.seed * 1000 + epoch + 7919 * offset, num_parts=self.num_parts,
                                part_index=self.part_index, threads=self.threads)
         return take_batches(make_iter, self.updates)
+
+
+class ImageRecordOrder:
+    """The order in which :class:`ImageRecordBatches` reads ``n`` image records: batches of positions.
+
+    Training (``shuffle``): a permutation seeded by ``(seed, epoch)``, the last batch completed from its start
+    (as ``ImageRecordIter``'s ``round_batch``); validation: file order, the last batch short.
+    """
+
+    def __init__(self, n, batch_size, seed=0, shuffle=True):
+        self.n, self.batch_size, self.seed, self.shuffle = int(n), int(batch_size), int(seed), bool(shuffle)
+
+    def __len__(self):
+        return math.ceil(self.n / self.batch_size)
+
+    def batches(self, epoch):
+        if not self.shuffle:
+            order = np.arange(self.n)
+        else:
+            order = np.random.default_rng((self.seed % 2 ** 32, int(epoch))).permutation(self.n)
+            order = np.resize(order, len(self) * self.batch_size)  # wraps round to fill the last batch
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+
+class ImageRecordBatches(IdentityBatches):
+    """Batches of the *image* records of a ``.rec``, read one by one through its ``.idx``: insightface files.
+
+    An insightface ``.rec`` holds, besides its images, a header record (key 0, ``label[0]`` = first identity
+    record) and one record per identity (its image range), all without image data; ``ImageRecordIter`` reads
+    every record between the ``.idx`` offsets and fails on them. Here only the ``keys`` of image records
+    (:class:`data_tools.records.RecordScan` ``keys``/``labels``) are read, with :class:`IdentityBatches`'
+    decoding (``threads`` in parallel; the pixels of :class:`~common.preprocessing.Preprocessing`: random
+    ``input_size`` crop and mirror when ``train``, else the centre crop) in :class:`ImageRecordOrder`.
+    Worker ``part_index`` of ``num_parts`` takes every ``num_parts``-th batch; ``updates`` batches per epoch
+    (``ceil(records / (batch_size x num_parts))``, as :func:`steps_per_epoch`).
+    """
+
+    def __init__(self, rec_path, preprocessing, batch_size, keys, labels, train=True, seed=0, num_parts=1,
+                 part_index=0, threads=4, skipped=0):
+        # not IdentityBatches.__init__: no identity sampler, the records are given
+        self.rec_path, self.preprocessing = os.fspath(rec_path), preprocessing
+        self.seed, self.num_parts, self.part_index, self.threads = seed, num_parts, part_index, threads
+        self.keys, self.labels = [int(k) for k in keys], np.asarray(labels, np.int64)
+        self.sampler = ImageRecordOrder(len(self.keys), batch_size, seed, shuffle=train)
+        self.updates = math.ceil(len(self.sampler) / num_parts)
+        self.train, self.skipped = bool(train), int(skipped)
+
+    def describe(self):
+        return (f'{self.rec_path}: {len(self.keys)} image records read by key, {self.skipped} header/identity '
+                'record(s) without an image skipped (insightface layout; decoded here, not by ImageRecordIter)')
+
+    def _submit(self, pool, record, epoch, number, positions):
+        if self.train:
+            return super()._submit(pool, record, epoch, number, positions)
+        jobs = [pool.submit(self._decode, record.read_idx(self.keys[i]), self.keys[i], 0.5, 0.5, 1.0)
+                for i in positions]  # the centre crop (one pixel lower/right for an odd margin), no mirror
+        return jobs, self.labels[positions]
+
+
+def image_record_batches(scan, preprocessing, batch_size, train=True, **options):
+    """:class:`ImageRecordBatches` of a scanned ``.rec`` (``scan.keys``/``labels``: its image records only)."""
+    return ImageRecordBatches(scan.path, preprocessing, batch_size, scan.keys, scan.labels, train=train,
+                              skipped=scan.meta_records, **options)
 
 
 class SyntheticBatches:

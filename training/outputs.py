@@ -39,9 +39,9 @@ class PrefixLock:
         try:
             os.makedirs(folder, exist_ok=True)
             probe = tempfile.TemporaryFile(dir=folder)
-        except OSError as err:
-            raise ParameterError(lambda n: f'{n("model_prefix")} {prefix}: cannot write in {folder} '
-                                           f'({_why(err)})') from None
+        except OSError as err:  # the reason is bound now: err is unset once the except block ends
+            raise ParameterError(lambda n, why=_why(err): f'{n("model_prefix")} {prefix}: cannot write in '
+                                                          f'{folder} ({why})') from None
         probe.close()
         self._held = contextlib.ExitStack()
         self._held.enter_context(exclusive_lock(os.fspath(prefix) + '.lock', f'{prefix} (another training)'))

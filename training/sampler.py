@@ -18,8 +18,8 @@ import numpy as np
 from mxnet import gluon
 
 from common.errors import UsageError
+from data_tools.records import scan_records  # (training.data's; imported from its home: data imports this module)
 
-from .data import scan_records
 from .errors import ParameterError
 
 

@@ -29,9 +29,9 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_validators
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values,
-                     freeze_epochs, parse_config, step_epochs)
+                     freeze_epochs, parse_config, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
-from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
+from .data import (RecordBatches, SyntheticBatches, check_record_file, image_record_batches, record_preprocessing,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
@@ -41,7 +41,7 @@ from .outputs import PrefixLock, remove_stale_temporaries
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
                      open_resume_point)
 from .sampler import IdentityBatches
-from .validation import ClassificationValidation, PairVerification
+from .validation import BestTargetCheckpoints, BinVerification, ClassificationValidation, PairVerification
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
                    'metrics.epoch = 0-based index of the last of them, as Epoch[i] in the log '
@@ -63,7 +63,8 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
         Run after the built-in ones (Speedometer, progress bar, epoch lines, metrics CSV).
     validators : list of callables ``(net, preprocessing, contexts) -> dict``
         Run on worker 0 after each epoch, after the built-in ones (top-1/top-5 on ``data_val``, verification
-        on ``val_pairs``: :mod:`training.validation`); their values join the epoch's row.
+        on ``val_pairs`` and on each ``val_targets`` set: :mod:`training.validation`); their values join the
+        epoch's row.
 
     Returns
     -------
@@ -218,6 +219,11 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                                num_parts=num_workers, part_index=rank, threads=args.data_nthreads, scan=scan)
         updates_per_epoch = data.updates
         log(data.describe())
+    elif scan.meta_records:  # header/identity records without images (insightface): read the images by key
+        data = image_record_batches(scan, preprocessing, args.batch_size, seed=args.seed, num_parts=num_workers,
+                                    part_index=rank, threads=args.data_nthreads)
+        updates_per_epoch = data.updates
+        log(data.describe())
     else:
         data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
                              seed=args.seed, num_parts=num_workers, part_index=rank,
@@ -369,16 +375,20 @@ def default_callbacks(run):
                  TrunkSchedule(freeze_epochs(run.args), backbone_lr_mult(run.args))]
     if run.saves:
         callbacks.append(MetricsCSV(run.metrics_csv))
+        if val_targets(run.args.val_targets):  # worker 0 validates; a {rank} prefix keeps per-worker files
+            callbacks.append(BestTargetCheckpoints(val_targets(run.args.val_targets)))
     return callbacks
 
 
 def default_validators(args):
-    """Top-1/top-5 on ``data_val`` and verification on ``val_pairs``, as the options ask."""
+    """Top-1/top-5 on ``data_val``, verification on ``val_pairs`` and on each ``val_targets`` set, as the
+    options ask."""
     validators = []
     if args.data_val:
         validators.append(ClassificationValidation(args.data_val, args.batch_size, args.data_nthreads))
     if args.val_pairs:
         validators.append(PairVerification(args.val_pairs, args.val_images))
+    validators += [BinVerification(path, name) for name, path in val_targets(args.val_targets)]
     return validators
 
 
