@@ -57,7 +57,7 @@ from common.errors import UsageError
 from common.images import is_image_file
 from common.paths import runs_dir
 from common.verification import pair_scores, threshold_at_far, verification_metrics
-from lfw_verification.identification import open_set_table, rank_probes
+from identification.cosine import open_set_table, rank_probes
 
 KNOWN, UNKNOWN, TEST_PER_IDENTITY = 63, 20, 20
 V4_STEM = runs_dir('pretrained', 'lightcnn-v4')
