@@ -20,7 +20,7 @@ Protocol
   ``models.load_model(...).embed`` (the geometry of the records: 144 -> centre 128 -> input), then
   - closed set: each known test image against identity centroids of training embeddings (at most
     ``--centroid-images`` per identity, seeded), cosine; top-1 / top-5
-    (``lfw_verification.identification.rank_probes``, method ``centroid``);
+    (``identification.cosine.rank_probes``, method ``centroid``);
   - open set: known test images + unknown images, accepted when the top-1 centroid score is above a
     threshold chosen on the *training* embeddings only: for every centroid image its best score against the
     *other* identities' centroids is a stand-in unknown probe, its own identity's score a genuine one, and the
@@ -217,7 +217,7 @@ def open_set_threshold(gallery, gallery_ids, far):
     Returns the lowest threshold whose false-accept rate on the stand-ins is ``<= far``
     (:func:`common.verification.threshold_at_far`).
     """
-    from lfw_verification.identification import identity_scores
+    from identification.cosine import identity_scores
     scores, names = identity_scores(gallery, gallery_ids, gallery, 'centroid')
     own = names[None, :] == np.asarray(gallery_ids)[:, None]
     genuine = scores[own]

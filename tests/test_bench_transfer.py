@@ -132,7 +132,7 @@ def test_open_set_threshold_at_far_on_training_stand_ins():
     ids = np.repeat(['a', 'b'], 10)
     loose, strict = bt.open_set_threshold(gallery, ids, 0.5), bt.open_set_threshold(gallery, ids, 0.0)
     assert loose < strict
-    from lfw_verification.identification import identity_scores
+    from identification.cosine import identity_scores
     scores, names = identity_scores(gallery, ids, gallery, 'centroid')
     impostor = np.where(names[None, :] == ids[:, None], -np.inf, scores).max(axis=1)
     assert (impostor > strict).sum() == 0 and (impostor > loose).mean() <= 0.5
