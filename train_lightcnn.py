@@ -2,7 +2,8 @@
 
     python train_lightcnn.py                                   # demo: synthetic faces, a few minutes on CPU
     python train_lightcnn.py --data-train data/casia.rec --data-val data/casia_val.rec \\
-        --network lightcnn9 --gpus 0,1 --lr 0.01 --lr-step-epochs 10,20 --model-prefix runs/casia
+        --network lightcnn9 --gpus 0,1 --lr-step-epochs 10,20 --model-prefix runs/casia
+    python train_lightcnn.py --data-train data/mine.rec --pretrained runs/pretrained/lightcnn-v4   # fine-tune
 """
 if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
     from common.threads import default_compute_threads

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from common.errors import UsageError
+from common.fileio import WRITE_ERRNOS
 
 __all__ = ['ArgumentParser', 'UsageError', 'run_cli']
 
@@ -26,6 +27,12 @@ def run_cli(main, argv=None):
         return main(argv) or 0
     except UsageError as err:
         print(f'error: {err}', file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full / read-only where no library code translated it: still one line
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        where = f' {err.filename}' if err.filename else ''
+        print(f'error: cannot write{where}: {err.strerror or err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)

@@ -60,8 +60,11 @@ def _cell_strings(value):
     raise UsageError(f'"label" must be a cell of strings, got {value.dtype} {value.shape}')
 
 
-def read_features(path):
+def read_features(path, with_skipped=False):
     """Read ``data`` (N x D float32) and ``label`` (N strings) from a features ``.mat``.
+
+    With ``with_skipped``, also the images the extraction left out: ``[(label, reason)]`` from the
+    ``skipped`` and ``skipped_reason`` cells (empty when the file has none), as a third item.
 
     Raises
     ------
@@ -87,4 +90,11 @@ def read_features(path):
     bad = ~np.isfinite(data).all(axis=1)
     if bad.any():
         raise UsageError(f'{path}: {int(bad.sum())} feature rows hold NaN/inf, e.g. {labels[int(np.argmax(bad))]}')
-    return data.astype(np.float32, copy=False), labels
+    data = data.astype(np.float32, copy=False)
+    if not with_skipped:
+        return data, labels
+    skipped = _cell_strings(mat['skipped']) if 'skipped' in mat and mat['skipped'].size else []
+    reasons = (_cell_strings(mat['skipped_reason']) if 'skipped_reason' in mat and mat['skipped_reason'].size
+               else [])
+    reasons += ['skipped at extraction'] * (len(skipped) - len(reasons))
+    return data, labels, list(zip(skipped, reasons))

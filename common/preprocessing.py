@@ -26,7 +26,8 @@ class Preprocessing:
         Network input is ``(pixel - mean) * scale``; the official models use ``/255``.
     record_size : int
         Side of stored training images; training crops ``input_size`` out of it at random,
-        validation and extraction take the centre (144 -> 128 in the paper).
+        validation and extraction take the centre (144 -> 128 in the paper). Raw images get this
+        geometry too (:meth:`fit`).
     """
     channels: str = 'gray'
     input_size: int = 128
@@ -55,13 +56,26 @@ class Preprocessing:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def fit(self, img, center_crop=None):
-        """Bring a decoded image to ``input_size`` square, keeping its centre.
+        """Bring a decoded image to ``input_size`` square with the geometry of the training records.
 
-        ``center_crop`` first takes a central square of that side (e.g. 250x250 unaligned LFW);
-        images of the input size pass unchanged, larger ones are centre-cropped (144 -> 128, as in
-        validation), smaller ones are scaled up on their shorter side first.
+        By default an image is treated as packing treats it, then as validation crops a record: its
+        shorter side is scaled to ``record_size`` and the central ``record_size`` square kept
+        (:func:`crop_resize`, exactly what ``data_tools.packing`` stores), then the central
+        ``input_size`` square of that is taken (what ``ImageRecordIter`` gives without ``rand_crop``).
+        A net trained on 144-px records thus sees the same face from a raw 250x250 LFW image or a
+        100x100 PubFig83 image as from its packed record (a 144 face, centre 128).
+
+        A square of exactly ``input_size`` is already a network input (the official 128x128 LightCNN
+        test crops, ``--align`` output) and passes unchanged. ``center_crop`` (explicit) first takes a
+        central square of that side and resizes it to ``input_size`` (e.g. 150 for unaligned 250x250
+        LFW), ignoring ``record_size``.
         """
-        return crop_resize(img, self.input_size, crop=center_crop, shrink=False)
+        if center_crop:
+            return crop_resize(img, self.input_size, crop=center_crop)
+        h, w = img.shape[:2]
+        if (h, w) == (self.input_size, self.input_size) or self.record_size < self.input_size:
+            return crop_resize(img, self.input_size, shrink=False)
+        return center_square(crop_resize(img, self.record_size), self.input_size)
 
     def load(self, path, center_crop=None):
         """Read an image file in this model's channels and geometry (uint8 HxWxC)."""
@@ -137,6 +151,11 @@ def _resize(img, width, height):
         return img
     shrinking = height * width < h * w
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def center_square(img, side):
+    """The central ``side`` x ``side`` square (offsets rounded down, as ``ImageRecordIter``'s centre crop)."""
+    return _center_crop(img, side)
 
 
 def _center_crop(img, side):

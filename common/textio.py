@@ -31,9 +31,9 @@ def read_lines(path, what='text file'):
         with open(path, 'rb') as f:
             raw = f.read()
     except FileNotFoundError:
-        raise UsageError(f'{what} {path} not found') from None
+        raise UsageError(f'cannot read {what} {path}: file not found') from None
     except IsADirectoryError:
-        raise UsageError(f'{what} {path} is a directory, not a file') from None
+        raise UsageError(f'cannot read {what} {path}: it is a directory, not a file') from None
     except OSError as err:
         raise UsageError(f'cannot read {what} {path}: {err.strerror or err}') from None
     try:
@@ -45,15 +45,44 @@ def read_lines(path, what='text file'):
     return list(enumerate(text.splitlines(), start=1))
 
 
+def line_field_problem(value):
+    """Why ``value`` cannot be a field of a UTF-8, tab-separated, line-based file, or ``None`` when it can.
+
+    A tab, newline or carriage return would split the line; a file name that is not valid UTF-8 (read
+    by Python as lone surrogates, ``surrogateescape``) cannot be written to a UTF-8 file.
+    """
+    if any(c in value for c in '\t\n\r'):
+        return 'contains a tab or line break, which a line-based list cannot hold'
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError:
+        return 'is not valid UTF-8 (a file name in another encoding), which a UTF-8 list cannot hold'
+    return None
+
+
+def printable(value):
+    """``value`` safe to print and to store in JSON: undecodable bytes shown as ``\\xNN``."""
+    try:
+        value.encode('utf-8')
+        return value
+    except UnicodeEncodeError:
+        return value.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
+
 def check_line_field(value, what='name'):
-    """Refuse a value that would break a tab-separated, line-based file (tab, newline, carriage return).
+    """Refuse a value that would break a tab-separated, line-based UTF-8 file (see :func:`line_field_problem`).
 
     Raises
     ------
     UsageError
         Naming the value (with the offending character escaped).
     """
-    if any(c in value for c in '\t\n\r'):
-        raise UsageError(f'{what} {value!r} contains a tab or line break, which a line-based list '
-                         f'cannot hold; rename it')
+    problem = line_field_problem(value)
+    if problem:
+        raise UsageError(f"{what} '{shown(value)}' {problem}; rename it")
     return value
+
+
+def shown(value):
+    """``value`` for a one-line message: undecodable bytes as ``\\xNN``, tab and line breaks escaped."""
+    return printable(value).replace('\t', '\\t').replace('\n', '\\n').replace('\r', '\\r')

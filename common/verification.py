@@ -4,10 +4,12 @@
 One implementation for the evaluators (:mod:`lfw_verification`) and training's per-epoch verification
 (``train_lightcnn.py --val-pairs``), so both report the same numbers for the same features.
 
-Matching labels to pair paths (:func:`image_key`, same rule in ``lfw_eval.m``): backslashes become ``/``,
-only the last two path components (identity folder and file) are kept and the file extension is dropped,
-so ``/lfw_patch/Aaron_Eckhart/Aaron_Eckhart_0001.jpg``, ``Aaron_Eckhart/Aaron_Eckhart_0001.png`` and
-``Aaron_Eckhart/Aaron_Eckhart_0001`` are the same image. Matching is case-sensitive.
+Matching labels to pair paths (:func:`common.images.image_key`, same rule in ``lfw_eval.m``, and the rule
+extraction and training use to find pair images on disk): backslashes become ``/``, only the last two path
+components (identity folder and file) are kept and the file extension is dropped, so
+``/lfw_patch/Aaron_Eckhart/Aaron_Eckhart_0001.jpg``, ``Aaron_Eckhart/Aaron_Eckhart_0001.png`` and
+``Aaron_Eckhart/Aaron_Eckhart_0001`` are the same image. Matching is case-sensitive. Pairs naming images the
+features file recorded as skipped at extraction are dropped and reported (:func:`match_pairs`).
 
 Scores are *similarities*: higher means "same identity" (for distances pass ``-distance``).
 A pair is predicted "same" when ``score > threshold``.
@@ -24,16 +26,25 @@ going to the lowest threshold. Tied scores therefore always fall on the same sid
   same pairs, an upper bound, not a result to publish.
 * ROC: ``sklearn.metrics.roc_curve(drop_intermediate=False)``; AUC by the trapezoid rule on it.
 * EER: where the ROC polyline (linearly interpolated) crosses ``FPR = 1 - TPR``.
-* TAR@FAR=x: the highest TPR among ROC points with ``FPR <= x`` (no interpolation; conservative).
+* TAR@FAR=x: the highest TPR among ROC points with ``FPR <= x`` (no interpolation; conservative). With
+  ``n`` different pairs the smallest FAR a count can show is ``1/n``; a target ``x < 1/n`` (and ``x = 0``)
+  cannot be resolved, so its TAR is ``None`` with the reason in ``tar_at_far_note`` -- never a number.
+* Recommended thresholds (fitted on *all* pairs; for deployment, not for reporting accuracy):
+  ``threshold_at_eer`` -- the candidate where FAR and FRR are closest (ties: lowest) -- and
+  ``threshold_at_far[x]`` -- the lowest candidate whose FAR is ``<= x`` (``None`` where not measurable).
 * VAL@FAR=1e-3 (facenet protocol): per fold, the lowest candidate threshold whose FAR on the *training*
   folds is ``<= 1e-3``; VAL (TAR) and FAR then measured on the test fold, mean/std over folds. Facenet
   interpolates a fixed distance grid; candidates from the data make it exact and grid-free.
 """
+import math
+from collections import namedtuple
+
 import numpy as np
 from sklearn.metrics import auc as _trapezoid_auc
 from sklearn.metrics import roc_curve
 
 from common.errors import UsageError
+from common.images import image_key
 
 TAR_FARS = (1e-2, 1e-3, 0.0)
 VAL_FAR = 1e-3
@@ -43,23 +54,36 @@ _NORM_FLOOR = 1e-12
 
 
 # ------------------------------------------------------------------------------------------- pair scores
-def image_key(path):
-    """``identity/file`` without extension: the key under which a label and a pair path match."""
-    parts = [p for p in str(path).strip().replace('\\', '/').split('/') if p]
-    if not parts:
-        return ''
-    stem, dot, ext = parts[-1].rpartition('.')
-    parts[-1] = stem if dot and stem else parts[-1]
-    return '/'.join(parts[-2:])
+def match_pairs(labels, pairs, skipped=(), skip_missing=False):
+    """Rows in ``labels`` of both images of every pair that can be scored, and the pairs that cannot.
 
+    Labels and pair paths match by :func:`image_key`. A pair naming an image that is not among
+    ``labels`` is *dropped* when that image is listed in ``skipped`` (the features file records it as
+    left out at extraction, ``extract_features.py --skip-missing``) or when ``skip_missing`` is set;
+    otherwise that is an error, since the features do not belong to these pairs.
 
-def pair_rows(labels, pairs):
-    """Row indices in ``labels`` of both images of every pair (matched by :func:`image_key`).
+    Parameters
+    ----------
+    labels : sequence of str
+        One per feature row.
+    pairs : sequence of Pair
+        ``path1``, ``path2``, ``issame``, ``fold``.
+    skipped : sequence of (label, reason)
+        Images left out at extraction, with the reason.
+    skip_missing : bool
+        Drop pairs naming any absent image, recorded or not.
+
+    Returns
+    -------
+    PairMatch
+        ``idx1``, ``idx2`` (int64 rows of the kept pairs), ``kept`` (int64 indices into ``pairs``) and
+        ``dropped``: ``[(index into pairs, [reason per absent image])]``.
 
     Raises
     ------
     UsageError
-        Two labels with the same key, or pairs naming images absent from the labels (count + examples).
+        Two labels with the same key; images absent and not recorded as skipped (without
+        ``skip_missing``): their count and examples.
     """
     rows, duplicates = {}, []
     for i, label in enumerate(labels):
@@ -70,13 +94,41 @@ def pair_rows(labels, pairs):
     if duplicates:
         raise UsageError(f'{len(duplicates)} labels repeat an image already in the features file '
                          f'(same identity/file after normalisation), e.g. {duplicates[:3]}')
+    recorded = {image_key(label): reason for label, reason in skipped}
     missing = sorted({p for pair in pairs for p in (pair.path1, pair.path2) if image_key(p) not in rows})
-    if missing:
-        raise UsageError(f'{len(missing)} images named by the pairs are not in the features file, '
-                         f'e.g. {", ".join(missing[:5])} (labels look like {labels[0]!r})')
-    idx1 = np.array([rows[image_key(p.path1)] for p in pairs], dtype=np.int64)
-    idx2 = np.array([rows[image_key(p.path2)] for p in pairs], dtype=np.int64)
-    return idx1, idx2
+    unrecorded = [p for p in missing if image_key(p) not in recorded]
+    if unrecorded and not skip_missing:
+        raise UsageError(f'{len(unrecorded)} images named by the pairs are not in the features file, '
+                         f'e.g. {", ".join(unrecorded[:5])} (labels look like {labels[0] if labels else None!r}); '
+                         f'extract them, or pass skip_missing to score only the pairs whose images are there')
+    kept, dropped = [], []
+    for k, pair in enumerate(pairs):
+        reasons = [f'{p}: ' + (f'skipped at extraction ({recorded[image_key(p)]})' if image_key(p) in recorded
+                               else 'not in the features file')
+                   for p in (pair.path1, pair.path2) if image_key(p) not in rows]
+        if reasons:
+            dropped.append((k, reasons))
+        else:
+            kept.append(k)
+    idx1 = np.array([rows[image_key(pairs[k].path1)] for k in kept], dtype=np.int64)
+    idx2 = np.array([rows[image_key(pairs[k].path2)] for k in kept], dtype=np.int64)
+    return PairMatch(idx1, idx2, np.array(kept, dtype=np.int64), dropped)
+
+
+PairMatch = namedtuple('PairMatch', 'idx1 idx2 kept dropped')
+
+
+def pair_rows(labels, pairs):
+    """Row indices in ``labels`` of both images of every pair (matched by :func:`image_key`).
+
+    Raises
+    ------
+    UsageError
+        Two labels with the same key, or pairs naming images absent from the labels (count + examples).
+        :func:`match_pairs` drops such pairs instead, where that is asked for.
+    """
+    match = match_pairs(labels, pairs)
+    return match.idx1, match.idx2
 
 
 def l2_normalize(features):
@@ -137,6 +189,29 @@ def threshold_at_far(scores, issame, far):
     return float(candidates[ok[0]])
 
 
+def far_measurable(far, n_neg):
+    """Whether ``n_neg`` negatives can resolve a false-accept rate of ``far`` (``far >= 1/n_neg``)."""
+    return n_neg > 0 and far * n_neg >= 1.0 - 1e-9
+
+
+def unmeasurable_far_note(far, n_neg):
+    """Why ``far`` cannot be measured with ``n_neg`` negatives (different pairs), in one line."""
+    if far <= 0:
+        return f'not measurable: no finite number of negatives shows FAR = 0 ({n_neg} resolve FAR >= 1/{n_neg})'
+    return (f'not measurable: {n_neg} negatives resolve FAR >= 1/{n_neg} = {1.0 / max(n_neg, 1):.3g}; '
+            f'FAR {far:g} needs >= {math.ceil(1.0 / far - 1e-9)}')
+
+
+def threshold_at_eer(scores, issame):
+    """Candidate threshold (``score > t`` = same) where FAR and FRR are closest; ties go to the lowest."""
+    scores, issame = np.asarray(scores, dtype=np.float64), np.asarray(issame, dtype=bool)
+    candidates, pos_le, neg_le = _threshold_table(scores, issame)
+    n_pos, n_neg = max(int(issame.sum()), 1), max(int((~issame).sum()), 1)
+    far = (n_neg - neg_le) / n_neg
+    frr = pos_le / n_pos
+    return float(candidates[int(np.argmin(np.abs(far - frr)))])
+
+
 def accuracy_at(scores, issame, threshold):
     """Fraction of pairs where ``score > threshold`` agrees with ``issame``."""
     return float(np.mean((np.asarray(scores) > threshold) == np.asarray(issame, dtype=bool)))
@@ -179,8 +254,10 @@ def verification_metrics(scores, issame, folds, fold_scores=None):
     dict
         Fractions in [0, 1]: ``accuracy_mean/std`` (None with fewer than 2 folds), ``fold_accuracies``,
         ``fold_thresholds``, ``optimistic_accuracy`` + ``optimistic_threshold``, ``eer``,
-        ``one_minus_eer``, ``auc``, ``tar_at_far`` (``{far: tar}``), ``val``/``val_std``/``val_far``
-        (facenet VAL@FAR=1e-3), ``roc`` (``fpr``, ``tpr``, ``thresholds`` arrays) and counts.
+        ``one_minus_eer``, ``auc``, ``tar_at_far`` (``{far: tar}``, ``None`` where ``far < 1/n_different``,
+        reason in ``tar_at_far_note``), ``min_measurable_far``, ``threshold_at_eer`` and
+        ``threshold_at_far`` (``{far: threshold or None}``, fitted on all pairs), ``val``/``val_std``/
+        ``val_far`` (facenet VAL@FAR=1e-3), ``roc`` (``fpr``, ``tpr``, ``thresholds`` arrays) and counts.
 
     Raises
     ------
@@ -229,7 +306,14 @@ def verification_metrics(scores, issame, folds, fold_scores=None):
         'optimistic_accuracy': optimistic_accuracy, 'optimistic_threshold': optimistic_threshold,
         'eer': eer, 'one_minus_eer': 1.0 - eer,
         'auc': float(_trapezoid_auc(fpr, tpr)),
-        'tar_at_far': {far: tar_at_far(fpr, tpr, far, n_neg) for far in TAR_FARS},
+        'tar_at_far': {far: tar_at_far(fpr, tpr, far, n_neg) if far_measurable(far, n_neg) else None
+                       for far in TAR_FARS},
+        'tar_at_far_note': {far: unmeasurable_far_note(far, n_neg) for far in TAR_FARS
+                            if not far_measurable(far, n_neg)},
+        'min_measurable_far': 1.0 / n_neg,
+        'threshold_at_eer': threshold_at_eer(scores, issame),
+        'threshold_at_far': {far: threshold_at_far(scores, issame, far) if far_measurable(far, n_neg) else None
+                             for far in TAR_FARS},
         'val': float(np.mean(vals)) if vals else None,
         'val_std': float(np.std(vals)) if vals else None,
         'val_far': float(np.mean(val_fars)) if val_fars else None,

@@ -35,10 +35,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from common.checks import check_number
 from common.errors import UsageError
-from common.images import ImageError, list_images, read_image
+from common.fileio import atomic_write, check_output_path
+from common.images import ImageError, read_image, scan_images
 from common.preprocessing import crop_resize
 from common.threads import compute_env, physical_cores
+from common.textio import printable
 from common.workers import process_pool
 
 from .mtcnn import MTCNN
@@ -63,6 +66,7 @@ NOSE_BELOW_EYES = (_REF[2, 1] - _REF[:2].mean(0)[1]) * EC_MC_Y / _REF_EC_MC
 REPORT_NAME = 'align_report'
 CHUNK = 16  # images per detector call in align_tree (and per worker task): MTCNN runs each stage once for all
 POOL_MIN_IMAGES = 200  # align_tree's default: worker processes from this many images on
+MAX_DETECT_SIDE = 1280  # longer side the detector sees (see FaceAligner)
 
 
 def template(size=TRAIN_SIZE, scale=1.0):
@@ -173,10 +177,16 @@ class FaceAligner:
     scale : float
         Face size relative to the official template (1: ``ec_mc_y`` 48 in the 144 crop), about the crop
         centre; the no-face fallback zooms by the same factor (:func:`center_crop`).
+    max_detect_side : int or None
+        Images whose longer side exceeds this many pixels are shrunk to it (``INTER_AREA``) for the
+        detector only; boxes and landmarks are mapped back and the crop is warped from the full image.
+        Bounds the detector's time and memory (an 8000x8000 photo took 34 s and 5.1 GB unbounded);
+        faces smaller than ``min_face_size`` x (longer side / ``max_detect_side``) pixels are then
+        missed. ``None``: no bound.
     """
 
     def __init__(self, size=TRAIN_SIZE, color='gray', fallback=None, method='similarity', border='replicate',
-                 retry_margin=0.25, detector=None, scale=1.0):
+                 retry_margin=0.25, detector=None, max_detect_side=MAX_DETECT_SIDE, scale=1.0):
         if color not in ('gray', 'bgr'):
             raise ValueError(f"color must be 'gray' or 'bgr', not {color!r}")
         if fallback not in (None, 'center'):
@@ -185,6 +195,8 @@ class FaceAligner:
             raise ValueError(f"method must be 'similarity' or 'eyes-mouth', not {method!r}")
         if border not in ('replicate', 'constant'):
             raise ValueError(f"border must be 'replicate' or 'constant', not {border!r}")
+        if max_detect_side is not None and max_detect_side < 48:
+            raise ValueError(f'max_detect_side must be None or >= 48 pixels, not {max_detect_side}')
         if detector is None:
             detector = MTCNN(min_face_size=20)
         if not scale > 0:
@@ -192,6 +204,7 @@ class FaceAligner:
         self.size, self.color, self.fallback, self.scale = int(size), color, fallback, float(scale)
         self.retry_margin = retry_margin
         self.method, self.border, self.detector = method, border, detector
+        self.max_detect_side = max_detect_side
 
     def __repr__(self):
         return (f'FaceAligner(size={self.size}, color={self.color!r}, fallback={self.fallback!r}, '
@@ -220,21 +233,56 @@ class FaceAligner:
         return self.align_batch([image])[0]
 
     def align_batch(self, images):
-        """:meth:`align` for several images, the detector run once for all of them (``detect_batch``:
-        each MTCNN stage batched across images), then once more for those without a face (retry margin).
+        """:meth:`align` for several images, the detector run once for all of them (:meth:`detect_batch`).
 
-        Results equal :meth:`align` on each image (to float rounding). A detector without ``detect_batch``
-        is called image by image.
+        Results equal :meth:`align` on each image (to float rounding).
         """
         images = [self._squeeze(image) for image in images]
-        found = self._detect(images)
+        return [self._result(image, boxes, landmarks)
+                for image, (boxes, landmarks) in zip(images, self.detect_batch(images))]
+
+    def detect(self, image):
+        """Boxes ``(n, 5)`` and landmarks ``(n, 5, 2)`` in ``image``'s pixel coordinates.
+
+        Runs the detector on the image shrunk to ``max_detect_side`` when it is larger (coordinates mapped
+        back through pixel centres), once more with ``retry_margin`` padding when nothing is found.
+        """
+        return self.detect_batch([self._squeeze(image)])[0]
+
+    def detect_batch(self, images):
+        """:meth:`detect` for a list of images: the detector runs once for all of them (MTCNN's
+        ``detect_batch``: each stage batched across images), then once more for those without a face (retry
+        margin). A detector without ``detect_batch`` is called image by image."""
+        inputs = [self._detector_input(image) for image in images]
+        smalls = [small for small, _ in inputs]
+        found = self._run_detector(smalls)
         retry = [k for k, (boxes, _) in enumerate(found) if len(boxes) == 0] if self.retry_margin else []
         if retry:
-            for k, again in zip(retry, self._detect([images[k] for k in retry], self.retry_margin)):
+            for k, again in zip(retry, self._run_detector([smalls[k] for k in retry], self.retry_margin)):
                 found[k] = again
-        return [self._result(image, boxes, landmarks) for image, (boxes, landmarks) in zip(images, found)]
+        return [self._map_back(boxes, landmarks, factor) for (boxes, landmarks), (_, factor) in zip(found, inputs)]
 
-    def _detect(self, images, margin=None):
+    def _detector_input(self, image):
+        """``(image the detector sees, (sx, sy))``: shrunk to ``max_detect_side`` when larger."""
+        h, w = image.shape[:2]
+        if self.max_detect_side and max(h, w) > self.max_detect_side:
+            factor = self.max_detect_side / max(h, w)
+            sw, sh = max(1, round(w * factor)), max(1, round(h * factor))
+            return cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA), (sw / w, sh / h)
+        return image, (1.0, 1.0)
+
+    @staticmethod
+    def _map_back(boxes, landmarks, factor):
+        """Detections in the shrunk image -> the full image's pixel coordinates (through pixel centres)."""
+        if factor != (1.0, 1.0) and len(boxes):
+            boxes, landmarks = np.array(boxes, np.float64), np.array(landmarks, np.float64)
+            scale = np.array(factor)
+            boxes[:, 0:2] = (boxes[:, 0:2] + 0.5) / scale - 0.5
+            boxes[:, 2:4] = (boxes[:, 2:4] + 0.5) / scale - 0.5
+            landmarks = (landmarks + 0.5) / scale - 0.5
+        return boxes, landmarks
+
+    def _run_detector(self, images, margin=None):
         if hasattr(self.detector, 'detect_batch'):
             return self.detector.detect_batch(images, margin)
         return [self.detector.detect(image) if margin is None else self.detector.detect(image, margin=margin)
@@ -288,7 +336,8 @@ def _align_chunk(tasks):
     Never raises for a bad image."""
     rows, readable = [], []
     for rel, src, dst in tasks:
-        row = {'path': rel, 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '', 'landmarks': ''}
+        row = {'path': printable(rel), 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '',
+               'landmarks': ''}
         rows.append(row)
         try:
             readable.append((row, dst, read_image(src, 'bgr')))
@@ -323,8 +372,17 @@ def _output_name(rel, color):
     return rel
 
 
+def report_paths(out, report=None):
+    """``(json, csv)`` of the alignment report: ``OUT.align_report.json/.csv`` beside the tree ``OUT``
+    (never inside it, where packing would take them for stray files), or ``REPORT.json/.csv``."""
+    stem = os.fspath(report) if report else os.path.abspath(out).rstrip(os.sep) + '.' + REPORT_NAME
+    if stem.endswith(('.json', '.csv')):
+        stem = stem.rsplit('.', 1)[0]
+    return stem + '.json', stem + '.csv'
+
+
 def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallback=None, method='similarity',
-               aligner=None, progress=True, scale=1.0):
+               aligner=None, progress=True, report=None, scale=1.0):
     """Mirror the image tree ``images`` into ``out`` with aligned faces; write the report; return a summary.
 
     ``workers`` processes (default :func:`default_workers`) align chunks of :data:`CHUNK` images, each
@@ -332,20 +390,27 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallbac
     ``OMP_NUM_THREADS``); with 1, this process aligns them itself.
 
     Images without a face are not written (or, with ``fallback='center'``, written centre-cropped) and are
-    listed with undecodable files in ``out/align_report.json`` and ``out/align_report.csv`` (every image,
-    its status, the chosen box and landmarks). Colour output of ``.pgm`` inputs is written as ``.png``.
+    listed with undecodable files in the report beside the tree (:func:`report_paths`:
+    ``OUT.align_report.json`` and ``.csv``: every image, its status, the chosen box and landmarks; links
+    the tree walk did not follow twice, :func:`common.images.walk_tree`, as ``ignored``). Colour output
+    of ``.pgm`` inputs is written as ``.png``.
     """
     images, out = os.path.abspath(images), os.path.abspath(out)
     if not os.path.isdir(images):
         raise UsageError(f'--images: no such directory: {images}')
     if out == images or out.startswith(images + os.sep):
         raise UsageError('--out must not be inside --images (the tree would be read while written)')
-    files = list_images(images)
+    if workers is not None:
+        check_number(workers, '--workers', minimum=1, integer=True)
+    json_path, csv_path = report_paths(out, report)
+    for path in (json_path, csv_path):
+        check_output_path(path, '--report')
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f'--out {out} is a file, not a folder')
+    files, ignored = scan_images(images)
     if not files:
         raise UsageError(f'--images: no image files under {images}')
     workers = default_workers(len(files)) if workers is None else workers
-    if workers < 1:
-        raise UsageError('--workers must be >= 1')
     aligner = aligner or FaceAligner(size=size, color=color, fallback=fallback, method=method, scale=scale)
     tasks = [(rel, os.path.join(images, rel), os.path.join(out, _output_name(rel, aligner.color)))
              for rel in files]
@@ -369,17 +434,21 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallbac
                 pool.terminate()
                 pool.join()
     seconds = time.time() - start
+    total = len(rows)
+    rows += [{'path': printable(rel), 'status': 'ignored', 'reason': reason, 'faces': 0, 'score': '', 'box': '',
+              'landmarks': ''} for rel, reason in ignored]
     counts = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
     summary = {'images': images, 'out': out, 'size': aligner.size, 'scale': aligner.scale, 'color': aligner.color,
-               'fallback': aligner.fallback, 'method': aligner.method, 'total': len(rows), 'counts': counts,
-               'seconds': round(seconds, 2), 'images_per_second': round(len(rows) / max(seconds, 1e-9), 2),
+               'fallback': aligner.fallback, 'method': aligner.method, 'total': total, 'counts': counts,
+               'seconds': round(seconds, 2), 'images_per_second': round(total / max(seconds, 1e-9), 2),
                'template': template(aligner.size, aligner.scale).round(3).tolist(),
-               'not_aligned': [r for r in rows if r['status'] != 'aligned']}
-    with open(os.path.join(out, REPORT_NAME + '.json'), 'w') as f:
+               'not_aligned': [r for r in rows if r['status'] != 'aligned'],
+               'report': {'json': json_path, 'csv': csv_path}}
+    with atomic_write(json_path, 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=1)
-    with open(os.path.join(out, REPORT_NAME + '.csv'), 'w', newline='') as f:
+    with atomic_write(csv_path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -390,9 +459,10 @@ def summary_line(summary):
     """One line for the terminal."""
     counts = summary['counts']
     missing = summary['total'] - counts.get('aligned', 0)
+    report = summary.get('report', {}).get('csv') or os.path.join(summary['out'], REPORT_NAME + '.csv')
     line = (f"aligned {counts.get('aligned', 0)} of {summary['total']} images into {summary['out']} "
             f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.1f} img/s)")
-    if missing:
+    if missing or counts.get('ignored'):
         parts = ', '.join(f'{n} {s}' for s, n in sorted(counts.items()) if s != 'aligned')
-        line += f"; not aligned: {parts} -> listed in {os.path.join(summary['out'], REPORT_NAME + '.csv')}"
+        line += f"; not aligned: {parts} -> listed in {report}"
     return line

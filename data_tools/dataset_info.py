@@ -48,7 +48,7 @@ def read_dataset_info(path):
         Unreadable, or not a JSON object.
     """
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:  # a BOM from a hand edit is dropped, as by common.textio
             info = json.load(f)
     except (OSError, ValueError) as err:
         raise UsageError(f'cannot read packing summary {path}: {err}') from None

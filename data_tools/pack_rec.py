@@ -17,8 +17,9 @@ from data_tools.packing import pack_records, summary_line  # noqa: E402
 def build_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--images', help='tree with one folder per identity, or the root of the list paths')
-    p.add_argument('--list', help='"path label" list (MS-Celeb clean list) or im2rec .lst; '
-                                  'labels are re-indexed densely (mapping in PREFIX.json)')
+    p.add_argument('--list', help='"path label" list (MS-Celeb clean list), im2rec .lst or insightface .lst '
+                                  '(format detected from the lines); labels are re-indexed densely '
+                                  '(mapping in PREFIX.json)')
     p.add_argument('--out', required=True, help='output prefix: PREFIX.rec/.idx/.lst/.json (+ _val, _heldout)')
     p.add_argument('--size', type=int, default=144, help='side of the stored square (default 144)')
     p.add_argument('--color', choices=('gray', 'bgr'), default='gray', help='stored channels (default gray)')

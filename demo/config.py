@@ -20,12 +20,13 @@ DEMO_OPTIONS = {'demo (no --data-train)': [
 ]}
 # 72 px renders cropped to 64: four times cheaper than 144/128, so 15 epochs fit in a few CPU minutes;
 # Adam learns within a few hundred updates where SGD needs far more; batch 32: more updates on a small set.
-TRAINING_DEFAULTS = dict(num_epochs=15, optimizer='adam', lr=1e-3, batch_size=32, input_size=None)
+TRAINING_DEFAULTS = dict(network='lightcnn9', num_epochs=15, optimizer='adam', lr=1e-3, batch_size=32,
+                         input_size=None)
 DEMO_CROP = 64  # input_size unless given: min(DEMO_CROP, demo_size)
 TRAINING_SHOWN = dict(input_size=f'{DEMO_CROP}, or --demo-size if smaller')
 # what the demo decides itself (its data, classes and paths) or does not do: refused rather than ignored
 NOT_FOR_THE_DEMO = ('data_train', 'data_val', 'val_pairs', 'val_images', 'num_classes', 'model_prefix',
-                    'load_epoch', 'benchmark', 'benchmark_batches')
+                    'load_epoch', 'reset_optimizer', 'benchmark', 'benchmark_batches', 'pretrained')
 
 
 def add_demo_options(parser):

@@ -63,7 +63,8 @@ def run_demo(config=None, log=print):
         f"identities, {heldout} identities held out -> {prefix}.rec")
 
     train_config = {name: getattr(args, name) for name in DEFAULTS if hasattr(args, name)}
-    train_config.update(data_train=prefix + '.rec', data_val=prefix + '_val.rec',
+    train_config.update(data_train=prefix + '.rec',  # top-1 needs a classifier: none with triplet
+                        data_val=None if train_config.get('loss') == 'triplet' else prefix + '_val.rec',
                         model_prefix=os.path.join(work, args.network),
                         input_size=args.input_size or min(DEMO_CROP, args.demo_size))
     result = train(train_config, log=log)

@@ -17,6 +17,7 @@ if __name__ == '__main__' and sys.path and os.path.abspath(sys.path[0]) == os.pa
     del sys.path[0]
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.textio import printable  # noqa: E402
 from extract_features.extraction import extract_to_mat, failure_report_path  # noqa: E402
 
 
@@ -58,6 +59,11 @@ def main(argv=None):
         root=args.root, epoch=args.epoch, center_crop=args.center_crop, batch_size=args.batch_size,
         flip=args.flip, ctx=args.ctx, skip_missing=args.skip_missing, align=args.align or None,
         num_workers=args.workers, npy=args.npy, csv=args.csv, progress=not args.quiet)
+    if result.ignored:
+        print(f'ignored {len(result.ignored)} link(s) already walked (each real folder and file is read once):',
+              file=sys.stderr)
+        for rel, reason in result.ignored[:20]:
+            print(f'  {printable(rel)}: {reason}', file=sys.stderr)
     if result.skipped:
         print(f'skipped {len(result.skipped)} unreadable image(s):', file=sys.stderr)
         for label, reason in result.skipped[:20]:

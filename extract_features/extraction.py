@@ -7,10 +7,11 @@ API and training) and write the features file (:mod:`common.features_mat`).
 """
 import numpy as np
 
+from common.checks import check_number
 from common.devices import parse_device
 from common.errors import UsageError
 from common.features_mat import write_features
-from common.fileio import atomic_write
+from common.fileio import atomic_write, check_output_path
 from data_tools.alignment import make_aligner
 from symbols.checkpoint import load_checkpoint
 from symbols.inference import Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
@@ -46,16 +47,24 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
 
     Exactly one of ``img_list``, ``images`` (a tree root) or ``pairs`` chooses the images.
     ``align`` is a callable or ``True`` for the MTCNN aligner of ``data_tools.alignment``.
+    Options and output paths are checked before the model loads; the result's ``ignored`` lists
+    ``(relpath, reason)`` of links a tree walk did not follow twice (:func:`common.images.walk_tree`).
     """
     chosen = [x is not None for x in (img_list, images, pairs)]
     if sum(chosen) != 1:
         raise UsageError('give exactly one of --img-list, --images, --pairs')
-    if center_crop is not None and center_crop < 1:
-        raise UsageError(f'--center-crop must be a positive side in pixels, not {center_crop}')
+    check_number(center_crop, '--center-crop', minimum=1, integer=True, optional=True)
+    check_number(batch_size, '--batch-size', minimum=1, integer=True)
+    check_number(num_workers, '--workers', minimum=0, integer=True)
+    check_number(epoch, '--epoch', minimum=0, integer=True, optional=True)
+    for path, what in ((out, '--out'), (npy, '--npy'), (csv, '--csv')):
+        if path is not None:
+            check_output_path(path, what)
+    ignored = []
     if img_list is not None:
         items = items_from_list(img_list, root)
     elif images is not None:
-        items = items_from_tree(images)
+        items = items_from_tree(images, ignored)
     else:
         items = items_from_pairs(pairs, root)
     context = parse_device(ctx) if ctx is None or isinstance(ctx, str) else ctx
@@ -66,5 +75,6 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     embedder = Embedder(net, pre, context, min(batch_size, len(items)))
     result = embed_images(embedder, items, center_crop, align, flip, skip_missing, num_workers,
                           progress, report_file=failure_report_path(out))
+    result.ignored = ignored
     save_features(out, result, npy, csv, sources=[item.source for item in items])
     return result

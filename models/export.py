@@ -20,6 +20,7 @@ import tempfile  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from common.errors import UsageError  # noqa: E402
+from common.fileio import atomic_write, check_output_prefix  # noqa: E402
 from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -128,14 +129,13 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     """
     if fmt not in ('mxnet', 'onnx'):
         raise UsageError(f"unknown format {fmt!r}; choose 'mxnet' or 'onnx'")
-    prefix = prefix or default_prefix(model_spec)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    prefix = check_output_prefix(prefix or default_prefix(model_spec), '--out')
     net, meta = load_feature_net(model_spec)
     files = export_mxnet(net, prefix) if fmt == 'mxnet' else export_onnx(net, meta, prefix + '.onnx')
     pre = meta['preprocessing']
     info = dict(network=meta['network'], input='data', input_shape=['N', *pre.data_shape],
                 output='256-d feature', preprocessing=pre.to_dict())
-    with open(prefix + '.export.json', 'w') as f:  # what a deployer must feed the exported graph
+    with atomic_write(prefix + '.export.json', 'w') as f:  # what a deployer must feed the exported graph
         json.dump(info, f, indent=1, sort_keys=True)
     files.append(prefix + '.export.json')
     result = dict(files=files, max_abs_diff=None)

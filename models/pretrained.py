@@ -53,7 +53,7 @@ def fetch_known_checkpoint(name, cache=None):
     return target
 
 
-def build_pretrained_net(state_dict, network, features_only=False, ctx=None):
+def build_pretrained_net(state_dict, network, features_only=False, ctx=None, preprocessing=None):
     """The Gluon net ``network`` holding exactly the tensors of ``state_dict``.
 
     Parameters
@@ -64,6 +64,8 @@ def build_pretrained_net(state_dict, network, features_only=False, ctx=None):
         ``lightcnn9``, ``lightcnn29``, ``lightcnn29v2`` or ``lightcnn_v4``.
     features_only : bool
         Drop a classifier ``fc2`` that the checkpoint has (it is reported, not silently ignored).
+    preprocessing : Preprocessing, optional
+        Input geometry of the net (its ``input_size`` sets fc1's width); default: the official release's.
 
     Returns
     -------
@@ -86,7 +88,7 @@ def build_pretrained_net(state_dict, network, features_only=False, ctx=None):
             del state[key]
     num_classes = int(state['fc2.weight'].shape[0]) if 'fc2.weight' in state else None
     net = get_model(network, num_classes=num_classes,
-                    preprocessing=default_preprocessing(network))
+                    preprocessing=preprocessing or default_preprocessing(network))
     params = net._collect_params_with_prefix()
     missing = [k for k in params if k not in state]
     extra = [k for k in state if k not in params]

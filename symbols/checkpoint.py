@@ -1,23 +1,30 @@
 """Checkpoint format shared by training, extraction, import and export (beside the networks it rebuilds).
 
-A checkpoint is a stem ``models/NAME-0007`` (trained, epoch 7) or ``models/NAME`` (imported) with
+A checkpoint is a stem ``runs/NAME-0007`` (trained, epoch 7) or ``runs/pretrained/NAME`` (imported) with
 - ``STEM.params``: ``net.save_parameters`` (structural names = official PyTorch keys),
 - ``STEM.json``: network, classes, preprocessing, epoch, metrics -- everything needed to rebuild it,
 - ``STEM.states``: optimiser state (training checkpoints only), for exact resumption.
-Files are written under temporary names and renamed (:mod:`common.fileio`), so a killed run never
-leaves a half checkpoint. ``models.checkpoint`` re-exports these names for existing scripts.
+
+The files of a checkpoint commit as one: each is written under a temporary name (:mod:`common.fileio`,
+removed on any failure, disk full included); the old ``STEM.json`` is deleted before the new files are
+renamed into place, and the new one, renamed last, records the size and SHA-256 of ``.params`` and
+``.states`` (``files``). :func:`check_checkpoint_files` compares them on every load, so a run killed between
+two renames, or files of different runs side by side, are refused instead of mixed.
+``models.checkpoint`` re-exports these names for existing scripts.
 """
 import glob
 import json
 import os
 import re
+import shutil
 
 import mxnet as mx
 
-from common.errors import UsageError
-from common.fileio import atomic_path, atomic_write
+from common.errors import UsageError, error_message
+from common.fileio import temporary_name
 from common.preprocessing import Preprocessing
 from common.safe_pickle import restricted_load
+from common.wheels import sha256_of
 
 from .model_zoo import get_model
 
@@ -28,20 +35,85 @@ def checkpoint_stem(prefix, epoch=None):
     return prefix if epoch is None else f'{prefix}-{int(epoch):04d}'
 
 
-def save_checkpoint(net, prefix, meta, epoch=None, trainer=None):
-    """Write ``.params`` (+ ``.states``) and ``.json`` for ``net``; returns the stem."""
+def file_digest(path):
+    """``{'bytes': size, 'sha256': hex digest}`` of a file, as a checkpoint JSON records its companions."""
+    return {'bytes': os.path.getsize(path), 'sha256': sha256_of(path)}
+
+
+def save_checkpoint(net, prefix, meta, epoch=None, trainer=None, extra=None):
+    """Write ``.params`` (+ ``.states``) and ``.json`` for ``net`` as one checkpoint; returns the stem.
+
+    ``extra`` maps further files of the checkpoint, by suffix (``'.head.params'`` for ``STEM.head.params``,
+    a training head's weights), to their writers ``write(path)``; they commit with the others.
+
+    Raises
+    ------
+    UsageError
+        The files cannot be written (disk full, no permission): no temporary file is left, and an
+        earlier checkpoint of the same stem is either intact or no longer listed (its JSON gone).
+    """
     stem = checkpoint_stem(prefix, epoch)
     meta = dict(meta, format=FORMAT, version=1, epoch=epoch)
     if isinstance(meta.get('preprocessing'), Preprocessing):
         meta['preprocessing'] = meta['preprocessing'].to_dict()
-    with atomic_path(stem + '.params') as tmp:
-        net.save_parameters(tmp)
+    writers = {'.params': net.save_parameters}
     if trainer is not None:
-        with atomic_path(stem + '.states') as tmp:
-            trainer.save_states(tmp)
-    with atomic_write(stem + '.json', 'w') as f:  # written last: its presence marks a complete checkpoint
-        json.dump(meta, f, indent=1, sort_keys=True)
+        writers['.states'] = trainer.save_states
+    writers.update(extra or {})
+    temporary = {ext: temporary_name(stem + ext) for ext in list(writers) + ['.json']}
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+        for ext, write in writers.items():
+            write(temporary[ext])
+        meta['files'] = {ext: file_digest(temporary[ext]) for ext in writers}
+        with open(temporary['.json'], 'w', encoding='utf-8') as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+        if os.path.lexists(stem + '.json'):
+            os.remove(stem + '.json')  # the old checkpoint stops counting before its files are replaced
+        for ext in writers:
+            os.replace(temporary[ext], stem + ext)
+        os.replace(temporary['.json'], stem + '.json')  # last: its presence marks a complete checkpoint
+    except (OSError, mx.MXNetError) as err:
+        raise UsageError(f'cannot write checkpoint {stem}: {error_message(err)}{_free_space(stem)}') from None
+    finally:
+        for path in temporary.values():
+            if os.path.lexists(path):
+                os.remove(path)
     return stem
+
+
+def _free_space(stem):
+    """`` (12 kB free there)`` when the disk of ``stem`` is (nearly) full: MXNet's write error does not say."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(stem))).free
+    except OSError:
+        return ''
+    return f' ({free // 1024} kB free there)' if free < 256 << 20 else ''
+
+
+def check_checkpoint_files(stem, meta):
+    """Refuse ``.params``/``.states`` files that are not the ones ``STEM.json`` recorded (size, SHA-256).
+
+    JSON files written before the ``files`` record existed are accepted as they are.
+
+    Raises
+    ------
+    UsageError
+        A companion is missing, truncated or from another save.
+    """
+    for ext, want in (meta.get('files') or {}).items():
+        path = stem + ext
+        if not os.path.isfile(path):
+            raise UsageError(f'checkpoint file {path} is missing ({stem}.json lists it)')
+        size = os.path.getsize(path)
+        if size != want.get('bytes'):
+            problem = f'{size} bytes where {stem}.json recorded {want.get("bytes")}'
+        elif sha256_of(path) != want.get('sha256'):
+            problem = f'its SHA-256 differs from the one {stem}.json recorded'
+        else:
+            continue
+        raise UsageError(f'{path} does not belong to {stem}.json ({problem}): the checkpoint was not saved '
+                         'as one (a run killed while saving, or files from different runs); use another epoch')
 
 
 def list_epochs(prefix):
@@ -91,11 +163,13 @@ def _optimizer_state_globals():
     return allowed
 
 
-def read_optimizer_states(path):
-    """Check a ``.states`` file before MXNet unpickles it; returns the pickled optimiser.
+def read_optimizer_file(path):
+    """Check a ``.states`` file before MXNet unpickles it; returns ``(states, optimizer)``.
 
-    ``.states`` is a pickle (``(states, optimizer)``); MXNet reads it with plain ``pickle.loads``, which
-    would run code a crafted file names. Here only optimiser/scheduler classes and NDArrays may appear.
+    ``.states`` is a pickle (``(states, optimizer)``, as ``gluon.Trainer.save_states`` writes it); MXNet reads
+    it with plain ``pickle.loads``, which would run code a crafted file names. Here only optimiser/scheduler
+    classes and NDArrays may appear. ``states`` maps a parameter's index in the trainer to its state (an
+    NDArray, a tuple of them, or ``None``).
 
     Raises
     ------
@@ -107,15 +181,27 @@ def read_optimizer_states(path):
             obj = restricted_load(f, _optimizer_state_globals(), source=str(path))
     except OSError as err:
         raise UsageError(f'cannot read {path}: {err.strerror or err}') from None
-    if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], mx.optimizer.Optimizer)):
+    if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], dict)
+            and isinstance(obj[1], mx.optimizer.Optimizer)):
         raise UsageError(f'{path} is not an MXNet optimiser state saved with its optimiser')
-    return obj[1]
+    return obj
+
+
+def read_optimizer_states(path):
+    """The optimiser pickled in a ``.states`` file, checked as :func:`read_optimizer_file` does."""
+    return read_optimizer_file(path)[1]
 
 
 def load_metadata(stem):
-    with open(stem + '.json') as f:
-        meta = json.load(f)
-    if meta.get('format') != FORMAT or 'network' not in meta:
+    """``STEM.json`` as a dict; a missing, truncated, unreadable or foreign file is one :class:`UsageError`."""
+    try:
+        with open(stem + '.json', encoding='utf-8-sig') as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f'checkpoint file {stem}.json is missing') from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UsageError(f'{stem}.json is not readable JSON (truncated?): {err}') from None
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT or 'network' not in meta:
         raise UsageError(f'{stem}.json is not a {FORMAT} file')
     return meta
 
@@ -134,11 +220,11 @@ def load_checkpoint(spec, epoch=None, ctx=None, features_only=False, **kwargs):
     """
     stem = resolve_checkpoint(spec, epoch)
     meta = load_metadata(stem)
+    check_checkpoint_files(stem, meta)
     net, pre = build_from_metadata(meta, features_only, **kwargs)
     try:
         net.load_parameters(stem + '.params', ctx=ctx or mx.cpu(), ignore_extra=features_only)
     except (AssertionError, mx.MXNetError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise UsageError(f'{stem}.params does not fit {meta["network"]}: {first}') from None
+        raise UsageError(f'{stem}.params does not fit {meta["network"]} or is damaged: {error_message(err)}') from None
     meta = dict(meta, preprocessing=pre, stem=stem)
     return net, meta

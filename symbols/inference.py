@@ -1,7 +1,8 @@
 """The inference engine: batched LightCNN forwards over images, shared by every stage that embeds faces.
 
 Used by feature extraction (:func:`extract_features.extract_to_mat`), the Python API
-(:func:`models.load_model`) and training's per-epoch verification (``--val-pairs``). Pixels always come
+(:func:`models.load_model`), ``.bin`` evaluation and training's per-epoch verification (``--val-pairs``,
+``--val-targets``: :func:`embed_bin`). Pixels always come
 from the checkpoint's :class:`~common.preprocessing.Preprocessing`; images are decoded by a thread pool a
 few batches ahead of the forward pass (OpenCV releases the GIL), and every forward has the same shape so
 the hybridized graph is built once (``static_alloc``/``static_shape``).
@@ -10,8 +11,11 @@ What to embed (:class:`ImageItem`) comes from image lists, trees or pairs files.
 and pairs: a line ``/lfw_patch/Name/Name_0001.jpg`` is taken relative to ``root`` after dropping its
 leading ``/``; if that file does not exist, leading components are dropped one at a time
 (``lfw_patch/Name/...`` -> ``Name/...``) until one exists under ``root``; an absolute line that exists
-as written is the last resort. The label stored is the path of the file relative to ``root`` with ``/``
-separators (``Name/Name_0001.jpg`` when ``root`` is the folder that holds the identity folders).
+as written is the last resort. Where the named file is absent, the one image with the same ``identity/file``
+key and another extension is taken (pairs files always match by key: ``Name 1`` is ``Name/Name_0001.*``),
+the rule the evaluators use (:func:`common.images.image_key`). The label stored is the path of the file
+found relative to ``root`` with ``/`` separators (``Name/Name_0001.png`` when ``root`` is the folder that
+holds the identity folders).
 """
 import concurrent.futures
 import os
@@ -25,7 +29,8 @@ from tqdm import tqdm
 
 from common.errors import UsageError
 from common.fileio import atomic_write
-from common.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
+from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, decode_image, read_image, scan_images
+from common.textio import printable, read_lines
 from data_tools.pairs import read_pairs
 
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
@@ -61,19 +66,33 @@ class Extraction:
     indices: np.ndarray
     skipped: list = field(default_factory=list)
     logits: np.ndarray = None
+    ignored: list = field(default_factory=list)  # (relpath, reason): tree entries not walked twice
 
 
 # ---------------------------------------------------------------------------------------------
 # What to embed
 
-def resolve_list_path(entry, root):
-    """Apply the list path rule (module docstring); returns ``(label, path or None)``."""
+def resolve_list_path(entry, root, finder=None, any_extension=False):
+    """Apply the list path rule (module docstring); returns ``(label, path or None)``.
+
+    Each candidate is looked up with :class:`common.images.ImageFinder` (``finder``, made for ``root``
+    when not given): the exact file, else the one image with the same ``identity/file`` key and another
+    extension (``any_extension``: the key only, for pair lines, where ``.jpg`` is LFW's default and not
+    written in the file).
+
+    Raises
+    ------
+    UsageError
+        Two images match the key (both are named).
+    """
+    finder = finder or ImageFinder(root)
     entry = entry.strip()
     parts = [p for p in re.split(r'[\\/]+', entry) if p not in ('', '.')]
     for start in range(len(parts)):
-        candidate = os.path.join(root, *parts[start:])
-        if os.path.isfile(candidate):
-            return '/'.join(parts[start:]), candidate
+        found = finder.find('/'.join(parts[start:]), any_extension)
+        if found is not None:
+            rel = os.path.relpath(found, root).replace(os.sep, '/')
+            return rel, found
     if os.path.isabs(entry) and os.path.isfile(entry):
         rel = os.path.relpath(entry, root)
         return (rel if not rel.startswith('..') else entry).replace(os.sep, '/'), entry
@@ -82,46 +101,56 @@ def resolve_list_path(entry, root):
 
 def items_from_list(list_path, root='.'):
     """Items for an image list, one path per line (``#`` comments, blank lines and a trailing
-    integer label column are ignored)."""
-    try:
-        with open(list_path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except OSError as err:
-        raise UsageError(f'cannot read image list {list_path}: {err.strerror or err}') from None
+    integer label column are ignored). Read by :func:`common.textio.read_lines` (BOM, CRLF)."""
+    lines = read_lines(list_path, 'image list')
     _check_root(root)
+    finder = ImageFinder(root)
     items = []
-    for line in lines:
+    for _, line in lines:
         line = line.strip()
         if not line or line.startswith('#'):
             continue
-        label, path = resolve_list_path(line, root)
+        label, path = resolve_list_path(line, root, finder)
         m = _LABEL_COLUMN.match(line)
         if path is None and m:
-            label, path = resolve_list_path(m.group(1), root)
+            label, path = resolve_list_path(m.group(1), root, finder)
         items.append(ImageItem(label, path))
     if not items:
         raise UsageError(f'image list {list_path} names no images')
     return items
 
 
-def items_from_tree(root):
-    """Every image under ``root`` (recursive, sorted by relative path), labelled by that path."""
+def items_from_tree(root, ignored=None):
+    """Every image under ``root`` (recursive, sorted by relative path), labelled by that path.
+
+    The tree is walked by :func:`common.images.scan_images` (each real folder and file once); links it
+    does not follow twice are appended to ``ignored`` as ``(relpath, reason)`` when a list is given.
+    A file name that is not valid UTF-8 is labelled with its bytes escaped (``b\\xffob/1.jpg``).
+    """
     _check_root(root)
-    found = list_images(root)
+    found, skipped = scan_images(root)
+    if ignored is not None:
+        ignored.extend(skipped)
     if not found:
         raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {root}')
-    return [ImageItem(rel, os.path.join(root, rel)) for rel in found]
+    return [ImageItem(printable(rel), os.path.join(root, rel)) for rel in found]
 
 
 def items_from_pairs(pairs_path, root='.'):
-    """The distinct images a pairs file names, in order of first mention."""
+    """The distinct images a pairs file names, in order of first mention.
+
+    Pair images are found by their ``identity/file`` key whatever the extension (``Name/Name_0001`` is
+    ``Name_0001.jpg`` or ``Name_0001.png``): the rule the evaluators match features by
+    (:func:`common.images.image_key`). Two files with one key are an error naming both.
+    """
     _check_root(root)
+    finder = ImageFinder(root)
     seen, items = set(), []
     for pair in read_pairs(pairs_path):
         for rel in pair[:2]:
             if rel not in seen:
                 seen.add(rel)
-                items.append(ImageItem(*resolve_list_path(rel, root)))
+                items.append(ImageItem(*resolve_list_path(rel, root, finder, any_extension=True)))
     if not items:
         raise UsageError(f'pairs file {pairs_path} names no images')
     return items
@@ -328,3 +357,70 @@ def embed_images(embedder, items, center_crop=None, align=None, flip=False, skip
         features=np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
         labels=[items[i].label for i in kept], indices=np.asarray(kept, dtype=np.int64),
         skipped=failures, logits=np.concatenate(logits) if logits else None)
+
+
+# ------------------------------------------------------------------------------- insightface .bin sets
+BIN_DECODE_CHUNK = 512  # .bin images decoded ahead of the engine at a time
+
+
+def _distinct_images(images):
+    """``(unique, rows)``: the distinct encoded images in first-seen order, and each slot's row in them."""
+    first, rows = {}, np.empty(len(images), np.int64)
+    for k, img in enumerate(images):
+        rows[k] = first.setdefault(img, len(first))
+    return list(first), rows
+
+
+def embed_bin(embedder, images, flip=False, center_crop=None, num_workers=2, progress=False, name='.bin'):
+    """Features of the distinct images of an insightface ``.bin`` (each image embedded once).
+
+    What ``lfw_eval.py --model M --bin X.bin`` and the trainer's ``--val-targets`` embed: images are decoded
+    in the network's channels (as extraction decodes the same files) and run through :func:`embed_images`
+    in chunks of :data:`BIN_DECODE_CHUNK`, so memory stays bounded for large sets. LFW's 6,000 pairs fill
+    12,000 slots with far fewer images.
+
+    Parameters
+    ----------
+    embedder : Embedder
+    images : list of bytes
+        Encoded images, pair ``k`` = ``images[2k], images[2k + 1]`` (:func:`data_tools.bin_sets.load_bin`).
+    flip : bool
+        Add the features of the mirrored images.
+    name : str
+        What the set is called in labels and errors (``lfw.bin``).
+
+    Returns
+    -------
+    features : numpy.ndarray, float32 (U, D)
+        One row per distinct image.
+    rows : numpy.ndarray, int64 (len(images),)
+        Row of ``features`` for each image slot.
+
+    Raises
+    ------
+    UsageError
+        Undecodable images (count and the first slots, with their pair numbers).
+    """
+    unique, rows = _distinct_images(images)
+    color = 'gray' if embedder.pre.channels == 'gray' else 'bgr'
+    slot_of = {}
+    for k, r in enumerate(rows):
+        slot_of.setdefault(int(r), k)
+    feats, failures = [], []
+    bar = tqdm(total=len(unique), unit='img', desc='embed', disable=not progress)
+    for start in range(0, len(unique), BIN_DECODE_CHUNK):
+        items = []
+        for u in range(start, min(start + BIN_DECODE_CHUNK, len(unique))):
+            try:
+                items.append(ImageItem(f'{name}[{slot_of[u]}]', decode_image(unique[u], color)))
+            except ImageError as err:
+                failures.append((slot_of[u], str(err)))
+        if failures:  # keep decoding to count them all, embed nothing more
+            continue
+        feats.append(embed_images(embedder, items, center_crop, None, flip, num_workers=num_workers).features)
+        bar.update(len(items))
+    bar.close()
+    if failures:
+        shown = '; '.join(f'image {k} (pair {k // 2}): {reason}' for k, reason in failures[:5])
+        raise UsageError(f'{name}: {len(failures)} of {len(unique)} distinct images cannot be decoded: {shown}')
+    return np.concatenate(feats), rows

@@ -76,6 +76,18 @@ def make_tree(root, per_identity=None, bad=True, lfw=False, size=40, seed=0):
     return good
 
 
+def pairs_tree(root, counts, ext='.jpg', lfw_names=False):
+    """Identity folders of placeholder files (pairs only need names): ``counts[k]`` files in folder ``k``
+    (``person k é/7.jpg`` ..., or LFW names ``Person_k/Person_k_0001.jpg``); returns the root as str."""
+    for k, n in enumerate(counts):
+        name = f'person {k} é' if not lfw_names else f'Person_{k}'
+        (root / name).mkdir(parents=True)
+        for i in range(1, n + 1):
+            fname = f'{name}_{i:04d}{ext}' if lfw_names else f'{i * 7}{ext}'
+            (root / name / fname).write_bytes(b'x')
+    return str(root)
+
+
 def make_checkpoint(tmp_path, num_classes=None, network='lightcnn9', pre=PRE, seed=0):
     """A random-init checkpoint small enough for tests (:data:`PRE`: 32 px input); returns its stem."""
     import mxnet as mx
@@ -90,9 +102,9 @@ def make_checkpoint(tmp_path, num_classes=None, network='lightcnn9', pre=PRE, se
     return save_checkpoint(net, str(tmp_path / 'ckpt' / 'tiny'), meta)
 
 
-def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0):
+def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0, color='gray'):
     """Pack an ``identity/image`` tree into ``prefix.rec/.idx/.json`` (+ ``prefix_val.*``); returns the .rec."""
     from data_tools.packing import pack_records
-    pack_records(images_root, prefix, size=size, color='gray', workers=0, progress=False,
+    pack_records(images_root, prefix, size=size, color=color, workers=0, progress=False,
                  val_per_identity=val_per_identity, seed=0)
     return prefix + '.rec'

@@ -164,7 +164,9 @@ def test_cli_errors_are_one_line_exit_2(capsys):
 
 SCRIPTS = ['train_lightcnn.py', 'data_tools/pack_rec.py', 'data_tools/make_pairs.py', 'data_tools/inspect_rec.py',
            'data_tools/align.py', 'extract_features/extract_features.py', 'lfw_verification/lfw_eval.py',
-           'lfw_verification/identify.py', 'models/import_pretrained.py', 'models/export.py']
+           'lfw_verification/identify.py', 'models/import_pretrained.py', 'models/export.py',
+           'data_tools/make_bin.py', 'identification/plot_embeddings.py', 'identification/predict.py',
+           'identification/split_features.py']
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

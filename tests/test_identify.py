@@ -1,4 +1,4 @@
-"""Closed- and open-set identification (lfw_verification/identification.py, identify.py)."""
+"""Closed- and open-set identification (identification/cosine.py, gallery.py; identify.py)."""
 import json
 
 import numpy as np
@@ -8,9 +8,9 @@ import pytest
 from common.cli import run_cli
 from common.errors import UsageError
 from common.features_mat import write_features
+from identification.cosine import identify, identity_scores, open_set_table
+from identification.gallery import identity_of, split_by_index
 from lfw_verification import identify as identify_cli
-from lfw_verification.identification import (identify, identity_of, identity_scores, open_set_table,
-                                             split_by_index)
 from lfw_verification.synthetic import synthetic_features
 
 
@@ -116,3 +116,16 @@ def test_cli_needs_exactly_one_probe_source(tmp_path, capsys):
     assert 'either --probe' in capsys.readouterr().err
     argv = ['--gallery', str(tmp_path / 'g.mat'), '--probe', str(tmp_path / 'g.mat'), '--gallery-per-identity', '1']
     assert run_cli(identify_cli.main, argv) == 2
+
+
+def test_images_skipped_at_extraction_are_named(tmp_path, capsys):
+    data, labels = synthetic_features(4, 3, dim=8, noise=0.3, seed=1)
+    write_features(tmp_path / 'g.mat', data[1:], labels[1:], [(labels[0], 'zero-byte file')])
+    assert run_cli(identify_cli.main, ['--gallery', str(tmp_path / 'g.mat'), '--gallery-per-identity', '1',
+                                       '--json', str(tmp_path / 'r.json')]) == 0
+    out = capsys.readouterr().out
+    assert f'1 image(s) were skipped at extraction and take no part (recorded in the .mat):\n  {labels[0]}: ' \
+           'zero-byte file' in out
+    summary = json.loads((tmp_path / 'r.json').read_text())
+    assert summary['skipped_at_extraction'] == [{'image': labels[0], 'reason': 'zero-byte file'}]
+    assert summary['n_probe'] == 12 - 1 - 4                 # 11 images, 4 enrolled (one per identity)

@@ -337,3 +337,139 @@ def test_encode_many_runs_a_batch_filter_once_with_the_same_results(tmp_path):
     assert many == [encoder(p) for p in paths]
     assert many[0][0] is not None and [r for _, r in many] == [None, many[1][1], 'no face', 'file not found']
     assert 'not a decodable image' in many[1][1]
+
+
+# ------------------------------------------------------------------ names, links, locks, disk full, commit order
+
+def test_tree_names_a_lst_cannot_hold_and_links_are_skipped_and_listed(tmp_path):
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    os.rename(root / 'bob', root / 'b\tob')                                    # 3 images in a tab-named folder
+    os.rename(bytes(root / NAMES[0] / 'img 0.jpg'), bytes(root / NAMES[0]) + b'/img \xff.jpg')  # not UTF-8
+    os.symlink('..', root / NAMES[1] / 'loop')
+    os.symlink(NAMES[1], root / f'copy of {NAMES[1]}')
+    meta = pack_records(str(root), str(tmp_path / 'o'), workers=0, progress=False)
+    assert meta['packed'] == 14 - 3 - 1 and meta['num_classes'] == 3
+    reasons = {s['path']: s['reason'] for s in meta['skipped']}
+    assert reasons == {
+        'b\tob/img 0.jpg': 'name contains a tab or line break, which a line-based list cannot hold',
+        'b\tob/img 1.png': 'name contains a tab or line break, which a line-based list cannot hold',
+        'b\tob/img 2.jpg': 'name contains a tab or line break, which a line-based list cannot hold',
+        f'{NAMES[0]}/img \\xff.jpg': 'name is not valid UTF-8 (a file name in another encoding), which a UTF-8 '
+                                     'list cannot hold',
+        f'{NAMES[1]}/loop': 'symlink loop back to .',
+        f'copy of {NAMES[1]}': f'same folder as {NAMES[1]} (a link), listed there'}
+    assert len(open(tmp_path / 'o.lst', encoding='utf-8').read().splitlines()) == 10
+
+
+def test_align_report_beside_the_tree_is_not_packed_as_a_skipped_file(tmp_path):
+    from data_tools.alignment import FaceAligner, align_tree
+
+    class WholeImageDetector:  # the "face" is the central square; no weights needed
+        def detect(self, image, margin=None):
+            h, w = image.shape[:2]
+            s = min(h, w)
+            pts = np.array([[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.38, 0.72], [0.62, 0.72]]) * s
+            pts += [(w - s) / 2, (h - s) / 2]
+            return np.array([[0, 0, w - 1, h - 1, 0.99]]), pts[None]
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    summary = align_tree(str(root), str(tmp_path / 'aligned'), size=64, progress=False,
+                         aligner=FaceAligner(size=64, detector=WholeImageDetector()))
+    assert summary['counts'] == {'aligned': 14}
+    assert os.path.isfile(tmp_path / 'aligned.align_report.csv')
+    meta = pack_records(str(tmp_path / 'aligned'), str(tmp_path / 'o'), size=64, workers=0, progress=False)
+    assert meta['packed'] == 14 and meta['skipped'] == []
+
+
+def _hold_lock(path, ready, release):
+    from common.fileio import exclusive_lock
+    with exclusive_lock(path):
+        ready.set()
+        release.wait(60)
+
+
+def test_a_second_pack_into_the_same_out_fails_at_once(tmp_path):
+    import multiprocessing
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    prefix = str(tmp_path / 'o')
+    ctx = multiprocessing.get_context('fork')
+    ready, release = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_hold_lock, args=(prefix + '.lock', ready, release))  # a pack in progress
+    first.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(UsageError, match=rf'o\.\* is being written by process {first.pid}'):
+            pack_records(str(root), prefix, workers=0, progress=False)
+        assert sorted(os.listdir(tmp_path)) == ['faces', 'o.lock']         # nothing of the second one
+    finally:
+        release.set()
+        first.join(30)
+    assert pack_records(str(root), prefix, workers=0, progress=False)['packed'] == 14
+    assert not os.path.exists(prefix + '.lock')
+
+
+def test_disk_full_while_writing_or_closing_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC from a record write, then again from close() (the buffered rest): one error, no .part left."""
+    import errno
+
+    import data_tools.packing as packing
+    from common.errors import WriteError
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    writes = []
+
+    class FullDisk(packing.IndexedRecordWriter):
+        def write_idx(self, key, buf):
+            writes.append(key)
+            if len(writes) > 5:
+                raise OSError(errno.ENOSPC, 'No space left on device')
+            super().write_idx(key, buf)
+
+        def close(self):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(packing, 'IndexedRecordWriter', FullDisk)
+    with pytest.raises(WriteError, match=r'cannot write .*o\.\*: No space left on device'):
+        pack_records(str(root), str(tmp_path / 'out' / 'o'), workers=0, progress=False)
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_disk_full_on_a_real_small_file_system(tmp_path, repo_root):
+    """A 64 KiB tmpfs (needs root; skipped elsewhere): the CLI prints one error line and leaves nothing."""
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (needs root)')
+    try:
+        root = tmp_path / 'faces'
+        make_tree(root, per_identity=(30, 30), bad=False)
+        run = subprocess.run(PACK + ['--images', str(root), '--out', str(mount / 'o'), '--workers', '0',
+                                     '--quiet', '--quality', '100'], capture_output=True, text=True, cwd=repo_root)
+        assert run.returncode == 2 and run.stderr.startswith('error: cannot write '), run.stderr
+        assert len(run.stderr.splitlines()) == 1 and 'No space left on device' in run.stderr
+        assert os.listdir(mount) == []
+    finally:
+        subprocess.run(['umount', str(mount)], check=True)
+
+
+def test_a_kill_between_the_renames_never_leaves_a_new_rec_beside_an_old_idx(tmp_path, monkeypatch):
+    from training.data import check_record_file
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    prefix = str(tmp_path / 'd')
+    pack_records(str(root), prefix, size=40, workers=0, progress=False)
+    real_replace = os.replace
+
+    def killed_at_the_idx(src, dst):
+        if str(dst).endswith('.idx'):
+            raise KeyboardInterrupt  # stands in for a kill at the last rename
+        real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', killed_at_the_idx)
+    with pytest.raises(KeyboardInterrupt):
+        pack_records(str(root), prefix, size=48, workers=0, progress=False)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ['d.lst', 'd.rec', 'faces']     # no .idx, no .json, no .part
+    with pytest.raises(UsageError, match=r'd.idx is missing'):
+        check_record_file(prefix + '.rec')

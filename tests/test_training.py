@@ -36,13 +36,13 @@ def _params(net):
 
 def test_two_devices_equal_one_device_for_the_same_global_batch(tiny_rec, tmp_path):
     # 36 records in batches of 18: two momentum-SGD updates, 9 + 9 samples on the two devices
-    one = train(_config(tiny_rec, tmp_path / 'one', dropout=0.0, num_epochs=1, batch_size=18),
+    one = train(_config(tiny_rec, tmp_path / 'one', dropout=0.0, optimizer='sgd', num_epochs=1, batch_size=18),
                 contexts=[mx.cpu(0)], log=lambda _: None)
-    two = train(_config(tiny_rec, tmp_path / 'two', dropout=0.0, num_epochs=1, batch_size=18),
+    two = train(_config(tiny_rec, tmp_path / 'two', dropout=0.0, optimizer='sgd', num_epochs=1, batch_size=18),
                 contexts=[mx.cpu(0), mx.cpu(1)], log=lambda _: None)
     p1 = _params(load_checkpoint(one['checkpoint'])[0])
     p2 = _params(load_checkpoint(two['checkpoint'])[0])
-    init = train(_config(tiny_rec, tmp_path / 'zero', dropout=0.0, num_epochs=1, lr=0.0,
+    init = train(_config(tiny_rec, tmp_path / 'zero', dropout=0.0, optimizer='sgd', num_epochs=1, lr=0.0,
                          batch_size=18),
                  contexts=[mx.cpu(0)], log=lambda _: None)
     p0 = _params(load_checkpoint(init['checkpoint'])[0])
@@ -199,7 +199,7 @@ def test_defaults_come_from_one_table_and_help_shows_them(repo_root):
     from demo import parse_config as demo_config
     from training import DEFAULTS, build_parser
     assert vars(parse_config({})) == DEFAULTS == vars(build_parser().parse_args([]))
-    assert (DEFAULTS['num_epochs'], DEFAULTS['optimizer'], DEFAULTS['batch_size']) == (30, 'sgd', 64)
+    assert (DEFAULTS['num_epochs'], DEFAULTS['optimizer'], DEFAULTS['batch_size']) == (30, 'adam', 64)
     demo = demo_config({})
     assert (demo.num_epochs, demo.optimizer, demo.lr, demo.batch_size) == (15, 'adam', 1e-3, 32)
     assert demo_config(['--batch-size', '64']).batch_size == 64  # a typed 64 stays 64

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+from common.errors import UsageError
 from common.fileio import atomic_write
 
 
@@ -192,16 +193,24 @@ def write_metrics_row(path, row):
     """Write ``row`` into the CSV at ``path``: rows with ``epoch >= row['epoch']`` go, all others stay.
 
     Those rows are from a run being resumed from an earlier checkpoint, whose later epochs it re-runs.
-    Columns are the union of all rows' keys, in first-seen order; the file is replaced atomically.
+    Columns are the union of all rows' keys, in first-seen order; the file is replaced atomically (a
+    failed write, disk full included, leaves the previous file and no temporary; :class:`UsageError`).
     """
     rows = []
     if os.path.exists(path):
-        with open(path, newline='') as f:
-            rows = [r for r in csv.DictReader(f) if int(r['epoch']) < int(row['epoch'])]
+        try:
+            with open(path, newline='') as f:
+                rows = [r for r in csv.DictReader(f) if int(r['epoch']) < int(row['epoch'])]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise UsageError(f'{path} is not a readable metrics CSV ({type(err).__name__}: {err}); move it '
+                             'away to start a new one') from None
     rows.append(dict(row))
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_write(path, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as err:
+        raise UsageError(f'cannot write {path}: {err.strerror or err}') from None

@@ -14,25 +14,34 @@ import argparse
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mxnet as mx
 from mxnet import autograd, gluon
 
 from common.devices import parse_devices
-from common.errors import UsageError
+from common.errors import UsageError, error_message
 from common.preprocessing import Preprocessing
 from data_tools.dataset_info import records_info
 from symbols import LightCNNInit, default_preprocessing, get_model
 from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
-from .config import BASE_LR, check_config, parse_config, step_epochs
-from .data import (RecordBatches, SyntheticBatches, check_record_file, record_preprocessing,
+from .checks import check_records, check_validators
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values,
+                     freeze_epochs, parse_config, step_epochs, val_targets)
+from .config import base_lr as default_base_lr
+from .data import (RecordBatches, SyntheticBatches, check_record_file, image_record_batches, record_preprocessing,
                    steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
-from .heads import build_head
-from .validation import ClassificationValidation, PairVerification
+from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
+                       set_lr_mults)
+from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
+from .outputs import PrefixLock, remove_stale_temporaries
+from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
+                     open_resume_point)
+from .sampler import IdentityBatches
+from .validation import BestTargetCheckpoints, BinVerification, ClassificationValidation, PairVerification
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
                    'metrics.epoch = 0-based index of the last of them, as Epoch[i] in the log '
@@ -54,7 +63,8 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
         Run after the built-in ones (Speedometer, progress bar, epoch lines, metrics CSV).
     validators : list of callables ``(net, preprocessing, contexts) -> dict``
         Run on worker 0 after each epoch, after the built-in ones (top-1/top-5 on ``data_val``, verification
-        on ``val_pairs``: :mod:`training.validation`); their values join the epoch's row.
+        on ``val_pairs`` and on each ``val_targets`` set: :mod:`training.validation`); their values join the
+        epoch's row.
 
     Returns
     -------
@@ -65,20 +75,24 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
     Raises
     ------
     ParameterError
-        A bad option (message names the parameter); :class:`UsageError` for unusable files.
+        A bad option (message names the parameter); :class:`UsageError` for unusable files, another
+        training on the same ``model_prefix``, a checkpoint that cannot be written (disk full). Every input
+        is checked before the first step (:mod:`training.checks`).
     TrainingDiverged
         The loss became NaN/inf; nothing is saved after that.
     """
     args = parse_config(config)
     if args.benchmark:
+        check_values(args)
         return benchmark(args, contexts, log)
     check_config(args)
-    run = setup(args, contexts, log)
-    callbacks = CallbackList(default_callbacks(run) + list(callbacks))
     validators = default_validators(args) + list(validators)
-    history, start = [], time.time()
-    callbacks.on_train_begin(run)
+    check_validators(args, validators)
+    run = setup(args, contexts, log)
     try:
+        callbacks = CallbackList(default_callbacks(run) + list(callbacks))
+        history, start = [], time.time()
+        callbacks.on_train_begin(run)
         for epoch in range(run.begin_epoch, args.num_epochs):
             callbacks.on_epoch_begin(run, epoch)
             row = train_one_epoch(run, epoch, callbacks)
@@ -89,6 +103,7 @@ def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
             callbacks.on_epoch_end(run, epoch, row, checkpoint)
     finally:
         run.log.close_bar()
+        run.release()  # the model_prefix lock
     result = summarise(run, history, time.time() - start)
     callbacks.on_train_end(run, result)
     return result
@@ -120,6 +135,13 @@ class TrainingRun:
     base_lr: float = BASE_LR
     last_checkpoint: str = None
     pending_broadcast: bool = False  # dist kvstore: wait for rank 0's weights before the first push
+    lock: PrefixLock = None  # held from setup to the end of train() where this worker saves
+    runs: list = field(default_factory=list)  # the settings of each run that led here (checkpoint JSON)
+
+    def release(self):
+        """Free the ``model_prefix`` lock (train() does, however it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def metrics_csv(self):
@@ -139,46 +161,95 @@ class TrainingRun:
 
 
 def setup(args, contexts=None, log=None):
-    """Checked options -> a :class:`TrainingRun`: data checked, network, head, Gluon trainer, resumed."""
+    """Checked options -> a :class:`TrainingRun`: every input checked, network, head, Gluon trainer, resumed.
+
+    Takes the ``model_prefix`` lock (:class:`training.outputs.PrefixLock`) where this worker saves; the
+    caller frees it with ``run.release()``. Nothing here starts training: everything that can be checked
+    before the first step is (:mod:`training.checks`).
+    """
     contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
     if args.batch_size < len(contexts):
         raise ParameterError(lambda n: f'{n("batch_size")} {args.batch_size} is smaller than the '
                                        f'{len(contexts)} devices')
-    num_train = check_record_file(args.data_train)
-    if args.data_val:
-        check_record_file(args.data_val)
+    kvstore, rank, num_workers = create_kvstore(args)
+    log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
+    prefix = args.model_prefix.replace('{rank}', str(rank))
+    saves = rank == 0 or '{rank}' in args.model_prefix
+    lock = PrefixLock(prefix) if saves else None
+    try:
+        return _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock):
+    if lock is not None:
+        removed = remove_stale_temporaries(prefix)
+        if removed:
+            log(f'removed {len(removed)} temporary file(s) of an interrupted run: {", ".join(removed)}')
+    point = open_resume_point(prefix, args.load_epoch) if args.load_epoch else None
+    scan = check_record_file(args.data_train)
     summary = records_info(args.data_train)
     num_classes = args.num_classes or summary.get('num_classes')
     if not num_classes:
         raise ParameterError(lambda n: f'{n("num_classes")} is needed: no num_classes in a PREFIX.json '
                                        f'beside {args.data_train}')
-    preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
-                                         args.input_size)
-    kvstore, rank, num_workers = create_kvstore(args)
+    if num_classes < 2:
+        raise ParameterError(lambda n: f'{n("num_classes")} must be at least 2 (PREFIX.json of '
+                                       f'{args.data_train} says {num_classes})')
+    pretrained = read_pretrained(args.pretrained) if args.pretrained else None
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
+    if pretrained:
+        preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
+                                                 args.input_size)
+    else:
+        preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
+                                             args.input_size, record_side=scan.min_side)
+    classes_from = '' if args.num_classes else ' (from PREFIX.json)'
+    check_records(scan, num_classes, preprocessing, classes_from, log)
+    if args.data_val:
+        check_records(check_record_file(args.data_val), num_classes, preprocessing, classes_from)
+    num_train = scan.count
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
-    data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch, seed=args.seed,
-                         num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
-    net = build_network(args, num_classes, preprocessing, contexts)
-    head = build_head(args, num_classes)
+    if args.loss == 'triplet':  # P x K identity-balanced batches; their count sets the updates
+        data = IdentityBatches(args.data_train, preprocessing, *triplet_batch(args), seed=args.seed,
+                               num_parts=num_workers, part_index=rank, threads=args.data_nthreads, scan=scan)
+        updates_per_epoch = data.updates
+        log(data.describe())
+    elif scan.meta_records:  # header/identity records without images (insightface): read the images by key
+        data = image_record_batches(scan, preprocessing, args.batch_size, seed=args.seed, num_parts=num_workers,
+                                    part_index=rank, threads=args.data_nthreads)
+        updates_per_epoch = data.updates
+        log(data.describe())
+    else:
+        data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
+                             seed=args.seed, num_parts=num_workers, part_index=rank,
+                             threads=args.data_nthreads)
+    net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
+    copied = copy_backbone(net, pretrained) if pretrained else None
+    head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
-    meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
+    meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
-                head=head.metadata(), epoch_numbering=EPOCH_NUMBERING,
+                wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
+                loss=head.name, head=head.metadata(),
+                pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
+                epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
-    log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
                       num_train=num_train, num_classes=int(num_classes), preprocessing=preprocessing,
                       global_batch=global_batch, updates_per_epoch=updates_per_epoch, data=data, net=net,
                       head=head,
-                      trainer=trainer, prefix=args.model_prefix.replace('{rank}', str(rank)),
-                      saves=rank == 0 or '{rank}' in args.model_prefix, meta=meta,
-                      base_lr=BASE_LR if args.lr is None else args.lr,
-                      pending_broadcast=args.kv_store.startswith('dist'))
-    if args.load_epoch:
-        resume(run)
+                      trainer=trainer, prefix=prefix, saves=saves, meta=meta,
+                      base_lr=default_base_lr(args),
+                      pending_broadcast=args.kv_store.startswith('dist'), lock=lock)
+    if point is not None:
+        resume(run, point)
     return run
 
 
@@ -195,28 +266,48 @@ def create_kvstore(args):
     return kv, kv.rank, kv.num_workers
 
 
+# Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
+# deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
+# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
+
+
 def build_network(args, num_classes, preprocessing, contexts):
-    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised."""
-    net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
+    """LightCNN with fc2 (returning logits and features), initialised, lr multipliers set, hybridised.
+
+    ``num_classes=None`` (a head replacing fc2, :func:`training.heads.network_classes`): the feature net.
+    fc2 trains at ``fc2_lr_mult`` x the lr, the rest at ``backbone_lr_mult`` x (both worked out from the
+    optimiser and ``pretrained`` when not given, :mod:`training.config`).
+    """
+    net = get_model(args.network or DEFAULT_NETWORK, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
-    net.initialize(LightCNNInit(), ctx=contexts)
-    for param in net.fc2.collect_params().values():
-        param.lr_mult = args.fc2_lr_mult
+    net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
+    set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
 
-def make_lr_scheduler(args, updates_per_epoch):
-    """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates."""
-    base_lr = BASE_LR if args.lr is None else args.lr
-    warmup = int(round(args.warmup_epochs * updates_per_epoch))
-    steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
-    steps = [s for s in steps if s > warmup]
+def make_lr_scheduler(args, updates_per_epoch, base_lr=None):
+    """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates.
+
+    ``base_lr`` (default: ``lr``, else the optimiser's default) is the rate before any step. The scheduler
+    is a function of the update count alone, so one built for a resumed run answers for any position.
+    """
+    if base_lr is None:
+        base_lr = default_base_lr(args)
+    warmup, steps = schedule_steps(args, updates_per_epoch)
     common = dict(base_lr=base_lr, warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
     if steps:
         return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor, **common)
     return mx.lr_scheduler.FactorScheduler(step=2 ** 31 - 1, factor=1.0, **common)
+
+
+def schedule_steps(args, updates_per_epoch):
+    """``(warmup_steps, steps)``: the warm-up and the LR steps after it, in updates of ``updates_per_epoch``."""
+    warmup = int(round(args.warmup_epochs * updates_per_epoch))
+    steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
+    return warmup, [s for s in steps if s >= 1]  # a step inside the warm-up applies when the warm-up ends
 
 
 def make_trainer(args, net, head, kvstore, updates_per_epoch):
@@ -227,57 +318,77 @@ def make_trainer(args, net, head, kvstore, updates_per_epoch):
                          update_on_kvstore=False)
 
 
-def make_optimizer(args, updates_per_epoch):
-    params = dict(learning_rate=BASE_LR if args.lr is None else args.lr, wd=args.wd,
-                  lr_scheduler=make_lr_scheduler(args, updates_per_epoch))
+def make_optimizer(args, updates_per_epoch, base_lr=None, begin_num_update=0):
+    """The optimiser of ``args`` with its LR schedule; ``begin_num_update`` is its position (resuming)."""
+    if base_lr is None:
+        base_lr = default_base_lr(args)
+    params = dict(learning_rate=base_lr, wd=args.wd, begin_num_update=begin_num_update,
+                  lr_scheduler=make_lr_scheduler(args, updates_per_epoch, base_lr))
+    if args.clip_gradient:
+        params['clip_gradient'] = args.clip_gradient
     if args.optimizer in ('sgd', 'nag'):
         params['momentum'] = args.mom
     return mx.optimizer.create(args.optimizer, **params)
 
 
-def resume(run):
-    """Load the weights, optimiser state and LR schedule saved after ``load_epoch`` completed epochs.
+def resume(run, point):
+    """Continue from ``point`` (:func:`training.resume.open_resume_point`) after ``point.done`` epochs.
 
-    The run then continues with ``Epoch[load_epoch]``. An explicit ``lr`` different from the checkpoint's
-    base restarts the schedule from that base at the current update (e.g. to fine-tune).
+    Weights and per-parameter optimiser state are loaded; the optimiser and its LR schedule are rebuilt
+    from this run's settings at position ``done x updates_per_epoch`` (:mod:`training.resume`). Without
+    ``lr`` the checkpoint's base LR continues; an explicit ``lr`` becomes the base of the schedule (steps
+    already passed still apply). The run then continues with ``Epoch[done]``.
     """
-    args = run.args
-    done = int(args.load_epoch)
-    stem = checkpoint_stem(run.prefix, done)
-    for ext in ('.params', '.json', '.states'):
-        if not os.path.exists(stem + ext):
-            raise UsageError(f'cannot resume: {stem}{ext} is missing')
-    meta = load_metadata(stem)
-    if meta['network'] != args.network or int(meta['num_classes']) != run.num_classes:
-        raise UsageError(f'{stem} is a {meta["network"]} with {meta["num_classes"]} classes, '
-                         f'not {args.network} with {run.num_classes}')
-    run.net.load_parameters(stem + '.params', ctx=run.contexts)
-    read_optimizer_states(stem + '.states')  # refuses a crafted pickle before MXNet unpickles it
-    run.trainer.load_states(stem + '.states')
-    run.base_lr = meta.get('lr_schedule', {}).get('base_lr', BASE_LR)
-    if args.lr is not None and args.lr != run.base_lr:
-        run.trainer.optimizer.lr_scheduler = make_lr_scheduler(args, run.updates_per_epoch)
-        run.base_lr = args.lr
-    run.begin_epoch, run.last_checkpoint = done, stem
-    run.log(f'resumed from {stem} after {done} completed epoch(s), continuing with Epoch[{done}] '
-            f'(lr {run.trainer.learning_rate:.3g}, {run.trainer.optimizer.num_update} updates done)')
+    args, done = run.args, point.done
+    check_network(point, args, run.num_classes, run.preprocessing, run.head)
+    changes = check_optimizer(point, args)
+    fresh = args.reset_optimizer or point.optimizer_name != args.optimizer
+    if not fresh:
+        check_states(point, run.trainer, run.net)
+    try:
+        run.net.load_parameters(point.stem + '.params', ctx=run.contexts)
+    except (AssertionError, mx.MXNetError) as err:
+        raise UsageError(f'{point.stem}.params does not fit {args.network}: {error_message(err)}') from None
+    if run.head.has_parameters:
+        run.head.load_parameters(head_params_path(point.stem), ctx=run.contexts)
+    saved = point.meta.get('lr_schedule') or {}
+    run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', default_base_lr(args))
+    optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
+                               begin_num_update=done * run.updates_per_epoch)
+    install_optimizer(run.trainer, optimizer, None if fresh else point.states, None if fresh else point.optimizer)
+    run.begin_epoch, run.last_checkpoint = done, point.stem
+    run.runs = list(point.meta.get('runs') or [])
+    for line in describe_changes(point.meta, run):
+        run.log(line)
+    if args.reset_optimizer and not changes:
+        changes.append('optimiser state reset')
+    if changes:
+        run.log(f'resume: {", ".join(changes)}, from Epoch[{done}] on')
+    run.log(f'resumed from {point.stem} after {done} completed epoch(s), continuing with Epoch[{done}] '
+            f'(lr {run.trainer.learning_rate:.3g}, schedule at update {run.trainer.optimizer.num_update} '
+            f'= {done} x {run.updates_per_epoch} updates/epoch)')
 
 
 def default_callbacks(run):
     """Speedometer lines, progress bar, epoch lines and summary, and (where this worker saves) the CSV."""
-    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog()]
+    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog(),
+                 TrunkSchedule(freeze_epochs(run.args), backbone_lr_mult(run.args))]
     if run.saves:
         callbacks.append(MetricsCSV(run.metrics_csv))
+        if val_targets(run.args.val_targets):  # worker 0 validates; a {rank} prefix keeps per-worker files
+            callbacks.append(BestTargetCheckpoints(val_targets(run.args.val_targets)))
     return callbacks
 
 
 def default_validators(args):
-    """Top-1/top-5 on ``data_val`` and verification on ``val_pairs``, as the options ask."""
+    """Top-1/top-5 on ``data_val``, verification on ``val_pairs`` and on each ``val_targets`` set, as the
+    options ask."""
     validators = []
     if args.data_val:
         validators.append(ClassificationValidation(args.data_val, args.batch_size, args.data_nthreads))
     if args.val_pairs:
         validators.append(PairVerification(args.val_pairs, args.val_images))
+    validators += [BinVerification(path, name) for name, path in val_targets(args.val_targets)]
     return validators
 
 
@@ -316,12 +427,14 @@ def train_one_epoch(run, epoch, callbacks):
 
 
 def forward_backward(net, head, data, label):
-    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``."""
+    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``.
+
+    The head sees the outputs of all devices at once (the triplet loss mines the whole batch).
+    """
     with autograd.record():
-        outputs = [head(net(x), y) for x, y in zip(data, label)]
-    losses = [loss for loss, _ in outputs]
+        losses, logits = head([net(x) for x in data], label)
     autograd.backward(losses)
-    return losses, [logits for _, logits in outputs]
+    return losses, logits
 
 
 def train_step(run, batch):
@@ -332,8 +445,36 @@ def train_step(run, batch):
     if run.pending_broadcast:
         broadcast_before_first_push(run.trainer)
         run.pending_broadcast = False
-    run.trainer.step(run.global_batch)
+    if run.args.clip_norm:
+        clipped_step(run.trainer, run.global_batch, run.args.clip_norm)
+    else:
+        run.trainer.step(run.global_batch)
+    run.head.after_update()
     return losses, logits, label
+
+
+def clipped_step(trainer, batch_size, max_norm):
+    """``trainer.step(batch_size)`` with the gradient rescaled to an L2 norm of at most ``max_norm``.
+
+    The norm is that of the batch-mean gradient over all trained parameters (all workers' and devices'
+    samples, after the reduction), as ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al., "On the
+    difficulty of training recurrent neural networks", ICML 2013). Computed on the device without a host
+    sync; a NaN gradient stays NaN, and the loss check reports it.
+    """
+    trainer.allreduce_grads()
+    params = [p for p in trainer._params if p.grad_req != 'null' and p.lr_mult != 0]  # not center.stats
+    if params:
+        first = [p.list_grad()[0] for p in params]
+        ctx = first[0].context
+        total = mx.nd.add_n(*[(g.as_in_context(ctx) ** 2).sum() for g in first])
+        norm = mx.nd.sqrt(total) / batch_size
+        scale = mx.nd.minimum(max_norm / (norm + 1e-12), mx.nd.ones_like(norm))
+        per_ctx = {}
+        for param in params:
+            for grad in param.list_grad():
+                factor = per_ctx.setdefault(grad.context, scale.as_in_context(grad.context))
+                mx.nd.broadcast_mul(grad, factor.reshape((1,) * grad.ndim), out=grad)
+    trainer.update(batch_size)
 
 
 def broadcast_before_first_push(trainer):
@@ -397,22 +538,44 @@ def check_finite(run, values, epoch, nbatch):
 # --- validation and checkpoint ----------------------------------------------------------------------------
 
 def validate(run, validators):
-    """The metrics of every validator for the current weights, merged into one dict."""
+    """The metrics of every validator for the current weights, merged into one dict.
+
+    Validators get the network followed by the head's classifier where the head replaced fc2.
+    """
     values = {}
+    net = run.head.evaluation_net(run.net)
     for validator in validators:
-        values.update(validator(run.net, run.preprocessing, run.contexts))
+        values.update(validator(net, run.preprocessing, run.contexts))
     return values
 
 
 def save_epoch(run, epoch, row):
-    """Checkpoint after 0-based ``epoch``: ``PREFIX-%04d`` of ``epoch + 1`` (epochs completed); its stem."""
+    """Checkpoint after 0-based ``epoch``: ``PREFIX-%04d`` of ``epoch + 1`` (epochs completed); its stem.
+
+    The JSON records the schedule that ran (``lr_schedule``: steps and warm-up in this run's updates, the
+    position ``num_update``) and ``runs``: the settings of every run that led to it, one entry per resume.
+    """
     args = run.args
+    warmup, steps = schedule_steps(args, run.updates_per_epoch)
     schedule = dict(lr=run.trainer.learning_rate, num_update=run.trainer.optimizer.num_update,
                     base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
-                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult)
-    meta = dict(run.meta, metrics=row, lr_schedule=schedule)
-    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer)
+                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult,
+                    steps=steps, warmup_steps=warmup,
+                    backbone_lr_mult=backbone_lr_mult(args), freeze_epochs=freeze_epochs(args),
+                    clip_norm=args.clip_norm, clip_gradient=args.clip_gradient)
+    this_run = dict(epochs=[run.begin_epoch, epoch + 1], batch_size=args.batch_size,
+                    global_batch=run.global_batch, devices=len(run.contexts), num_workers=run.num_workers,
+                    updates_per_epoch=run.updates_per_epoch, optimizer=args.optimizer, base_lr=run.base_lr,
+                    wd=args.wd, mom=args.mom, reset_optimizer=bool(args.reset_optimizer))
+    meta = dict(run.meta, metrics=row, lr_schedule=schedule, runs=run.runs + [this_run])
+    extra = {}
+    if run.head.has_parameters:  # STEM.head.params, committed with the other files of the checkpoint
+        meta['head'] = dict(meta['head'], params=os.path.basename(head_params_path(
+            checkpoint_stem(run.prefix, epoch + 1))))
+        extra[HEAD_PARAMS] = run.head.save_parameters
+    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer,
+                                          extra=extra)
     return run.last_checkpoint
 
 
@@ -430,18 +593,20 @@ def benchmark(args, contexts=None, log=None):
     """Forward+backward+update speed on synthetic batches; returns samples/sec."""
     log = LogSink(log)
     contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network)))
     pre = default_preprocessing(args.network)
     if args.input_size:
         pre = type(pre)(channels=pre.channels, input_size=args.input_size)
     num_classes = args.num_classes or 1000
-    net = build_network(args, num_classes, pre, contexts)
-    head = build_head(args, num_classes)
+    net = build_network(args, network_classes(args, num_classes), pre, contexts)
+    head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, args.kv_store, 1000)
     batches = SyntheticBatches(args.batch_size, pre.data_shape, num_classes, contexts, args.seed)
 
     def step():
         forward_backward(net, head, batches.data, batches.label)
         trainer.step(args.batch_size)
+        head.after_update()
 
     for _ in range(2):  # warm-up: graph building and memory planning
         step()
