@@ -64,7 +64,7 @@ HALF_EYE_DISTANCE = (_REF[1, 0] - _REF[0, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 HALF_MOUTH_WIDTH = (_REF[4, 0] - _REF[3, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 NOSE_BELOW_EYES = (_REF[2, 1] - _REF[:2].mean(0)[1]) * EC_MC_Y / _REF_EC_MC
 REPORT_NAME = 'align_report'
-CHUNK = 16  # images per detector call in align_tree (and per worker task): MTCNN runs each stage once for all
+CHUNK = 32  # images per detector call in align_tree (and per worker task): MTCNN runs each stage once for all
 POOL_MIN_IMAGES = 200  # align_tree's default: worker processes from this many images on
 MAX_DETECT_SIDE = 1280  # longer side the detector sees (see FaceAligner)
 

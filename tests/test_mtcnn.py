@@ -170,6 +170,42 @@ def test_prelu_equals_mxnet_prelu(shape, spatial):
     np.testing.assert_allclose(ours(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('slopes', [(-1.2, -0.3, 0.0, 0.25, 0.9, 1.0), (-0.5, 0.0, 0.3, 1.0, 1.3, 2.0)])
+def test_conv_prelu_rewrite_equals_conv_then_prelu(slopes):
+    """ConvPReLU (two convolutions, ReLU and sum fused by oneDNN) is conv + PReLU for slopes of any sign,
+    with (second case) and without (first case) slopes above 1, on batches of another size than the sample."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from data_tools.mtcnn import ConvPReLU, PReLU
+    rng = np.random.RandomState(3)
+    conv, prelu = nn.Conv2D(6, 3, in_channels=4), PReLU(in_channels=6)
+    conv.initialize(mx.init.Uniform(0.5))
+    conv.bias.set_data(mx.nd.array(rng.uniform(-0.5, 0.5, 6)))
+    prelu.initialize()
+    prelu.alpha.set_data(mx.nd.array(slopes))
+    fused = ConvPReLU(conv, prelu)
+    assert fused.rescale == (max(slopes) > 1)
+    fused.optimize_for(mx.nd.zeros((1, 4, 9, 9)), backend='MKLDNN', static_alloc=True)
+    for shape in [(5, 4, 11, 13), (2, 4, 9, 9)]:
+        x = mx.nd.array(rng.uniform(-2, 2, shape))
+        expected = prelu(conv(x)).asnumpy()
+        assert (expected < 0).any() and (expected > 0).any()
+        np.testing.assert_allclose(fused(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_nets_equal_the_plain_nets(tf_weights):
+    """load_nets' O-Net (first two layers rewritten, oneDNN fusion) gives the plain net's outputs."""
+    import mxnet as mx
+    from data_tools.mtcnn import load_nets
+    fused, plain = load_nets(fuse=True), load_nets(fuse=False)
+    assert fused['onet']._fused and not plain['onet']._fused
+    rng = np.random.RandomState(4)
+    for name, side in [('pnet', 37), ('rnet', 24), ('onet', 48)]:
+        x = mx.nd.array(rng.uniform(-1, 1, (7, 3, side, side)))
+        for ours, theirs in zip(fused[name](x), plain[name](x)):
+            np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_pnet_padded_batch_with_mask_equals_each_level_alone():
     """Levels of odd and even sides, zero-padded into one batch, give every output cell of the level alone;
     without the mask the ceil-mode pool sees padding at odd edges and cells there change."""
@@ -320,3 +356,34 @@ def test_weights_from_local_npy_or_wheel_and_bad_files(tf_weights, tmp_path):
         load_tf_weights(str(bad))
     with pytest.raises(UsageError, match='not found'):
         load_tf_weights(str(tmp_path / 'missing.npy'))
+
+
+@pytest.mark.slow
+def test_aligned_crops_unchanged_by_batching(detector, orl_root, pubfig_root):
+    """FaceAligner.align_batch on mixed chunks gives the crop the unbatched cascade's landmarks give
+    (tests/fixtures/mtcnn_reference.json, the face the aligner chooses warped to the template): the same face,
+    the same pixels but where the fixture's 1e-3 px rounding of the landmarks moves a sample across
+    warpAffine's 1/32 px fixed-point grid (measured: <= 1 % of the pixels, by <= 5 grey levels)."""
+    from common.images import read_image
+    from data_tools.alignment import FaceAligner, choose_face
+    with open(os.path.join(os.path.dirname(__file__), 'fixtures', 'mtcnn_reference.json')) as f:
+        reference = json.load(f)['images']
+    roots = {'orl_faces': orl_root, 'pubfig83': pubfig_root}
+    images = [read_image(os.path.join(roots[r['dataset']], r['path']), 'bgr') for r in reference]
+    aligner = FaceAligner(size=144, detector=detector)
+    results = []
+    for start in range(0, len(images), 32):
+        results += aligner.align_batch(images[start:start + 32])
+    worst = 0
+    assert len(results) == len(reference) == 203
+    for ref, image, result in zip(reference, images, results):
+        boxes = np.asarray(ref['boxes'], float).reshape(-1, 5)
+        points = np.asarray(ref['landmarks'], float).reshape(-1, 5, 2)
+        assert result.status == 'aligned', ref['path']
+        k = choose_face(boxes, image.shape)
+        assert result.chosen == k
+        expected, _ = aligner.warp(image, points[k])
+        diff = np.abs(result.image.astype(int) - expected.astype(int))
+        assert (diff > 0).mean() < 0.02 and diff.max() <= 8, (ref['path'], (diff > 0).mean(), diff.max())
+        worst = max(worst, diff.mean())
+    assert worst < 0.02
