@@ -79,13 +79,18 @@ class ConvPReLU(gluon.HybridBlock):
         Initialised convolution (its weight and bias are read once).
     prelu : PReLU
         Initialised PReLU after it (``alpha``: one slope per output channel).
+    channels : int, optional
+        Output channels, >= the convolution's: extra channels are zeros (weights, bias and output). oneDNN
+        takes its fast direct kernels only for multiples of 16 here (R-Net's 28 channels: 8x slower fused).
     """
 
-    def __init__(self, conv, prelu, **kwargs):
+    def __init__(self, conv, prelu, channels=None, **kwargs):
         super().__init__(**kwargs)
         weight, bias = conv.weight.data().asnumpy(), conv.bias.data().asnumpy()
         alpha = prelu.alpha.data().asnumpy().astype(np.float64)
-        channels, in_channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2:]
+        channels = channels or weight.shape[0]
+        weight, bias, alpha = (_pad(v, channels) for v in (weight, bias, alpha))
+        in_channels, kernel = weight.shape[1], weight.shape[2:]
         self.rescale = bool(np.any(alpha > 1))  # (1 - alpha) < 0 cannot move inside the ReLU
         rectified = np.ones_like(alpha) if self.rescale else 1 - alpha
         with self.name_scope():
@@ -109,29 +114,56 @@ class ConvPReLU(gluon.HybridBlock):
         return self.linear(x) + rectified
 
 
+def _pad(values, n, axis=0):
+    """``values`` with zeros appended along ``axis`` up to length ``n``."""
+    widths = [(0, 0)] * values.ndim
+    widths[axis] = (0, n - values.shape[axis])
+    return np.pad(values, widths)
+
+
+def _with_inputs(conv, channels, prefix):
+    """A copy of ``conv`` taking ``channels`` input channels (the extra ones with zero weights)."""
+    weight = _pad(conv.weight.data().asnumpy(), channels, axis=1)
+    copy = nn.Conv2D(weight.shape[0], weight.shape[2:], in_channels=channels, prefix=prefix)
+    copy.initialize(ctx=conv.weight.list_ctx())
+    copy.weight.set_data(weight)
+    copy.bias.set_data(conv.bias.data())
+    return copy
+
+
 class _Cascade(gluon.HybridBlock):
     """Common part of the three nets: ``conv{i}`` + ``prelu{i}``, or their :class:`ConvPReLU` once fused."""
 
     FUSE = ()    # layers :meth:`fuse` rewrites by default (see :func:`load_nets`)
-    INPUT = 12   # input side of a sample batch (P-Net takes any side >= 12)
+    INPUT = 12   # input side of a sample batch
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._fused = {}
+        self._fused, self._convs = {}, {}
 
     def fuse(self, layers=None):
         """Replace ``conv{i}`` + ``prelu{i}`` of ``layers`` (default :attr:`FUSE`) by :class:`ConvPReLU`
-        (after the weights are loaded, before the first forward)."""
-        for i in self.FUSE if layers is None else layers:
-            block = ConvPReLU(getattr(self, f'conv{i}'), getattr(self, f'prelu{i}'), prefix=f'fused{i}_')
+        (after the weights are loaded, before the first forward). Output channels are padded to a multiple
+        of 16 with zeros, and the next convolution takes the padded input (zero weights there)."""
+        for i in sorted(self.FUSE if layers is None else layers):
+            conv = self._conv(i)
+            channels = -(-conv.weight.shape[0] // 16) * 16
+            block = ConvPReLU(conv, getattr(self, f'prelu{i}'), channels, prefix=f'fused{i}_')
             self.register_child(block, f'fused{i}')
             self._fused[i] = block
+            if channels != conv.weight.shape[0]:
+                padded = _with_inputs(self._conv(i + 1), channels, prefix=f'padded{i + 1}_')
+                self.register_child(padded, f'padded{i + 1}')
+                self._convs[i + 1] = padded
         return self
+
+    def _conv(self, i):
+        return self._convs.get(i) or getattr(self, f'conv{i}')
 
     def _cp(self, i, x):
         if i in self._fused:
             return self._fused[i](x)
-        return getattr(self, f'prelu{i}')(getattr(self, f'conv{i}')(x))
+        return getattr(self, f'prelu{i}')(self._conv(i)(x))
 
 
 class PNet(_Cascade):
@@ -141,6 +173,8 @@ class PNet(_Cascade):
     normalised as ``(x - 127.5) / 128``. ``mask`` (optional, ``(N, 1, H - 2, W - 2)``, 0 or :data:`MASKED`)
     is added to the first layer's output before its max-pool, to keep padding out of the maxima.
     """
+
+    FUSE = (1, 2, 3)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -165,6 +199,7 @@ class RNet(_Cascade):
     """Refinement net on 24x24 crops: ``(probabilities (N, 2), box offsets (N, 4))``."""
 
     INPUT = 24
+    FUSE = (1, 2)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -224,26 +259,32 @@ NETS = {'pnet': PNet, 'rnet': RNet, 'onet': ONet}
 
 
 def load_nets(weights=None, ctx=None, fuse=True):
-    """Build the three nets with the converted real weights (fetched/converted on first use), hybridized.
+    """Build the nets with the converted real weights (fetched/converted on first use), hybridized:
+    ``{'pnet', 'pnet_masked', 'rnet', 'onet'}`` (P-Net twice: called with and without a padding mask).
 
     ``fuse``: rewrite each net's :attr:`FUSE` layers as :class:`ConvPReLU` and let oneDNN fuse them
     (``optimize_for(backend='MKLDNN')``; plain hybridization where MXNet has no oneDNN). Measured on one
-    core: O-Net 2.0x faster with its first two layers fused; R-Net and P-Net, whose first layers have slopes
-    above 1 (an extra scale) and few channels, 1.2-1.4x *slower* fused, so they keep :class:`PReLU`.
+    core, CPU time per forward of the batches the cascade makes: O-Net 2.0x faster (layers 1-2), R-Net 1.5x
+    (layers 1-2, the first padded from 28 to 32 channels), P-Net 1.3x without a mask (layers 1-3; with a
+    mask, which MXNet adds outside oneDNN's layout, unchanged).
     """
     import mxnet as mx
     ctx = ctx or mx.cpu()
     paths = converted_params(weights)
     nets = {}
-    for name, cls in NETS.items():
-        net = cls(prefix=f'{name}_')
-        net.load_parameters(paths[name], ctx=ctx)
+    for name, cls, masked in [('pnet', PNet, False), ('pnet_masked', PNet, True), ('rnet', RNet, False),
+                              ('onet', ONet, False)]:
+        net = cls(prefix=f'{name[:4]}_')
+        net.load_parameters(paths[name[:4]], ctx=ctx)
         if fuse and cls.FUSE and _has_onednn(ctx):
             net.fuse()
+            side = cls.INPUT
+            sample = [mx.nd.zeros((1, 3, side, side), ctx=ctx)]
+            if masked:
+                sample.append(mx.nd.zeros((1, 1, side - 2, side - 2), ctx=ctx))
             with warnings.catch_warnings():  # the replaced conv/prelu parameters stay, unused
                 warnings.filterwarnings('ignore', message='Parameter .* is not used by any computation')
-                net.optimize_for(mx.nd.zeros((1, 3, cls.INPUT, cls.INPUT), ctx=ctx), backend='MKLDNN',
-                                 static_alloc=True)
+                net.optimize_for(*sample, backend='MKLDNN', static_alloc=True)
         else:
             net.hybridize(static_alloc=True)
         nets[name] = net
@@ -309,11 +350,14 @@ def crop_boxes(image, boxes, side):
     """
     h, w = image.shape[:2]
     out = np.empty((len(boxes), side, side, 3), dtype=np.uint8)
-    for k, (x1, y1, x2, y2) in enumerate(boxes[:, :4].astype(np.int64)):
-        patch = np.zeros((y2 - y1 + 1, x2 - x1 + 1, 3), dtype=np.uint8)
-        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w - 1), min(y2, h - 1)
-        if sx2 >= sx1 and sy2 >= sy1:
-            patch[sy1 - y1:sy2 - y1 + 1, sx1 - x1:sx2 - x1 + 1] = image[sy1:sy2 + 1, sx1:sx2 + 1]
+    for k, (x1, y1, x2, y2) in enumerate(boxes[:, :4].astype(np.int64).tolist()):
+        if x1 >= 0 and y1 >= 0 and x2 < w and y2 < h:  # inside: resize the view, no copy
+            patch = image[y1:y2 + 1, x1:x2 + 1]
+        else:
+            patch = np.zeros((y2 - y1 + 1, x2 - x1 + 1, 3), dtype=np.uint8)
+            sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w - 1), min(y2, h - 1)
+            if sx2 >= sx1 and sy2 >= sy1:
+                patch[sy1 - y1:sy2 - y1 + 1, sx1 - x1:sx2 - x1 + 1] = image[sy1:sy2 + 1, sx1:sx2 + 1]
         out[k] = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
     return _normalise(out)
 
@@ -487,7 +531,10 @@ class MTCNN:
                     h, w = level.shape[:2]
                     batch[k, :, :h, :w] = _normalise(level[None])[0]
                     mask[k, :, :h - 2, :w - 2] = 0
-                prob, reg = self._run('pnet', batch, mask)
+                if mask.any():  # padded levels: the mask keeps the padding out of the first max-pool
+                    prob, reg = self._run('pnet_masked', batch, mask)
+                else:           # one shape, nothing padded (the usual case in a tree of equal-sized images)
+                    prob, reg = self._run('pnet', batch)
                 for k, (i, j, scale, level) in enumerate(part):
                     ho, wo = (pnet_output_side(n) for n in level.shape[:2])
                     found[i][j] = self._level_boxes(prob[k, 1, :ho, :wo], reg[k, :, :ho, :wo], scale)

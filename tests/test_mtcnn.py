@@ -194,15 +194,20 @@ def test_conv_prelu_rewrite_equals_conv_then_prelu(slopes):
 
 
 def test_fused_nets_equal_the_plain_nets(tf_weights):
-    """load_nets' O-Net (first two layers rewritten, oneDNN fusion) gives the plain net's outputs."""
+    """load_nets' nets (layers rewritten, padded to 16 channels, oneDNN fusion) give the plain nets' outputs,
+    P-Net with and without a mask."""
     import mxnet as mx
-    from data_tools.mtcnn import load_nets
+    from data_tools.mtcnn import MASKED, load_nets
     fused, plain = load_nets(fuse=True), load_nets(fuse=False)
-    assert fused['onet']._fused and not plain['onet']._fused
+    assert all(fused[name]._fused and not plain[name]._fused for name in fused)
+    assert fused['rnet']._fused[1].linear.weight.shape[0] == 32               # 28 channels padded
     rng = np.random.RandomState(4)
-    for name, side in [('pnet', 37), ('rnet', 24), ('onet', 48)]:
+    mask = np.zeros((7, 1, 35, 35), np.float32)
+    mask[:, :, 30:] = MASKED
+    for name, side, extra in [('pnet', 37, []), ('pnet_masked', 37, [mx.nd.array(mask)]), ('rnet', 24, []),
+                              ('onet', 48, [])]:
         x = mx.nd.array(rng.uniform(-1, 1, (7, 3, side, side)))
-        for ours, theirs in zip(fused[name](x), plain[name](x)):
+        for ours, theirs in zip(fused[name](x, *extra), plain[name](x, *extra)):
             np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-4, atol=1e-5)
 
 
