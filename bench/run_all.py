@@ -2,6 +2,9 @@
 
     nice python bench/run_all.py [--only train extract ...] [--skip align]
 
+With ``--only`` / ``--skip`` the tables of the benchmarks not run are kept from the last ``results.json``
+(their titles say "earlier run").
+
 Each benchmark alternates ours and its anchor within the run, so the ratios hold on a loaded machine;
 the load average is recorded next to every table. The alignment bench (``bench_align.py``, owned by the
 alignment stage) runs as a subprocess when present. Long benchmarks (``transfer``: bench_transfer.py, training
@@ -38,7 +41,8 @@ def run_align():
         return None
     out = RESULTS_DIR / 'align.json'
     env = dict(os.environ, OMP_NUM_THREADS='1', OMP_WAIT_POLICY='PASSIVE')  # an alignment worker's settings
-    proc = subprocess.run([sys.executable, str(script), '--pubfig-per-id', '2', '--out', str(out)],
+    proc = subprocess.run([sys.executable, str(script), '--pubfig-per-id', '2', '--speed-per-id', '2',
+                           '--whole-every', '20', '--rounds', '2', '--out', str(out)],
                           cwd=BENCH_DIR.parent, capture_output=True, text=True, env=env)
     if proc.returncode or not out.exists():
         rows = [{'variant': 'bench_align.py', 'note': f'failed: {proc.stderr.strip()[-200:]}'}]
@@ -48,8 +52,10 @@ def run_align():
     columns = [['dataset', 'dataset', ''], ['variant', 'run', ''], ['images', 'images', 'd'],
                ['recall', 'recall', '.3f'], ['landmarks_sane', 'landmarks sane', '.3f'],
                ['images_per_second', 'images/s', '.1f'], ['cpu_ms_per_image', 'CPU ms/image', '.2f'],
-               ['ratio', 'vs one image per call', '.2f'], ['spread', 'per-round min-max', '']]
-    return {'name': 'align', 'title': 'Face detection + alignment (MTCNN; anchor: one image per call)',
+               ['ratio', 'ours / anchor (wall)', '.2f'], ['spread', 'per-round min-max', ''],
+               ['cpu_ratio', 'ours / anchor (CPU)', '.2f'], ['cpu_spread', 'per-round min-max', ''],
+               ['load1', 'load per round', '']]
+    return {'name': 'align', 'title': 'Face detection + alignment (MTCNN; anchor: main before batching)',
             'rows': report.get('results', []), 'columns': columns, 'meta': {}, 'stdout': proc.stdout}
 
 
@@ -69,6 +75,27 @@ def to_markdown(results, info, seconds):
             lines.append(f"- load average during this bench (1/5/15 min): {res['machine']['load_1_5_15']}")
         lines.append('')
     return '\n'.join(lines)
+
+
+def _with_earlier(results, not_run):
+    """``results`` plus, for benchmarks not run this time, their tables from the last ``results.json`` (marked
+    as such), in the usual order: a partial run (``--only``) updates its tables and keeps the others."""
+    path = BENCH_DIR / 'results.json'
+    try:
+        earlier = {r['name']: r for r in json.loads(path.read_text())['results']}
+    except (OSError, ValueError, KeyError):
+        earlier = {}
+    fresh = {r['name']: r for r in results}
+    merged = []
+    for name in list(BENCHES) + ['align'] + list(LONG):
+        if name in fresh:
+            merged.append(fresh[name])
+        elif name in not_run and name in earlier:
+            kept = dict(earlier[name])
+            if not kept.get('title', '').endswith('(earlier run)'):
+                kept['title'] = kept.get('title', name) + ' (earlier run)'
+            merged.append(kept)
+    return merged
 
 
 def main(argv=None):
@@ -97,6 +124,7 @@ def main(argv=None):
         results.append(res)
         print(f'[{name}: {res["seconds"]:.0f} s]', flush=True)
     seconds = time.perf_counter() - start
+    results = _with_earlier(results, [n for n in names if n not in args.only or n in args.skip])
     (BENCH_DIR / 'results.md').write_text(to_markdown(results, info, seconds))
     (BENCH_DIR / 'results.json').write_text(json.dumps(
         {'machine': info, 'seconds': seconds, 'results': results}, indent=1, default=float))

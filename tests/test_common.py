@@ -206,10 +206,44 @@ def test_every_script_sizes_threads_before_mxnet(repo_root, tmp_path, script):
     assert threads == str(physical_cores()), f'{script}: OMP_NUM_THREADS={threads} (mxnet loaded: {mxnet_loaded})'
 
 
+# As _SPY, noting the OpenMP wait policy when MXNet is first imported; run_name 'main' runs the command,
+# anything else only imports the script.
+_WAIT_SPY = """
+import os, runpy, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'mxnet' and not seen:
+            seen.append(os.environ.get('OMP_WAIT_POLICY'))
+sys.meta_path.insert(0, Spy())
+script, run_name = sys.argv[1], sys.argv[2]
+sys.argv = [script, '--help']
+try:
+    runpy.run_path(script, run_name='__main__' if run_name == 'main' else run_name)
+except SystemExit:
+    pass
+print('wait', seen[0] if seen else os.environ.get('OMP_WAIT_POLICY'))
+"""
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_command_waits_passively_and_importing_it_does_not(repo_root, tmp_path, script):
+    """OMP_WAIT_POLICY=PASSIVE from a command's first statement, before MXNet loads (libgomp's spinning
+    threads made small networks collapse on a busy machine, common/threads.py); importing the script as a
+    module leaves the environment alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    seen = {}
+    for run_name in ('main', 'imported_script'):
+        run = subprocess.run([sys.executable, '-c', _WAIT_SPY, str(repo_root / script), run_name], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, check=True)
+        seen[run_name] = run.stdout.split()[-1]
+    assert seen == {'main': 'PASSIVE', 'imported_script': 'None'}, script
+
+
 @pytest.mark.parametrize('command', [['-m', 'tools.launch'], ['bench/run_all.py'], ['bench/bench_eval.py'],
                                      ['bench/bench_pack.py'], ['bench/bench_input.py'], ['bench/bench_extract.py'],
                                      ['bench/bench_train.py'], ['bench/bench_align.py'],
-                                     ['bench/bench_alignment_accuracy.py']])
+                                     ['bench/bench_alignment_accuracy.py'], ['bench/bench_busy.py']])
 def test_tools_and_benchmarks_start_from_any_folder(repo_root, tmp_path, command):
     """No sys.path edits: the installed project (pip install -r requirements.txt) is found from anywhere."""
     args = command if command[0] == '-m' else [str(repo_root / command[0])]
