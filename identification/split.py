@@ -1,7 +1,7 @@
 """Gallery / probe splits of one features file by identity (known identities enrolled, the rest unknown)."""
 import numpy as np
 
-from common.errors import ParameterError, UsageError
+from common.errors import ParameterError
 from common.features_mat import read_features, write_features
 from common.fileio import check_output_paths
 from identification.gallery import identity_of
