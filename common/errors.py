@@ -46,19 +46,29 @@ def _as_is(name):
     return name
 
 
+def _fixed(text):
+    return lambda name: text
+
+
 class ParameterMessage:
     """Mixin: ``str(err)`` names parameters as they are; ``err.spelled(spell)`` as a command line does.
 
-    ``render(name)`` builds the message, calling ``name('parameter')`` for each parameter it names.
+    ``render(name)`` builds the message, calling ``name('parameter')`` for each parameter it names. A plain
+    string is a message spelled once and for all (what an error unpickled in another process carries).
     """
 
     def __init__(self, render):
+        if isinstance(render, str):
+            render = _fixed(render)
         self.render = render
         super().__init__(render(_as_is))
 
     def spelled(self, spell):
         """The message with every parameter name passed through ``spell`` (e.g. :func:`flag`)."""
         return self.render(spell)
+
+    def __reduce__(self):  # render is a closure: another process gets the message as the library spells it
+        return type(self), (str(self),)
 
 
 class ParameterError(ParameterMessage, UsageError):

@@ -9,6 +9,7 @@ messages are checked both ways, then every library message is checked statically
 import ast
 import importlib.util
 import inspect
+import pickle
 import re
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def test_parameter_error_is_a_function_of_the_spelling():
     assert err.spelled(flag) == 'give --val-per-identity or --val-ratio, not both'
     assert err.spelled(str.upper) == 'give VAL_PER_IDENTITY or VAL_RATIO, not both'
     assert flag('--gpus') == '--gpus'  # a name already spelled as a flag stays as it is
+    back = pickle.loads(pickle.dumps(err))  # from a worker process: the library's text, still a UsageError
+    assert isinstance(back, ParameterError) and str(back) == str(err) and back.spelled(flag) == str(err)
 
 
 def test_option_names_come_from_the_parser():
