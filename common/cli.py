@@ -76,7 +76,10 @@ def _spelled(err):
     parser = _PARSER.get()
     if not isinstance(err, ParameterMessage) or parser is None:
         return str(err)
-    names = option_names(parser)
+    try:
+        names = option_names(parser)
+    except KeyError:  # a mistyped parameters= map (tests catch it): the library's names, not a traceback
+        return str(err)
     return err.spelled(lambda name: names.get(name, name))
 
 
