@@ -34,7 +34,7 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.safe_pickle import UnsafePickleError, numpy_array_globals
 from common.verification import far_measurable, l2_normalize, threshold_at_far, unmeasurable_far_note
 
@@ -179,7 +179,7 @@ def open_set_threshold(impostor, far):
     impostor = np.asarray(impostor, dtype=np.float64)
     n = len(impostor)
     if not 0.0 <= far <= 1.0:
-        raise UsageError(f'far must be in [0, 1], got {far}')
+        raise ParameterError(lambda n: f'{n("far")} must be in [0, 1], got {far}')
     if n == 0:
         raise UsageError('no impostor scores to choose an open-set threshold from')
     # threshold_at_far wants both classes; one dummy positive above everything never changes the choice
