@@ -161,6 +161,10 @@ def impostor_scores(kind, features, identities, folds=5, seed=0):
     shuffled = np.random.default_rng(seed).permutation(len(names))[codes]
     out = np.empty(len(features))
     for train, test in GroupKFold(n_splits=folds).split(features, groups=shuffled):
+        if kind in ('svm', 'logreg') and len(np.unique(identities[train])) < 2:
+            raise UsageError(f'the open-set threshold of the {kind} classifier holds identities out in turn and '
+                             f'needs at least 3 gallery identities, got {n_groups} (enrol more identities, or use '
+                             f'the knn or centroid classifier)')
         est = make_estimator(kind, seed).fit(features[train], identities[train])
         out[test] = estimator_scores(est, features[test]).max(axis=1)
     return out
@@ -286,7 +290,8 @@ def fit_classifier(features, identities, kind='svm', far=0.01, threshold_folds=5
     Raises
     ------
     UsageError
-        Fewer than 2 identities, mismatched shapes, non-finite features, an unknown ``kind``.
+        Fewer than 2 identities (3 for an svm/logreg open-set threshold), mismatched shapes, non-finite
+        features, an unknown ``kind``.
     """
     features, identities = _check_training_set(features, identities)
     make_estimator(kind, seed)  # validates kind before any work

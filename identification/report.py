@@ -202,6 +202,8 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
     check_gallery_probe(probe_path, gallery_per_identity, unknown_fraction, far)
     if threshold_folds < 2:
         raise ParameterError(lambda n: f'{n("threshold_folds")} must be >= 2, got {threshold_folds}')
+    if top_k < 1:
+        raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
     check_output_paths(predictions_path, json_path, per_class_path, confusion_path, save_path)
     gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
