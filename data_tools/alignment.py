@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.checks import check_number
-from common.errors import UsageError
+from common.errors import ParameterError
 from common.fileio import atomic_write, check_output_path
 from common.images import ImageError, read_image, scan_images
 from common.preprocessing import crop_resize
@@ -397,19 +397,19 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallbac
     """
     images, out = os.path.abspath(images), os.path.abspath(out)
     if not os.path.isdir(images):
-        raise UsageError(f'--images: no such directory: {images}')
+        raise ParameterError(lambda n: f'{n("images")}: no such directory: {images}')
     if out == images or out.startswith(images + os.sep):
-        raise UsageError('--out must not be inside --images (the tree would be read while written)')
+        raise ParameterError(lambda n: f'{n("out")} must not be inside {n("images")} (the tree would be read while written)')
     if workers is not None:
-        check_number(workers, '--workers', minimum=1, integer=True)
+        check_number(workers, 'workers', minimum=1, integer=True)
     json_path, csv_path = report_paths(out, report)
     for path in (json_path, csv_path):
-        check_output_path(path, '--report')
+        check_output_path(path, 'report')
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f'--out {out} is a file, not a folder')
+        raise ParameterError(lambda n: f'{n("out")} {out} is a file, not a folder')
     files, ignored = scan_images(images)
     if not files:
-        raise UsageError(f'--images: no image files under {images}')
+        raise ParameterError(lambda n: f'{n("images")}: no image files under {images}')
     workers = default_workers(len(files)) if workers is None else workers
     aligner = aligner or FaceAligner(size=size, color=color, fallback=fallback, method=method, scale=scale)
     tasks = [(rel, os.path.join(images, rel), os.path.join(out, _output_name(rel, aligner.color)))
