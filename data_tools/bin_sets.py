@@ -20,7 +20,7 @@ import pickle
 import numpy as np
 
 from common.errors import UsageError
-from common.fileio import atomic_write, check_output_paths
+from common.fileio import atomic_write, check_output_paths, check_outputs
 from common.safe_pickle import numpy_array_globals, restricted_load
 from data_tools.pairs import read_pairs
 
@@ -142,6 +142,7 @@ def make_bin(pairs_path, images_root, out):
     """
     if not os.path.isdir(images_root):
         raise UsageError(f'image root not found or not a directory: {images_root}')
+    check_outputs({'out': out}, inputs={'pairs_path': pairs_path}, trees={'images_root': images_root})
     pairs = read_pairs(pairs_path)
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)))
     missing = [p for p in paths if not os.path.isfile(os.path.join(images_root, p))]

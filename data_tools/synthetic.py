@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.fileio import check_output_folder  # noqa: E402
 
 CANVAS = 256  # render side; images are downscaled to ``size`` with area averaging
 
@@ -125,6 +126,7 @@ def make_synthetic_faces(out_root, num_identities=80, images_per_identity=20, si
     """
     if num_identities < 1 or images_per_identity < 1:
         raise ValueError('need at least one identity and one image per identity')
+    check_output_folder(out_root, 'out_root')
     os.makedirs(out_root, exist_ok=True)
     for i in range(num_identities):
         geometry = identity_geometry(np.random.default_rng([seed, i]))
@@ -138,7 +140,8 @@ def make_synthetic_faces(out_root, num_identities=80, images_per_identity=20, si
 
 
 def main(argv=None):
-    parser = ArgumentParser(description='Render a face-like identity dataset (identity/image.png).')
+    parser = ArgumentParser(description='Render a face-like identity dataset (identity/image.png).',
+                            parameters={'out_root': 'out'})
     parser.add_argument('out', help='output folder')
     parser.add_argument('--identities', type=int, default=80)
     parser.add_argument('--images', type=int, default=20, help='images per identity')

@@ -5,10 +5,11 @@ import numpy as np
 
 from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
-from common.fileio import check_output_paths
+from common.fileio import check_outputs
 from common.images import list_images
 from identification.classifiers import load_classifier
 from models.api import load_model
+from symbols.checkpoint import checkpoint_files
 
 
 def predict_table(clf, features, labels, top_k=1, open_set=True):
@@ -26,7 +27,9 @@ def predict_table(clf, features, labels, top_k=1, open_set=True):
 def run_prediction(classifier_path, features=None, model=None, images=(), tree=None, flip=None, center_crop=None,
                    top_k=1, open_set=True, csv_path=None):
     """Load the classifier, embed or load the faces, identify, print (and write ``csv_path``)."""
-    check_output_paths(csv_path)
+    check_outputs({'csv_path': csv_path}, inputs={'classifier_path': classifier_path, 'features': features,
+                                                  'images': list(images or ()),
+                                                  'model': checkpoint_files(model) if model else None}, trees={'tree': tree})
     if top_k < 1:
         raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
     clf = load_classifier(classifier_path)

@@ -20,11 +20,11 @@ import tempfile  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from common.errors import UsageError  # noqa: E402
-from common.fileio import atomic_write, check_output_prefix  # noqa: E402
+from common.fileio import atomic_write, check_output_prefix, check_outputs_apart  # noqa: E402
 from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from symbols.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from symbols.checkpoint import checkpoint_files, load_checkpoint, resolve_checkpoint  # noqa: E402
 
 ONNX_OPSET = 13  # mx.onnx 1.9.1 writes opset-13 operators (Split with a 'split' attribute)
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
@@ -129,7 +129,9 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     """
     if fmt not in ('mxnet', 'onnx'):
         raise UsageError(f"unknown format {fmt!r}; choose 'mxnet' or 'onnx'")
-    prefix = check_output_prefix(prefix or default_prefix(model_spec), '--out')
+    prefix = check_output_prefix(prefix or default_prefix(model_spec), 'prefix')
+    check_outputs_apart({'prefix': [prefix + '-symbol.json', prefix + '-0000.params', prefix + '.onnx',
+                                    prefix + '.export.json']}, inputs={'model_spec': checkpoint_files(model_spec)})
     net, meta = load_feature_net(model_spec)
     files = export_mxnet(net, prefix) if fmt == 'mxnet' else export_onnx(net, meta, prefix + '.onnx')
     pre = meta['preprocessing']
@@ -153,7 +155,7 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters={'prefix': 'out', 'model_spec': 'model'})
     parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
     parser.add_argument('--format', required=True, choices=('mxnet', 'onnx'))
     parser.add_argument('--out', help='output prefix (default runs/export/NAME)')
