@@ -245,6 +245,8 @@ def save_figure(fig, path, **savefig_kwargs):
     of its extension (:func:`check_picture_path` it before the work)."""
     path = os.fspath(path)
     fmt = os.path.splitext(path)[1][1:].lower() or None
+    if fmt != 'png':
+        savefig_kwargs.pop('metadata', None)  # PNG text chunks (Software: None keeps files reproducible) only
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, **savefig_kwargs)
     return path

@@ -631,9 +631,9 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
                           seed=seed, min_images_per_identity=min_images_per_identity, strip_prefix=strip_prefix,
                           top_identities=top_identities)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    check_output_prefix(out_prefix, 'out_prefix')
     check_outputs_apart({'out_prefix': output_files(out_prefix)}, inputs={'list_path': list_path},
                         trees={'images_root': images_root if list_path is None else None})  # a list names its files
+    check_output_prefix(out_prefix, 'out_prefix')  # creates its folder: after the check above
     encoder = ImageEncoder(size, color, quality, min_size, image_filter)
     plan = plan_packing(images_root, list_path, val_per_identity=val_per_identity, val_ratio=val_ratio,
                         val_identities=val_identities, seed=seed, min_images_per_identity=min_images_per_identity,

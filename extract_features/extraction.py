@@ -64,11 +64,10 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
         items = items_from_tree(images, ignored)
     else:
         items = items_from_pairs(pairs, root)
-    listed = 'img_list' if img_list is not None else 'pairs' if pairs is not None else 'images'
+    source = 'img_list' if img_list is not None else 'pairs' if pairs is not None else 'images'
+    listed = [x for x in (img_list, pairs) if x is not None] + [item.source for item in items]
     check_outputs({'out': [out, failure_report_path(out)], 'npy': npy, 'csv': csv},  # never over an input
-                  inputs={'model': checkpoint_files(model, epoch), 'img_list': img_list, 'pairs': pairs,
-                          listed: [item.source for item in items]},
-                  trees={'images': images})
+                  inputs={'model': checkpoint_files(model, epoch), source: listed}, trees={'images': images})
     context = parse_device(ctx, 'ctx') if ctx is None or isinstance(ctx, str) else ctx
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     pre = meta['preprocessing']

@@ -215,9 +215,9 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
     """What ``plot_embeddings.py`` does: load a features ``.mat``, decide known identities, draw, print."""
     if known_from is not None and unknown_last is not None:
         raise ParameterError(lambda n: f'give {n("known_from")} or {n("unknown_last")}, not both')
-    check_output_prefix(out_prefix, 'out_prefix')
     check_outputs_apart({'out_prefix': [f'{out_prefix}_{kind}.png' for kind in what]},
                         inputs={'features_path': features_path, 'known_from': known_from})
+    check_output_prefix(out_prefix, 'out_prefix')  # before any work; creates its folder
     data, labels = read_features(features_path)
     identities = np.array([identity_of(label) for label in labels])
     names = sorted(set(identities))

@@ -129,9 +129,10 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     """
     if fmt not in ('mxnet', 'onnx'):
         raise UsageError(f"unknown format {fmt!r}; choose 'mxnet' or 'onnx'")
-    prefix = check_output_prefix(prefix or default_prefix(model_spec), 'prefix')
+    prefix = prefix or default_prefix(model_spec)
     check_outputs_apart({'prefix': [prefix + '-symbol.json', prefix + '-0000.params', prefix + '.onnx',
                                     prefix + '.export.json']}, inputs={'model_spec': checkpoint_files(model_spec)})
+    check_output_prefix(prefix, 'prefix')
     net, meta = load_feature_net(model_spec)
     files = export_mxnet(net, prefix) if fmt == 'mxnet' else export_onnx(net, meta, prefix + '.onnx')
     pre = meta['preprocessing']

@@ -143,8 +143,8 @@ def import_checkpoint(checkpoint, network, out, features_only=False):
 def check_import_output(out, source=None):
     """Check the output stem ``out`` before any work (:func:`common.fileio.check_output_prefix`: not a folder
     name, not under a file; its folder created) and that its files are not the ``source`` checkpoint."""
-    check_output_prefix(out, 'out')
     check_outputs_apart({'out': [os.fspath(out) + ext for ext in CHECKPOINT_SUFFIXES]}, inputs={'source': source})
+    check_output_prefix(out, 'out')
 
 
 def import_pretrained(source, network=None, out=None, features_only=False, cache=None):
