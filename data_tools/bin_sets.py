@@ -142,9 +142,9 @@ def make_bin(pairs_path, images_root, out):
     """
     if not os.path.isdir(images_root):
         raise UsageError(f'image root not found or not a directory: {images_root}')
-    check_outputs({'out': out}, inputs={'pairs_path': pairs_path}, trees={'images_root': images_root})
     pairs = read_pairs(pairs_path)
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)))
+    check_outputs({'out': out}, inputs={'pairs_path': [pairs_path] + [os.path.join(images_root, p) for p in paths]})
     missing = [p for p in paths if not os.path.isfile(os.path.join(images_root, p))]
     if missing:
         raise UsageError(f'{len(missing)} of the {len(paths)} images named by {pairs_path} are not under '
