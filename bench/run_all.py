@@ -24,6 +24,7 @@ BENCHES = {
     'input': ('bench.bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
     'extract': ('bench.bench_extract', {'n': 192, 'rounds': 3}),
     'train': ('bench.bench_train', {'rounds': 2, 'steps': 1}),
+    'deploy': ('bench.bench_deploy', {'n': 192, 'rounds': 3, 'per_fold': 100}),
 }
 
 
@@ -55,6 +56,10 @@ def to_markdown(results, info, seconds):
              f'at the end {load()} (the machine was shared: compare ratios, not absolute speeds).', '']
     for res in results:
         lines += [f"## {res['title']}", '', markdown_table(res['rows'], [tuple(c) for c in res['columns']]), '']
+        for extra in res.get('tables', []):  # further tables of the same bench (e.g. deploy accuracy)
+            if extra['rows']:
+                lines += [f"**{extra['title']}**", '',
+                          markdown_table(extra['rows'], [tuple(c) for c in extra['columns']]), '']
         lines += [f'- {note}' for note in res.get('meta', {}).get('notes', [])]
         if res.get('meta', {}).get('target'):
             lines.append(f"- target: {res['meta']['target']}")

@@ -135,10 +135,14 @@ def build_from_metadata(meta, features_only=False, **kwargs):
 def load_checkpoint(spec, epoch=None, ctx=None, features_only=False, **kwargs):
     """Load a checkpoint; returns ``(net, meta)`` with ``meta['preprocessing']`` a Preprocessing.
 
-    ``features_only`` builds the 256-d feature net and ignores a stored classifier.
+    ``features_only`` builds the 256-d feature net and ignores a stored classifier. An INT8
+    checkpoint (``quantization`` in its JSON, :mod:`models.quantize`) loads as its stored feature graph.
     """
     stem = resolve_checkpoint(spec, epoch)
     meta = load_metadata(stem)
+    if meta.get('quantization'):  # INT8 feature net: a stored graph, not a rebuilt network
+        from models.quantize import load_quantized
+        return load_quantized(stem, meta, ctx)
     net, pre = build_from_metadata(meta, features_only, **kwargs)
     try:
         net.load_parameters(stem + '.params', ctx=ctx or mx.cpu(), ignore_extra=features_only)
