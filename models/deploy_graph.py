@@ -109,10 +109,8 @@ def fold_constants(graph, params):
             candidates = [f"{node['name']}_output{index}", f"{node['name']}_output"]
             wanted.append(internals[next(c for c in candidates if c in outputs)])
         group = mx.sym.Group(wanted)
-        args = {name: params[name] for name in group.list_arguments()}
-        aux = {name: params[name] for name in group.list_auxiliary_states()}
-        executor = group.bind(mx.cpu(), args=args, aux_states=aux, grad_req='null')
-        values = executor.forward(is_train=False)
+        values = mx.ndarray.CachedOp(group)(*[params[name] for name in group.list_inputs()])
+        values = values if isinstance(values, (list, tuple)) else [values]
         taken = set(params) | {n['name'] for n in nodes}
         for ((src, index), (consumer, position)), value in zip(frontier.items(), values):
             name = _folded_name(consumer, position, nodes[src], index, taken)

@@ -24,8 +24,8 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
 from models.deploy_graph import deploy_symbol  # noqa: E402
-from models.onnx_export import (EMBEDDING, LOGITS, ONNX_OPSET, graph_to_onnx,  # noqa: E402
-                                onnxruntime_outputs, onnx_opset as _onnx_opset)
+from models.onnx_export import (EMBEDDING, LOGITS, ONNX_OPSET,  # noqa: E402,F401  (ONNX_OPSET: re-export)
+                                graph_to_onnx, onnxruntime_outputs)
 
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,10 +7,10 @@ Steps (MXNet 1.9.1, ``mx.contrib.quantization.quantize_net_v2``, Intel's oneDNN 
 
 1. the feature net's inference graph with the MFM weight differences folded into parameters
    (:func:`models.deploy_graph.deploy_symbol`): MXNet quantizes a convolution only when its weight is a
-   parameter, and the folded MFM (``conv(W1) + relu(conv(W2 - W1))``) is two convolutions whose relu and
-   sum oneDNN fuses, so the whole trunk stays int8 (the split + maximum form would leave every MFM fp32);
-2. the ``MKLDNN_QUANTIZE`` pass: convolutions, fully connected, pooling and additions become int8 oneDNN
-   operators with int8 weights (per output channel by default);
+   parameter; the folded MFM (``conv(W1) + relu(conv(W2 - W1))``) is two convolutions, a relu and a sum;
+2. the ``MKLDNN_QUANTIZE`` pass, run in a child process without conv+relu fusion (see ``QUANTIZE_ENV``):
+   convolutions (the sum fused), relus, pooling, additions and the dense layer become int8 oneDNN operators
+   with int8 weights (one scale per output channel by default), so the whole trunk stays int8;
 3. calibration: a few hundred images (or packed records) are run in fp32 and each layer's output range
    chosen from them -- ``naive`` (min/max) or ``entropy`` (the threshold minimising the KL divergence);
 4. the result is written as a checkpoint: ``PREFIX.json`` (``quantization`` records dtype, calibration
@@ -133,7 +133,8 @@ def quantize_feature_net(net, data_shape, calibration, mode='entropy', granulari
     granularity : {'channel-wise', 'tensor-wise'}
         One weight scale per output channel, or per tensor.
     exclude : sequence of str
-        Layer names (of the folded graph, e.g. ``lightcnnv40_dense0_fwd``) kept in fp32.
+        Layers of the folded graph kept in fp32, named with or without the net prefix
+        (``dense0_fwd`` or ``lightcnnv40_dense0_fwd``; see :func:`layer_names`).
     """
     if mode not in CALIBRATION_MODES:
         raise UsageError(f"calibration mode must be one of {', '.join(CALIBRATION_MODES)}, not {mode!r}")
@@ -142,6 +143,7 @@ def quantize_feature_net(net, data_shape, calibration, mode='entropy', granulari
     if not mx.runtime.Features().is_enabled('MKLDNN'):
         raise UsageError('INT8 quantization needs an MXNet build with oneDNN (MKLDNN); this one has none')
     graph, params = deploy_symbol(net, data_shape)
+    exclude = layer_names(graph, exclude)
     size = max(1, min(batch_size, len(calibration)))
     usable = len(calibration) - len(calibration) % size  # NDArrayIter would pad the last batch
     qgraph, qparams = _quantize_in_subprocess(graph, params, calibration[:usable], size, mode, granularity,
@@ -184,6 +186,17 @@ def _quantize_in_subprocess(graph, params, calibration, batch_size, mode, granul
     return qgraph, qparams
 
 
+def _partitioned_names(symbol, names):
+    """Nodes of the oneDNN-partitioned ``symbol`` to exclude for layer ``names`` of the folded graph: the
+    layer itself, or the fused ``sg_mkldnn_*`` node whose subgraph holds it."""
+    wanted, found = set(names), []
+    for node in json.loads(symbol.tojson())['nodes']:
+        inner = {n['name'] for sub in node.get('subgraphs', []) for n in sub['nodes']}
+        if node['name'] in wanted or inner & wanted:
+            found.append(node['name'])
+    return found
+
+
 def _worker(job_dir):
     """Child side of :func:`_quantize_in_subprocess` (``python -m models.quantize DIR``)."""
     with open(os.path.join(job_dir, 'graph.json')) as f:
@@ -207,13 +220,10 @@ def _quantize_symbol(symbol, params, data, mode, granularity, exclude):
     aux_names = set(symbol.list_auxiliary_states())
     args = {k: v for k, v in params.items() if k not in aux_names}
     auxs = {k: v for k, v in params.items() if k in aux_names}
-    known = set(symbol.get_internals().list_outputs())
-    missing = [name for name in exclude if f'{name}_output' not in known and name not in known]
-    if missing:
-        raise UsageError(f"exclude names no layer of the graph: {', '.join(missing)}")
     symbol = symbol.get_backend_symbol('MKLDNN_QUANTIZE')
+    excluded = _partitioned_names(symbol, exclude)
     qsym, qargs, qauxs, collector = q.quantize_graph(
-        sym=symbol, arg_params=args, aux_params=auxs, ctx=mx.cpu(), excluded_sym_names=exclude,
+        sym=symbol, arg_params=args, aux_params=auxs, ctx=mx.cpu(), excluded_sym_names=excluded,
         excluded_op_names=[], calib_mode=mode, quantized_dtype='auto', quantize_mode='full',
         quantize_granularity=granularity)
     module = mx.mod.Module(symbol=symbol, context=mx.cpu(), data_names=['data'], label_names=None)
@@ -224,6 +234,30 @@ def _quantize_symbol(symbol, params, data, mode, granularity, exclude):
                                        calib_mode=mode, quantized_dtype='auto', logger=None)
     qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
     return qsym, {**qargs, **qauxs}
+
+
+def _unprefixed(name):
+    """``lightcnnv40_dense0_fwd`` -> ``dense0_fwd``: layer names without the Gluon net prefix, which
+    counts the nets built in a process (``lightcnnv40_``, ``lightcnnv41_`` ...)."""
+    return name.split('_', 1)[1] if '_' in name else name
+
+
+def layer_names(graph, names):
+    """Full node names of ``graph`` for layer ``names`` given with or without the net prefix
+    (``dense0_fwd``, ``mfm0_convolution1``); raises UsageError naming the unknown ones."""
+    by_short = {}
+    for node in graph['nodes']:
+        if node['op'] != 'null':
+            by_short.setdefault(_unprefixed(node['name']), node['name'])
+    found, missing = [], []
+    for name in names:
+        full = by_short.get(_unprefixed(name)) or by_short.get(name)
+        (found if full else missing).append(full or name)
+    if missing:
+        examples = ', '.join(list(by_short)[:3])
+        raise UsageError(f"exclude names no layer of the graph: {', '.join(missing)} (layers look like "
+                         f'{examples} ...)')
+    return found
 
 
 def operator_counts(graph):
@@ -244,7 +278,7 @@ def quantize_checkpoint(model_spec, prefix, calibration, count=DEFAULT_CALIBRATI
     ``calibration`` = source, kind, images, available, method, skipped). See :func:`calibration_images`
     and :func:`quantize_feature_net` for the parameters.
     """
-    from .checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
+    from .checkpoint import FORMAT, _atomic, load_checkpoint, resolve_checkpoint
     stem = resolve_checkpoint(model_spec, epoch)
     if os.path.abspath(prefix) == os.path.abspath(stem):
         raise UsageError(f'the INT8 checkpoint prefix {prefix} would overwrite its source checkpoint')
@@ -275,16 +309,6 @@ def quantize_checkpoint(model_spec, prefix, calibration, count=DEFAULT_CALIBRATI
 def _write_json(path, obj, indent=None):
     with open(path, 'w') as f:
         json.dump(obj, f, indent=indent, sort_keys=indent is not None)
-
-
-def _atomic(path, write):
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------

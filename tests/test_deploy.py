@@ -14,37 +14,13 @@ import scipy.io
 from common.errors import UsageError
 from data_tools.synthetic import make_synthetic_faces
 from models import load_model
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint
 from models.deploy_graph import deploy_symbol, export_symbol, load_symbol_block, parameter_only_ops
-from models.export import (DEPLOY_PYTHON_ENV, export_model, find_deploy_python,
-                           main as export_main)
+from models.export import export_model, main as export_main
 from models.quantize import QuantizedNet, calibration_images
 from real_v4 import real_v4_stem
-from symbols import LightCNNInit, default_preprocessing, get_model
-
-
-@pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    """Random-weight LightCNN-9 with a 6-class head and a feature-only V4 (weights scaled so features
-    are O(1), as in trained nets)."""
-    root = tmp_path_factory.mktemp('models')
-    stems = {}
-    for network, classes, init in (('lightcnn9', 6, {}), ('lightcnn_v4', None, dict(magnitude=1.5, bias=0.0))):
-        mx.random.seed(1)
-        net = get_model(network, num_classes=classes)
-        net.initialize(LightCNNInit(**init))
-        stems[network] = save_checkpoint(net, str(root / network), dict(
-            network=network, num_classes=classes, preprocessing=default_preprocessing(network)))
-    return stems
-
-
-@pytest.fixture
-def deploy_python():
-    python = find_deploy_python()
-    if python is None:
-        pytest.skip(f'no deploy python with onnxruntime: set {DEPLOY_PYTHON_ENV} or create '
-                    '.venv-deploy (pip install -r requirements-deploy.txt)')
-    return python
+from symbols import default_preprocessing
+from test_export import checkpoints, deploy_python  # noqa: F401  (fixtures: random LightCNN-9 + head, V4)
 
 
 def _batch(network, n, seed=0):
@@ -195,6 +171,18 @@ def test_int8_from_packed_records(checkpoints, faces, tmp_path):
     assert load_model(str(tmp_path / 'q')).embed((batch[:2, 0] * 255).round().astype(np.uint8)).shape == (2, 256)
 
 
+def test_int8_excluded_layers_stay_fp32(checkpoints, faces, tmp_path):
+    from models.quantize import quantize_checkpoint
+    result = quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(faces), count=8, mode='naive',
+                                 exclude=['mfm0_convolution0', 'mfm0_convolution1'])  # the first MFM
+    graph = json.load(open(tmp_path / 'q-symbol.json'))
+    convs = [n for n in graph['nodes'] if n['op'] == '_sg_mkldnn_conv']
+    quantized = [n for n in convs if n.get('attrs', {}).get('quantized') == 'true']
+    assert len(convs) == 18 and len(quantized) == 16
+    assert result['quantization']['excluded'] == ['mfm0_convolution0', 'mfm0_convolution1']
+    assert result['quantization']['operators'].get('_contrib_quantize_v2', 0) >= 1
+
+
 def test_int8_errors_are_usage_errors(int8_lightcnn9, checkpoints, faces, tmp_path, capsys):
     from models.quantize import quantize_checkpoint
     with pytest.raises(UsageError, match='already quantized'):
@@ -219,8 +207,9 @@ def test_int8_errors_are_usage_errors(int8_lightcnn9, checkpoints, faces, tmp_pa
 
 @pytest.mark.slow
 def test_real_v4_int8_features_match_fp32_on_real_faces(tmp_path_factory, pubfig_root):
-    """V4 quantized with calibration on 64 faces of some identities; features of faces of other identities
-    keep cosine > 0.99 to fp32 on average (naive calibration: the quick one; entropy does better)."""
+    """V4 quantized as ``export.py --quantize int8`` does by default (entropy calibration), on 64 faces of 10
+    identities; faces of 32 other identities keep cosine > 0.99 to fp32 on average. (Naive calibration
+    lands at ~0.990: not enough margin for this bar; entropy gives 0.993 on 512 held-out faces.)"""
     from models.quantize import quantize_checkpoint
     stem, _ = real_v4_stem(tmp_path_factory)
     names = sorted(p.name for p in pubfig_root.iterdir() if p.is_dir())
@@ -228,10 +217,10 @@ def test_real_v4_int8_features_match_fp32_on_real_faces(tmp_path_factory, pubfig
     for name in names[:10]:
         (calib / name).symlink_to(pubfig_root / name)
     prefix = str(tmp_path_factory.mktemp('v4int8') / 'v4-int8')
-    quantize_checkpoint(stem, prefix, str(calib), count=64, mode='naive')
+    quantize_checkpoint(stem, prefix, str(calib), count=64, mode='entropy')
     held_out = [sorted(glob.glob(str(pubfig_root / name / '*.jpg')))[0] for name in names[-32:]]
     int8 = load_model(prefix).embed(held_out)
     fp32 = load_model(stem).embed(held_out)
     cos = _cosine(int8, fp32)
     print(f'real V4 on PubFig83: INT8 vs fp32 cosine min {cos.min():.4f} mean {cos.mean():.4f}')
-    assert cos.mean() > 0.99 and cos.min() > 0.95
+    assert cos.mean() > 0.99 and cos.min() > 0.97
