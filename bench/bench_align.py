@@ -11,16 +11,13 @@ import argparse
 import collections
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from common.images import list_images, read_image  # noqa: E402
-from data_tools.alignment import FaceAligner, template  # noqa: E402
+from common.images import list_images, read_image
+from data_tools.alignment import FaceAligner, template
 
 SHARED = os.environ.get('LIGHTCNN_SHARED_DATASETS',
                         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',

@@ -1,7 +1,7 @@
 """Verification with MTCNN alignment vs a plain centre crop: LightCNN-V4 on PubFig83 pairs.
 
-    python models/import_pretrained.py lightcnn-v4          # once: models/lightcnn-v4.params/.json
-    python bench/bench_alignment_accuracy.py [--model models/lightcnn-v4] [--identities 20] [--per-fold 50]
+    python models/import_pretrained.py lightcnn-v4          # once: runs/pretrained/lightcnn-v4.params/.json
+    python bench/bench_alignment_accuracy.py [--model runs/pretrained/lightcnn-v4] [--identities 20] [--per-fold 50]
 
 Pairs: LFW-style, 10 identity-disjoint folds, drawn from the last ``--identities`` PubFig83 identities by
 name (held out from any training on PubFig83 in this project). The V4 weights were trained on MS-Celeb-1M,
@@ -18,12 +18,11 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_tools.alignment import make_aligner  # noqa: E402
-from data_tools.pairs import list_identities, make_pairs, write_pairs  # noqa: E402
-from extract_features.extraction import extract_to_mat  # noqa: E402
-from lfw_verification.evaluate import evaluate_verification  # noqa: E402
+from common.paths import runs_dir
+from data_tools.alignment import make_aligner
+from data_tools.pairs import list_identities, make_pairs, write_pairs
+from extract_features.extraction import extract_to_mat
+from lfw_verification.evaluate import evaluate_verification
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBFIG = os.path.join(os.environ.get('LIGHTCNN_SHARED_DATASETS', os.path.join(ROOT, '..', 'shared', 'datasets')),
@@ -32,7 +31,7 @@ PUBFIG = os.path.join(os.environ.get('LIGHTCNN_SHARED_DATASETS', os.path.join(RO
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', default=os.path.join(ROOT, 'models', 'lightcnn-v4'))
+    parser.add_argument('--model', default=runs_dir('pretrained', 'lightcnn-v4'))
     parser.add_argument('--images', default=PUBFIG)
     parser.add_argument('--identities', type=int, default=20)
     parser.add_argument('--per-fold', type=int, default=50)

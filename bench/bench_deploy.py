@@ -1,11 +1,13 @@
 """Deployment: MXNet fp32 vs MXNet INT8 vs onnxruntime, speed and verification accuracy, in one run.
 
-    nice python bench/bench_deploy.py [--images ../shared/datasets/pubfig83] [--v4 models/lightcnn-v4] \\
-        [--lightcnn9 TRAINED_STEM] [--n 192] [--rounds 3] [--per-fold 300]
+    nice python bench/bench_deploy.py [--images ../shared/datasets/pubfig83] [--v4 runs/pretrained/lightcnn-v4] \\
+        [--aligned /work/data/pubfig83_aligned144] [--lightcnn9 TRAINED_STEM] [--n 192] [--rounds 3] [--per-fold 300]
 
-PubFig83 is split by identity name: the first 43 identities give the INT8 calibration images
-(``--calibration-count`` of them, spread evenly), the last 40 the held-out verification pairs (10
-identity-disjoint folds, ``--per-fold`` matched + mismatched pairs each, as ``data_tools/make_pairs.py``).
+Accuracy uses PubFig83 aligned by ``data_tools/align.py`` (``--aligned``, 144 px; the raw ``--images`` when
+absent), split by identity name as ``bench_transfer.py`` splits it: the first 63 identities give the INT8
+calibration images (``--calibration-count`` of them, spread evenly), the last 20 the held-out verification pairs
+(10 identity-disjoint folds, ``--per-fold`` matched + mismatched pairs each over at most ``--per-identity``
+images per identity, as ``data_tools/make_pairs.py``).
 
 Speed (each variant in its own worker process, 2 compute threads, alternating rounds; ratio = median of the
 per-round ratios against MXNet fp32 in the same round):
@@ -23,18 +25,15 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import (BENCH_DIR, REPO_ROOT, Worker, alternate, finish, markdown_table,  # noqa: E402
-                          paired_ratio, pin_threads, rate_summary, skipped_row)
+from bench_int8_accuracy import DEFAULT_IMAGES as DEFAULT_ALIGNED, HELDOUT, KNOWN, split_tree
+from harness import (BENCH_DIR, REPO_ROOT, Worker, _version, alternate, finish, markdown_table, paired_ratio,
+                     pin_threads, rate_summary, skipped_row)
 
 DEFAULT_IMAGES = REPO_ROOT.parent / 'shared' / 'datasets' / 'pubfig83'
-DEFAULT_V4 = REPO_ROOT / 'models' / 'lightcnn-v4'
-HELDOUT_IDENTITIES = 40
+DEFAULT_V4 = REPO_ROOT / 'runs' / 'pretrained' / 'lightcnn-v4'
 BATCH = 64
 COLUMNS = (('network', 'network', ''), ('measure', 'measure', ''), ('variant', 'variant', ''),
            ('rate', 'images/s', '.1f'), ('rate_min', 'min', '.1f'), ('rate_max', 'max', '.1f'),
@@ -54,8 +53,8 @@ def mxnet_worker(stem, paths, batch_path, batch=BATCH):
     import mxnet as mx
     import numpy as np
 
-    from extract_features.extraction import Embedder, ImageItem, embed_images
-    from models.checkpoint import load_checkpoint
+    from symbols.checkpoint import load_checkpoint
+    from symbols.inference import Embedder, ImageItem, embed_images
     net, meta = load_checkpoint(stem, features_only=True)
     embedder = Embedder(net, meta['preprocessing'], batch_size=batch)
     x = mx.nd.array(np.load(batch_path))
@@ -124,25 +123,8 @@ class OnnxWorker:
 
 # --- data --------------------------------------------------------------------------------------------
 
-def identity_split(images, heldout=HELDOUT_IDENTITIES):
-    """``(calibration identities, held-out identities)``: the first names and the last ``heldout``."""
-    from data_tools.pairs import list_identities
-    names = sorted(list_identities(str(images)))
-    if len(names) <= heldout:
-        raise SystemExit(f'{images} has {len(names)} identities; need more than {heldout}')
-    return names[:-heldout], names[-heldout:]
-
-
-def link_tree(images, names, dest):
-    """A folder of symlinks to the identity folders ``names`` of ``images``."""
-    os.makedirs(dest, exist_ok=True)
-    for name in names:
-        os.symlink(os.path.join(images, name), os.path.join(dest, name))
-    return dest
-
-
 def _sample(images, n):
-    from extract_features.extraction import items_from_tree
+    from symbols.inference import items_from_tree
     items = items_from_tree(str(images))
     step = max(1, len(items) // n)
     return [item.source for item in items[::step][:n]]
@@ -151,7 +133,7 @@ def _sample(images, n):
 def _random_checkpoint(network, prefix, seed=0):
     import mxnet as mx
 
-    from models.checkpoint import save_checkpoint
+    from symbols.checkpoint import save_checkpoint
     from symbols import LightCNNInit, default_preprocessing, get_model
     mx.random.seed(seed)
     net = get_model(network)
@@ -160,10 +142,10 @@ def _random_checkpoint(network, prefix, seed=0):
                                              preprocessing=default_preprocessing(network)))
 
 
-def _quantize(stem, prefix, calibration, count, mode):
+def _quantize(stem, prefix, calibration, count, mode, exclude=()):
     from models.quantize import quantize_checkpoint
     tic = time.perf_counter()
-    result = quantize_checkpoint(stem, prefix, calibration, count, mode)
+    result = quantize_checkpoint(stem, prefix, calibration, count, mode, exclude=exclude)
     return result['stem'], time.perf_counter() - tic, result['quantization']
 
 
@@ -194,9 +176,8 @@ def accuracy_row(label, fp32, int8, heldout_tree, per_fold):
     """Verification on held-out pairs with both workers' features, and their cosine on the same images."""
     import numpy as np
 
+    from common.verification import pair_scores, verification_metrics
     from data_tools.pairs import make_pairs
-    from lfw_verification.evaluate import pair_scores
-    from lfw_verification.metrics import verification_metrics
     pairs = make_pairs(heldout_tree, folds=10, per_fold=per_fold, seed=0)
     rels = sorted({p for pair in pairs for p in (pair.path1, pair.path2)})
     row_of = {rel: i for i, rel in enumerate(rels)}
@@ -221,7 +202,8 @@ def accuracy_row(label, fp32, int8, heldout_tree, per_fold):
 
 
 def run(images=DEFAULT_IMAGES, v4=DEFAULT_V4, lightcnn9=None, n=192, rounds=3, forwards=2, per_fold=300,
-        calibration_count=256, calibration_mode='entropy', accuracy=True, json_path=None):
+        calibration_count=256, calibration_mode='entropy', accuracy=True, json_path=None, aligned=DEFAULT_ALIGNED,
+        per_identity=60, exclude=()):
     threads = pin_threads()
     title = 'Deployment: INT8 and onnxruntime vs MXNet fp32 (CPU)'
     if not os.path.isdir(images):
@@ -229,15 +211,14 @@ def run(images=DEFAULT_IMAGES, v4=DEFAULT_V4, lightcnn9=None, n=192, rounds=3, f
     import numpy as np
 
     from common.preprocessing import Preprocessing
-    from models.checkpoint import load_metadata
     from models.export import export_model, find_deploy_python
+    from symbols.checkpoint import load_metadata
     deploy_python = find_deploy_python()
     rows, accuracy_rows, notes, quantization = [], [], [], {}
     raw = {}
+    accuracy_images = aligned if aligned and os.path.isdir(aligned) else str(images)
     with tempfile.TemporaryDirectory() as tmp:
-        calib_ids, heldout_ids = identity_split(images)
-        calib_tree = link_tree(str(images), calib_ids, os.path.join(tmp, 'calibration'))
-        heldout_tree = link_tree(str(images), heldout_ids, os.path.join(tmp, 'heldout'))
+        calib_tree, heldout_tree = split_tree(accuracy_images, per_identity, tmp)
         paths = _sample(images, n)
         nets = [('LightCNN-9 (random weights)', _random_checkpoint('lightcnn9', os.path.join(tmp, 'l9')), False)]
         if os.path.exists(str(v4) + '.params'):
@@ -252,15 +233,14 @@ def run(images=DEFAULT_IMAGES, v4=DEFAULT_V4, lightcnn9=None, n=192, rounds=3, f
         for label, stem, real in nets:
             print(f'--- {label}: quantizing ({calibration_mode}, {calibration_count} images)', flush=True)
             int8_stem, seconds, q = _quantize(stem, os.path.join(tmp, 'int8', os.path.basename(stem) + '-int8'),
-                                              calib_tree, calibration_count, calibration_mode)
-            quantization[label] = {'seconds': seconds, 'operators': q['operators'],
+                                              calib_tree, calibration_count, calibration_mode, exclude)
+            quantization[label] = {'seconds': seconds, 'operators': q['operators'], 'excluded': q['excluded'],
                                    'calibration': {k: v for k, v in q['calibration'].items() if k != 'skipped'}}
             pre = Preprocessing.from_dict(load_metadata(stem).get('preprocessing', {}))
-            batch_path = os.path.join(tmp, f'batch{len(raw)}.npy')
+            batch_path = os.path.join(tmp, f'batch{len(quantization)}.npy')
             np.save(batch_path, pre.to_batch([pre.load(p) for p in paths[:BATCH]]))
-            workers = {FP32: Worker('bench.bench_deploy', 'mxnet_worker', stem=stem, paths=paths,
-                                    batch_path=batch_path),
-                       INT8: Worker('bench.bench_deploy', 'mxnet_worker', stem=int8_stem, paths=paths,
+            workers = {FP32: Worker('bench_deploy', 'mxnet_worker', stem=stem, paths=paths, batch_path=batch_path),
+                       INT8: Worker('bench_deploy', 'mxnet_worker', stem=int8_stem, paths=paths,
                                     batch_path=batch_path)}
             try:
                 if real != 'only':
@@ -285,22 +265,23 @@ def run(images=DEFAULT_IMAGES, v4=DEFAULT_V4, lightcnn9=None, n=192, rounds=3, f
             finally:
                 for w in workers.values():
                     w.close()
+    kept = f'; kept in fp32: {", ".join(exclude)}' if exclude else ''
     notes += [f'{len(paths)} PubFig83 JPEGs for extraction (every {max(1, 13838 // n)}th), forward on the first '
               f'{BATCH} of them preprocessed; {threads} compute threads each; median of {rounds} alternating '
               'rounds; "x fp32" = median of per-round ratios against MXNet fp32 of the same network',
-              f'INT8: MXNet {_mxnet_version()} oneDNN quantization, {calibration_mode} calibration on '
-              f'{calibration_count} images of the first {len(calib_ids)} identities, channel-wise weight scales; '
-              'conv+relu fusion off (see models/quantize.py)',
-              f'accuracy: {HELDOUT_IDENTITIES} held-out identities (last by name), 10 identity-disjoint folds x '
-              f'{per_fold} + {per_fold} pairs, cosine, no flip; centre of the 100x100 images scaled to 128']
-    meta = {'images_root': str(images), 'threads': threads, 'rounds': rounds, 'forwards': forwards,
-            'quantization': quantization, 'accuracy': accuracy_rows, 'raw': raw,
+              f'INT8: MXNet {_version("mxnet")} oneDNN quantization, {calibration_mode} calibration on '
+              f'{calibration_count} images of the first {KNOWN} identities of {accuracy_images}, channel-wise '
+              f'weight scales; conv+relu fusion off (see models/quantize.py){kept}',
+              f'accuracy: the last {HELDOUT} identities of {accuracy_images} (<= {per_identity} images each), '
+              f'10 identity-disjoint folds x {per_fold} + {per_fold} pairs, cosine, no flip']
+    meta = {'images_root': str(images), 'accuracy_images': accuracy_images, 'threads': threads, 'rounds': rounds,
+            'forwards': forwards, 'quantization': quantization, 'accuracy': accuracy_rows, 'raw': raw,
             'target': 'INT8 extraction >= 1.8x fp32 with <= 0.1 points of verification accuracy lost',
             'notes': notes}
     result = finish('deploy', title, rows, COLUMNS, meta, json_path)
     if accuracy_rows:
         print('\n' + markdown_table(accuracy_rows, ACCURACY_COLUMNS))
-    result['tables'] = [{'title': 'INT8 verification accuracy (PubFig83 held-out identities)',
+    result['tables'] = [{'title': f'INT8 verification accuracy (PubFig83, {HELDOUT} held-out identities)',
                          'rows': accuracy_rows, 'columns': [list(c) for c in ACCURACY_COLUMNS]}]
     path = json_path or (BENCH_DIR / 'results' / 'deploy.json')
     with open(path, 'w') as f:
@@ -315,11 +296,6 @@ def _jsonable(value):
         return str(value)
 
 
-def _mxnet_version():
-    from bench.common import _version
-    return _version('mxnet')
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--images', default=str(DEFAULT_IMAGES))
@@ -331,11 +307,15 @@ def main(argv=None):
     parser.add_argument('--per-fold', type=int, default=300, help='matched (= mismatched) pairs per fold')
     parser.add_argument('--calibration-count', type=int, default=256)
     parser.add_argument('--calibration-mode', default='entropy', choices=('naive', 'entropy'))
+    parser.add_argument('--exclude', nargs='*', default=[], help='layers kept in fp32 (export.py --exclude)')
+    parser.add_argument('--aligned', default=DEFAULT_ALIGNED, help='aligned PubFig83 (144 px) for accuracy')
+    parser.add_argument('--per-identity', type=int, default=60, help='held-out images per identity at most')
     parser.add_argument('--no-accuracy', action='store_true')
     parser.add_argument('--json', default=None, help='default: bench/results/deploy.json')
     args = parser.parse_args(argv)
     run(args.images, args.v4, args.lightcnn9, args.n, args.rounds, args.forwards, args.per_fold,
-        args.calibration_count, args.calibration_mode, not args.no_accuracy, args.json)
+        args.calibration_count, args.calibration_mode, not args.no_accuracy, args.json, args.aligned,
+        args.per_identity, args.exclude)
 
 
 if __name__ == '__main__':

@@ -12,13 +12,10 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import REPO_ROOT, alternate, finish, pin_threads, skipped_row  # noqa: E402
+from harness import REPO_ROOT, alternate, finish, pin_threads, skipped_row
 
 COLUMNS = (('variant', 'evaluation', ''), ('seconds', 'seconds', '.3f'), ('pairs_per_s', 'pairs/s', '.0f'),
            ('ratio', 'speed vs Octave', '.1f'), ('note', 'note', ''))
@@ -38,10 +35,11 @@ def run(identities=1650, images_per_identity=8, rounds=3, octave=True, json_path
     pin_threads()
     import numpy as np
 
+    from common.features_mat import write_features
+    from common.verification import verification_metrics
     from data_tools.pairs import write_pairs
     from lfw_verification.evaluate import evaluate_verification
-    from lfw_verification.metrics import verification_metrics
-    from lfw_verification.synthetic import synthetic_features, synthetic_pairs, write_features_mat
+    from lfw_verification.synthetic import synthetic_features, synthetic_pairs
 
     def clock(fn):
         def go():
@@ -54,7 +52,7 @@ def run(identities=1650, images_per_identity=8, rounds=3, octave=True, json_path
         data, labels = synthetic_features(identities, images_per_identity, dim=256, noise=1.5)
         pairs = synthetic_pairs(labels, folds=10, per_fold=300)
         features, pairs_txt = os.path.join(tmp, 'features.mat'), os.path.join(tmp, 'pairs.txt')
-        write_features_mat(features, data, labels)
+        write_features(features, data, labels)
         write_pairs(pairs_txt, pairs, 10, 300)
         issame = np.array([p.issame for p in pairs])
         folds = np.array([p.fold for p in pairs])

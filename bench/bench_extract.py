@@ -5,21 +5,18 @@
 All three decode JPEGs with the same ``Preprocessing.load`` (OpenCV, gray 128x128) and run LightCNN-9
 (random weights: speed does not depend on them), in separate worker processes with equal threads:
 
-* ours: ``extract_features.extraction.embed_images`` -- batch 64, hybridized static graph, 2 decode
+* ours: ``symbols.inference.embed_images`` -- batch 64, hybridized static graph, 2 decode
   threads a few batches ahead of the forward (what ``extract_features.py`` runs);
-* PyTorch: the official network (``bench/torch_lightcnn.py``) in a plain loop -- decode 64, forward 64;
+* PyTorch: the official network (``symbols/torch_reference.py``) in a plain loop -- decode 64, forward 64;
 * one image per forward: decode, forward, repeat -- through the hybridized net (the strong form of the
   seed's loop) and through the imperative net (the seed's LightCNN-gluon loop as written).
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import (REPO_ROOT, Worker, alternate, finish, paired_ratio, pin_threads,  # noqa: E402
-                          rate_summary, skipped_row, torch_available)
+from harness import (REPO_ROOT, Worker, alternate, finish, paired_ratio, pin_threads,
+                     rate_summary, skipped_row, torch_available)
 
 DEFAULT_IMAGES = REPO_ROOT.parent / 'shared' / 'datasets' / 'pubfig83'
 OURS, TORCH, ONE, SEED = ('ours: embed_images, batch 64, 2 decode threads', 'PyTorch loop, batch 64',
@@ -30,7 +27,7 @@ COLUMNS = (('variant', 'extraction', ''), ('rate', 'images/s', '.1f'), ('rate_mi
 
 
 def _sample(images, n):
-    from extract_features.extraction import items_from_tree
+    from symbols.inference import items_from_tree
     items = items_from_tree(str(images))
     step = max(1, len(items) // n)
     return [item.source for item in items[::step][:n]]
@@ -54,7 +51,7 @@ def _mxnet_net(network):
 
 
 def ours_worker(network, batch, paths, threads):
-    from extract_features.extraction import Embedder, ImageItem, embed_images
+    from symbols.inference import Embedder, ImageItem, embed_images
     net, pre = _mxnet_net(network)
     embedder = Embedder(net, pre, batch_size=batch)
     items = [ImageItem(p, p) for p in paths]
@@ -82,7 +79,7 @@ def one_image_worker(network, batch, paths, threads, hybridize=True):
 def torch_worker(network, batch, paths, threads):
     import torch
 
-    from bench.torch_lightcnn import REFERENCE_NETS
+    from symbols.torch_reference import REFERENCE_NETS
     from symbols import default_preprocessing
     torch.set_num_threads(threads)
     pre = default_preprocessing(network)
@@ -111,11 +108,11 @@ def run(images=DEFAULT_IMAGES, n=256, network='lightcnn9', batch=64, rounds=2, j
         return finish('extract', 'Feature extraction (decode + forward)', rows, COLUMNS, {}, json_path)
     paths = _sample(images, n)
     kwargs = dict(network=network, batch=batch, paths=paths, threads=threads)
-    workers = {OURS: Worker('bench.bench_extract', 'ours_worker', **kwargs)}
+    workers = {OURS: Worker('bench_extract', 'ours_worker', **kwargs)}
     if torch_available():
-        workers[TORCH] = Worker('bench.bench_extract', 'torch_worker', **kwargs)
-    workers[ONE] = Worker('bench.bench_extract', 'one_image_worker', **kwargs)
-    workers[SEED] = Worker('bench.bench_extract', 'one_image_worker', hybridize=False, **kwargs)
+        workers[TORCH] = Worker('bench_extract', 'torch_worker', **kwargs)
+    workers[ONE] = Worker('bench_extract', 'one_image_worker', **kwargs)
+    workers[SEED] = Worker('bench_extract', 'one_image_worker', hybridize=False, **kwargs)
     rows = []
     try:
         for label, w in list(workers.items()):

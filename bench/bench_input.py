@@ -9,15 +9,11 @@ so this is where a slow loader would show). The loader must not be the bottlenec
 and fed/fixed close to 1.
 """
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import REPO_ROOT, alternate, finish, paired_ratio, pin_threads, rate_summary  # noqa: E402
+from harness import REPO_ROOT, alternate, finish, paired_ratio, pin_threads, rate_summary
 
 DEFAULT_IMAGES = REPO_ROOT.parent / 'shared' / 'datasets' / 'pubfig83'
 COLUMNS = (('variant', 'measurement', ''), ('rate', 'batches/s', '.2f'), ('samples_per_s', 'samples/s', '.1f'),
@@ -35,7 +31,7 @@ def run(images=DEFAULT_IMAGES, rec=None, network='lightcnn9', batch=64, threads=
         steps=2, rounds=2, json_path=None):
     pin_threads(threads)
 
-    from bench.bench_train import mxnet_step
+    from bench_train import mxnet_step
     from symbols import default_preprocessing
     from training.data import record_iter, record_preprocessing
 

@@ -15,10 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import (REPO_ROOT, alternate, finish, paired_ratio, pin_threads,  # noqa: E402
-                          rate_summary, run_process)
+from harness import (REPO_ROOT, alternate, finish, paired_ratio, pin_threads,
+                     rate_summary, run_process)
 
 DEFAULT_IMAGES = REPO_ROOT.parent / 'shared' / 'datasets' / 'pubfig83'
 COLUMNS = (('variant', 'packer', ''), ('images', 'images', 'd'), ('seconds', 'seconds', '.2f'),

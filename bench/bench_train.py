@@ -7,14 +7,10 @@ official recipe), fp32 on CPU, one fixed random batch in memory (input speed is 
 Each framework lives in its own worker process with the same thread count; rounds alternate between them.
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import (Worker, alternate, finish, paired_ratio, pin_threads, rate_summary,  # noqa: E402
-                          skipped_row, torch_available)
+from harness import (Worker, alternate, finish, paired_ratio, pin_threads, rate_summary,
+                     skipped_row, torch_available)
 
 NETWORKS = ('lightcnn9', 'lightcnn29')
 COLUMNS = (('network', 'network', ''), ('variant', 'implementation', ''), ('rate', 'samples/s', '.2f'),
@@ -65,10 +61,10 @@ def mxnet_step(network, batch, num_classes, threads, feed=None):
 
 
 def torch_step(network, batch, num_classes, threads):
-    """The same step in PyTorch with the official network definition (``bench/torch_lightcnn.py``)."""
+    """The same step in PyTorch with the official network definition (``symbols/torch_reference.py``)."""
     import torch
 
-    from bench.torch_lightcnn import REFERENCE_NETS
+    from symbols.torch_reference import REFERENCE_NETS
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -98,10 +94,10 @@ def torch_step(network, batch, num_classes, threads):
 def bench_network(network, batch, num_classes, rounds, steps, threads):
     """Rows for one network: ours, PyTorch (or why it is missing), and the paired ratio."""
     kwargs = dict(network=network, batch=batch, num_classes=num_classes, threads=threads)
-    workers = {'ours (Gluon, hybridized)': Worker('bench.bench_train', 'mxnet_step', **kwargs)}
+    workers = {'ours (Gluon, hybridized)': Worker('bench_train', 'mxnet_step', **kwargs)}
     rows = []
     if torch_available():
-        workers['PyTorch (official net)'] = Worker('bench.bench_train', 'torch_step', **kwargs)
+        workers['PyTorch (official net)'] = Worker('bench_train', 'torch_step', **kwargs)
     else:
         rows.append(skipped_row('PyTorch (official net)', 'torch not installed', network=network))
     try:

@@ -4,27 +4,29 @@
 
 Each benchmark alternates ours and its anchor within the run, so the ratios hold on a loaded machine;
 the load average is recorded next to every table. The alignment bench (``bench_align.py``, owned by the
-alignment stage) runs as a subprocess when present.
+alignment stage) runs as a subprocess when present. Long benchmarks (``transfer``: bench_transfer.py, training
+nine configurations) run only when named: ``--only transfer``.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import BENCH_DIR, RESULTS_DIR, load, machine, markdown_table, pin_threads  # noqa: E402
+from harness import BENCH_DIR, RESULTS_DIR, load, machine, markdown_table, pin_threads
 
 # name -> (module, quick keyword arguments for its run())
 BENCHES = {
-    'eval': ('bench.bench_eval', {'rounds': 3}),
-    'pack': ('bench.bench_pack', {'rounds': 2}),
-    'input': ('bench.bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
-    'extract': ('bench.bench_extract', {'n': 192, 'rounds': 3}),
-    'train': ('bench.bench_train', {'rounds': 2, 'steps': 1}),
-    'deploy': ('bench.bench_deploy', {'n': 192, 'rounds': 3, 'per_fold': 100}),
+    'eval': ('bench_eval', {'rounds': 3}),
+    'pack': ('bench_pack', {'rounds': 2}),
+    'input': ('bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
+    'extract': ('bench_extract', {'n': 192, 'rounds': 3}),
+    'train': ('bench_train', {'rounds': 2, 'steps': 1}),
+    'deploy': ('bench_deploy', {'n': 192, 'rounds': 3, 'per_fold': 100}),
+}
+# long benchmarks: only with --only NAME (the transfer protocol trains 9 configurations, ~1.5 h on 2 cores)
+LONG = {
+    'transfer': ('bench_transfer', {'budget_minutes': 4.0}),
 }
 
 
@@ -72,14 +74,15 @@ def to_markdown(results, info, seconds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = list(BENCHES) + ['align']
-    parser.add_argument('--only', nargs='+', choices=names, default=names)
+    parser.add_argument('--only', nargs='+', choices=names + list(LONG), default=names,
+                        help=f'default: all but the long ones ({", ".join(LONG)}), which run only when named')
     parser.add_argument('--skip', nargs='+', choices=names, default=[])
     args = parser.parse_args(argv)
     pin_threads()
     info = machine()
     start = time.perf_counter()
     results = []
-    for name in [n for n in names if n in args.only and n not in args.skip]:
+    for name in [n for n in names + list(LONG) if n in args.only and n not in args.skip]:
         print(f'\n=== {name} (load {load()}) ===', flush=True)
         tic = time.perf_counter()
         if name == 'align':
@@ -88,7 +91,7 @@ def main(argv=None):
                 print('bench_align.py absent: skipped')
                 continue
         else:
-            module, kwargs = BENCHES[name]
+            module, kwargs = {**BENCHES, **LONG}[name]
             res = __import__(module, fromlist=['run']).run(**kwargs)
         res['seconds'] = time.perf_counter() - tic
         results.append(res)

@@ -1,6 +1,19 @@
-"""Pieces every stage of the pipeline shares: CLI conventions, image decoding, preprocessing."""
-from .cli import UsageError, ArgumentParser, run_cli
-from .images import ImageError, read_image
-from .preprocessing import Preprocessing
+"""Pieces every stage of the pipeline shares: errors, CLI conventions, image decoding, preprocessing,
+default paths and compute threads.
 
-__all__ = ['UsageError', 'ArgumentParser', 'run_cli', 'ImageError', 'read_image', 'Preprocessing']
+The names below resolve on first use, so importing the package loads nothing (no numpy, OpenCV or MXNet):
+a command can still size MXNet's threads first (:mod:`common.threads`).
+"""
+import importlib
+
+_EXPORTS = {'UsageError': 'errors', 'ArgumentParser': 'cli', 'run_cli': 'cli', 'ImageError': 'images',
+            'read_image': 'images', 'Preprocessing': 'preprocessing', 'runs_dir': 'paths',
+            'default_compute_threads': 'threads'}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)

@@ -26,7 +26,8 @@ class Preprocessing:
         Network input is ``(pixel - mean) * scale``; the official models use ``/255``.
     record_size : int
         Side of stored training images; training crops ``input_size`` out of it at random,
-        validation and extraction take the centre (144 -> 128 in the paper).
+        validation and extraction take the centre (144 -> 128 in the paper). Raw images get this
+        geometry too (:meth:`fit`).
     """
     channels: str = 'gray'
     input_size: int = 128
@@ -55,26 +56,26 @@ class Preprocessing:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def fit(self, img, center_crop=None):
-        """Bring a decoded image to ``input_size`` square, keeping its centre.
+        """Bring a decoded image to ``input_size`` square with the geometry of the training records.
 
-        ``center_crop`` first takes a central square of that side (e.g. 250x250 unaligned LFW);
-        images of the input size pass unchanged, larger ones are centre-cropped (144 -> 128, as in
-        validation), smaller ones are scaled up on their shorter side first.
+        By default an image is treated as packing treats it, then as validation crops a record: its
+        shorter side is scaled to ``record_size`` and the central ``record_size`` square kept
+        (:func:`crop_resize`, exactly what ``data_tools.packing`` stores), then the central
+        ``input_size`` square of that is taken (what ``ImageRecordIter`` gives without ``rand_crop``).
+        A net trained on 144-px records thus sees the same face from a raw 250x250 LFW image or a
+        100x100 PubFig83 image as from its packed record (a 144 face, centre 128).
+
+        A square of exactly ``input_size`` is already a network input (the official 128x128 LightCNN
+        test crops, ``--align`` output) and passes unchanged. ``center_crop`` (explicit) first takes a
+        central square of that side and resizes it to ``input_size`` (e.g. 150 for unaligned 250x250
+        LFW), ignoring ``record_size``.
         """
-        size = self.input_size
         if center_crop:
-            img = _center_crop(img, min(center_crop, *img.shape[:2]))
-            if img.shape[0] != size:
-                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA
-                                 if img.shape[0] > size else cv2.INTER_LINEAR)
-        elif min(img.shape[:2]) < size:
-            h, w = img.shape[:2]
-            f = size / min(h, w)
-            img = cv2.resize(img, (max(size, round(w * f)), max(size, round(h * f))),
-                             interpolation=cv2.INTER_LINEAR)
-        if img.shape[:2] != (size, size):
-            img = _center_crop(img, size)
-        return img
+            return crop_resize(img, self.input_size, crop=center_crop)
+        h, w = img.shape[:2]
+        if (h, w) == (self.input_size, self.input_size) or self.record_size < self.input_size:
+            return crop_resize(img, self.input_size, shrink=False)
+        return center_square(crop_resize(img, self.record_size), self.input_size)
 
     def load(self, path, center_crop=None):
         """Read an image file in this model's channels and geometry (uint8 HxWxC)."""
@@ -115,7 +116,51 @@ class Preprocessing:
         return args
 
 
+def crop_resize(img, size, crop=None, shrink=True):
+    """The central ``size`` x ``size`` square of ``img``: the one crop-and-resize of every stage.
+
+    Parameters
+    ----------
+    img : uint8 array, HxW or HxWxC
+    size : int
+        Output side in pixels.
+    crop : int, optional
+        First take the central ``crop`` x ``crop`` square (at most the shorter side), then resize it to
+        ``size`` -- e.g. 150 for unaligned 250x250 LFW, or ``min(h, w)`` for the largest square.
+    shrink : bool
+        Without ``crop``: scale the shorter side to ``size`` when it is longer (packing: ORL's 92x112
+        keeps its aspect and loses a few rows), or only centre-crop it (``False``: 144 -> 128, as the
+        validation crop). A shorter side below ``size`` is always scaled up first.
+
+    Resizing uses ``INTER_AREA`` when shrinking and ``INTER_LINEAR`` when enlarging.
+    """
+    h, w = img.shape[:2]
+    if crop:
+        img = _center_crop(img, min(crop, h, w))
+        return _resize(img, size, size)
+    short = min(h, w)
+    if short < size or (shrink and short > size):
+        scale = size / short
+        img = _resize(img, max(size, round(w * scale)), max(size, round(h * scale)))
+    return _center_crop(img, size)
+
+
+def _resize(img, width, height):
+    h, w = img.shape[:2]
+    if (h, w) == (height, width):
+        return img
+    shrinking = height * width < h * w
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def center_square(img, side):
+    """The central ``side`` x ``side`` square (offsets rounded down, as ``ImageRecordIter``'s centre crop)."""
+    return _center_crop(img, side)
+
+
 def _center_crop(img, side):
     h, w = img.shape[:2]
+    if (h, w) == (side, side):
+        return img
     y, x = (h - side) // 2, (w - side) // 2
     return img[y:y + side, x:x + side]

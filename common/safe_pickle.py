@@ -83,6 +83,22 @@ NUMPY_ARRAY_GLOBALS = frozenset({('numpy', 'dtype'), ('numpy', 'ndarray'),
                                  ('_codecs', 'encode')})  # how protocol-2 pickles carry bytes
 
 
+def numpy_array_globals():
+    """:data:`NUMPY_ARRAY_GLOBALS` mapped to the real objects, plus numpy 2.x's ``numpy._core`` names of the
+    same rebuilders: the ``allowed`` dict for pickles of numpy arrays written by numpy 1.x or 2.x."""
+    import _codecs  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415 -- keeps this module importable without numpy's cost
+    import numpy.core.multiarray as multiarray  # noqa: PLC0415
+    real = {('numpy', 'dtype'): np.dtype, ('numpy', 'ndarray'): np.ndarray,
+            ('numpy.core.multiarray', '_reconstruct'): multiarray._reconstruct,
+            ('numpy.core.multiarray', 'scalar'): multiarray.scalar,
+            ('_codecs', 'encode'): _codecs.encode}
+    assert set(real) == set(NUMPY_ARRAY_GLOBALS)
+    real.update({('numpy._core.multiarray', '_reconstruct'): multiarray._reconstruct,
+                 ('numpy._core.multiarray', 'scalar'): multiarray.scalar})
+    return real
+
+
 def load_npy_object(file, source='.npy file'):
     """The Python object inside an object-dtype ``.npy`` (what ``np.load(allow_pickle=True).item()`` gives).
 

@@ -1,10 +1,20 @@
-"""Compute threads for MXNet, chosen before it is imported.
+"""Compute threads for MXNet, chosen before it is imported. Importing this module changes nothing.
 
 With ``OMP_NUM_THREADS`` unset, MXNet 1.x on x86 uses *half* the processors (it assumes every core runs two
 hyper-threads). On machines with one thread per core -- most cloud VMs -- that leaves half the cores idle:
-extracting ORL with LightCNN-V4 on 2 cores took 32.6 s instead of 17.1 s. Every command line therefore
-sets ``OMP_NUM_THREADS`` to the number of physical cores it may run on, unless the user has set it (or
-``MXNET_OMP_MAX_THREADS``). Hyper-threaded machines keep one thread per physical core, as MXNet intends.
+extracting ORL with LightCNN-V4 on 2 cores took 32.6 s instead of 17.1 s. :func:`default_compute_threads`
+sets ``OMP_NUM_THREADS`` to the number of physical cores this process may run on, unless the user has set it
+(or ``MXNET_OMP_MAX_THREADS``). Hyper-threaded machines keep one thread per physical core, as MXNet intends.
+
+MXNet reads the variable once, when it is imported, so every command line calls it as its first statement
+(guarded, so that importing the script as a module changes nothing)::
+
+    if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+        from common.threads import default_compute_threads
+        default_compute_threads()
+
+and so should a Python program that wants every core, before its first ``import mxnet`` (or of a module of
+this project that loads it, e.g. ``models``).
 """
 import os
 import sys

@@ -3,16 +3,16 @@
     python data_tools/align.py --images ROOT --out OUT_ROOT [--size 144|128] [--color gray|bgr]
                                [--workers N] [--fallback center] [--method similarity|eyes-mouth]
 
-Mirrors ROOT into OUT_ROOT; images without a face are listed in OUT_ROOT/align_report.{json,csv}
-(with --fallback center they are centre-cropped instead and marked 'center').
+Mirrors ROOT into OUT_ROOT; images without a face are listed in OUT_ROOT.align_report.{json,csv} beside
+the tree, not inside it (with --fallback center they are centre-cropped instead and marked 'center').
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from data_tools.alignment import align_tree, summary_line  # noqa: E402
+from common.checks import check_number  # noqa: E402
+from data_tools.alignment import MAX_DETECT_SIDE, FaceAligner, align_tree, summary_line  # noqa: E402
 
 
 def main(argv=None):
@@ -27,10 +27,20 @@ def main(argv=None):
                         help='centre-crop images without a detected face instead of skipping them')
     parser.add_argument('--method', choices=('similarity', 'eyes-mouth'), default='similarity',
                         help='5-point least squares, or eyes level + eye-to-mouth distance 48')
+    parser.add_argument('--report', metavar='PREFIX',
+                        help='write the report as PREFIX.json and PREFIX.csv (default: OUT_ROOT.align_report.*, '
+                             'beside the aligned tree)')
+    parser.add_argument('--max-detect-side', type=int, default=MAX_DETECT_SIDE, metavar='PX',
+                        help=f'larger images are shrunk to this longer side for the detector only '
+                             f'(default {MAX_DETECT_SIDE}; landmarks are mapped back, the crop is warped '
+                             f'from the full image)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    summary = align_tree(args.images, args.out, size=args.size, color=args.color, workers=args.workers,
-                         fallback=args.fallback, method=args.method, progress=not args.quiet)
+    check_number(args.max_detect_side, '--max-detect-side', minimum=48, integer=True)
+    aligner = FaceAligner(size=args.size, color=args.color, fallback=args.fallback, method=args.method,
+                          max_detect_side=args.max_detect_side)
+    summary = align_tree(args.images, args.out, workers=args.workers, aligner=aligner,
+                         progress=not args.quiet, report=args.report)
     print(summary_line(summary))
 
 

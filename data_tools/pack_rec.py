@@ -6,10 +6,9 @@ Examples::
     python data_tools/pack_rec.py --list MS-Celeb-1M_clean_list.txt --images aligned/ --out data/msceleb10k \\
         --strip-prefix 1 --top-identities 10000
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from data_tools.packing import pack_records, summary_line  # noqa: E402
@@ -18,8 +17,9 @@ from data_tools.packing import pack_records, summary_line  # noqa: E402
 def build_parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--images', help='tree with one folder per identity, or the root of the list paths')
-    p.add_argument('--list', help='"path label" list (MS-Celeb clean list) or im2rec .lst; '
-                                  'labels are re-indexed densely (mapping in PREFIX.json)')
+    p.add_argument('--list', help='"path label" list (MS-Celeb clean list), im2rec .lst or insightface .lst '
+                                  '(format detected from the lines); labels are re-indexed densely '
+                                  '(mapping in PREFIX.json)')
     p.add_argument('--out', required=True, help='output prefix: PREFIX.rec/.idx/.lst/.json (+ _val, _heldout)')
     p.add_argument('--size', type=int, default=144, help='side of the stored square (default 144)')
     p.add_argument('--color', choices=('gray', 'bgr'), default='gray', help='stored channels (default gray)')

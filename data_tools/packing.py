@@ -1,12 +1,13 @@
 """Pack face images into im2rec-compatible RecordIO: one record per image, label = dense class index.
 
-Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines or an im2rec
-``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG encoding run in worker
-processes over ordered chunks, so the output does not depend on the number of workers; the parent only writes
-records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few chunks per worker
-are in flight, so memory stays flat however large the dataset.
+Inputs are an ``identity/…/image`` folder tree, or a list file (MS-Celeb ``path label`` lines, an im2rec
+``.lst`` or an insightface ``.lst``). Decoding, the optional ``image_filter`` (face alignment), resizing and JPEG
+encoding run in worker processes over ordered chunks, so the output does not depend on the number of workers; the
+parent only writes records, in MXNet's framing without importing MXNet (:mod:`data_tools.records`). At most a few
+chunks per worker are in flight, so memory stays flat however large the dataset.
 
-Outputs (all written under temporary names and renamed at the end, ``PREFIX.json`` last):
+Outputs (all written under temporary names and renamed at the end, each ``.idx`` after its ``.rec``,
+``PREFIX.json`` last; :func:`commit_outputs`), with an exclusive lock on ``PREFIX.lock`` while writing:
 
 * ``PREFIX.lst/.rec/.idx`` -- training images (im2rec formats; ``.lst`` is ``index<TAB>label<TAB>path``),
 * ``PREFIX_val.*`` -- images held out *within* training identities (``val_per_identity``/``val_ratio``),
@@ -14,46 +15,34 @@ Outputs (all written under temporary names and renamed at the end, ``PREFIX.json
 * ``PREFIX.json`` -- classes, identity names, label map, counts per split, skipped files with reasons, options.
 """
 import collections
-import json
-import multiprocessing
 import os
 import random
 import re
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import cv2
+from tqdm import tqdm
 
-from common.cli import UsageError
-from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file
+from common.checks import check_number
+from common.errors import UsageError, WriteError
+from common.fileio import (WRITE_ERRNOS, check_output_prefix, exclusive_lock, make_parent, remove_quietly,
+                           temporary_name)
+from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file, walk_tree
+from common.preprocessing import crop_resize
+from common.textio import line_field_problem, printable, read_lines
+from common.workers import process_pool
+from data_tools.dataset_info import FORMAT, SPLITS, info_path, split_prefix, write_dataset_info
 from data_tools.records import IndexedRecordWriter, pack_header
 
-
-FORMAT = 'lightcnn-pack/1'
-SPLIT_SUFFIX = {'train': '', 'val': '_val', 'heldout': '_heldout'}
 CHUNK = 64             # images per worker task: amortises inter-process traffic
 IN_FLIGHT_PER_WORKER = 4  # chunks queued per worker: bounds memory, keeps workers busy
 _NO_FACE = 'no face'
 
 
 # ----------------------------------------------------------------------------------------- per image
-def to_square(img, size):
-    """Resize the shorter side to ``size`` and keep the central ``size`` x ``size`` square.
-
-    Faces keep their aspect ratio (ORL's 92x112 loses a few rows top and bottom instead of being
-    stretched); ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging.
-    """
-    h, w = img.shape[:2]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        y, x = (new_h - size) // 2, (new_w - size) // 2
-        img = img[y:y + size, x:x + size]
-    return img
-
-
 class ImageEncoder:
     """Turn one image file into the JPEG bytes of a record (runs in workers; picklable).
 
@@ -94,7 +83,7 @@ class ImageEncoder:
                 img = self.image_filter(img)
                 if img is None:
                     return None, _NO_FACE
-            return encode_jpeg(self._channels(to_square(img, self.size)), self.quality), None
+            return encode_jpeg(self._channels(crop_resize(img, self.size)), self.quality), None
         except ImageError as err:
             return None, str(err)
         except cv2.error as err:  # OpenCV rejects some malformed headers by raising instead of returning None
@@ -132,77 +121,127 @@ def _encode_chunk(paths):
 def scan_tree(images_root):
     """Entries ``(relpath, identity)`` of an ``identity/…/image`` tree and files that are no candidates.
 
-    Every file inside an identity folder (at any depth) is a candidate; files without an image extension
-    and files directly under the root are returned as skipped, with a reason, not silently dropped.
+    Every file inside an identity folder (at any depth) is a candidate. Returned as skipped, with a
+    reason, not silently dropped: files without an image extension, files directly under the root,
+    names a ``.lst`` cannot hold (a tab or line break, not UTF-8: :func:`common.textio.line_field_problem`)
+    and links the walk does not follow twice (a symlink loop, a second path to the same folder or file:
+    :func:`common.images.walk_tree`).
     """
     entries, skipped = [], []
-    for name in sorted(os.listdir(images_root)):
-        top = os.path.join(images_root, name)
-        if not os.path.isdir(top):
-            skipped.append((name, 'not inside an identity folder'))
-            continue
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, images_root).replace(os.sep, '/')
-            for fname in sorted(filenames):
-                rel = f'{rel_dir}/{fname}'
-                if is_image_file(fname):
-                    entries.append((rel, name))
-                else:
-                    skipped.append((rel, 'not an image file (extension)'))
+    walk = walk_tree(images_root)
+    for rel in walk.files:
+        identity, slash, _ = rel.partition('/')
+        problem = line_field_problem(rel)
+        if not slash:
+            skipped.append((rel, 'not inside an identity folder'))
+        elif problem:
+            skipped.append((rel, f'name {problem}'))
+        elif is_image_file(rel):
+            entries.append((rel, identity))
+        else:
+            skipped.append((rel, 'not an image file (extension)'))
+    skipped += walk.ignored
     return entries, skipped
 
 
-def _parse_label(text, path, n):
+LIST_FORMATS = {
+    'im2rec': 'im2rec .lst "index<TAB>label[<TAB>label...]<TAB>path"',
+    'insightface': 'insightface .lst "aligned<TAB>path<TAB>label[<TAB>bbox and landmarks]"',
+    'path label': 'MS-Celeb "path label" list',
+}
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _line_format(fields):
+    """The list format a tab-split line can only be, or ``None`` when it alone does not tell."""
+    if len(fields) < 3:
+        return 'path label'
+    if re.fullmatch(r'\s*[0-9]+\s*', fields[0]) and _is_number(fields[1]) and not _is_number(fields[-1]):
+        return 'im2rec'
+    if fields[0].strip() in ('0', '1') and not _is_number(fields[1]) and _is_number(fields[2]):
+        return 'insightface'
+    return None
+
+
+def _split_line(fmt, line, fields):
+    """``(path, label text)`` of a line in ``fmt``, or ``None`` when the line does not fit it."""
+    if fmt == 'im2rec':
+        ok = len(fields) >= 3 and re.fullmatch(r'\s*[0-9]+\s*', fields[0]) and not _is_number(fields[-1])
+        return (fields[-1], fields[1]) if ok else None
+    if fmt == 'insightface':
+        ok = len(fields) >= 3 and fields[0].strip() in ('0', '1') and not _is_number(fields[1])
+        return (fields[1], fields[2]) if ok else None
+    parts = line.rsplit(None, 1)
+    return tuple(parts) if len(parts) == 2 else None
+
+
+def _parse_label(text, path, n, assumed=''):
     try:
         value = float(text)
     except ValueError:
         value = None
     if value is None or not value.is_integer() or value < 0:
-        raise UsageError(f'{path}:{n}: label must be a non-negative integer class, got {text!r}')
+        raise UsageError(f'{path}:{n}: label must be a non-negative integer class, got {text!r}{assumed}')
     return int(value)
 
 
-def read_list(list_path, strip_prefix=0):
-    """Entries ``(relpath, label)`` of an MS-Celeb ``path label`` list or an im2rec ``.lst``.
+def detect_list_format(lines):
+    """``(format, line number that decided it)`` for the lines of a list (see :data:`LIST_FORMATS`).
 
-    The format is chosen per line: three or more tab-separated fields starting with an integer are
-    im2rec's ``index<TAB>label[<TAB>…]<TAB>path`` (first label used); anything else is ``path label``
-    split at the last whitespace, so paths may contain spaces. ``strip_prefix`` drops that many leading
-    path components (``/data/MS/aligned/m.0109kg/1.jpg`` with 3 -> ``m.0109kg/1.jpg``).
+    A line decides when only one format reads it: ``index<TAB>number<TAB>...<TAB>path`` is im2rec's,
+    ``0|1<TAB>path<TAB>number...`` is insightface's, a line with fewer than three tab-separated fields is
+    ``path label``. When no line decides (every path a number), im2rec is assumed for tab-separated lines.
+    """
+    for n, line in lines:
+        fmt = _line_format(line.split('\t'))
+        if fmt is not None:
+            return fmt, n
+    return 'im2rec', None
+
+
+def read_list(list_path, strip_prefix=0):
+    """Entries ``(relpath, label)`` of an MS-Celeb ``path label`` list, an im2rec ``.lst`` or an insightface
+    ``.lst``.
+
+    The format is decided once for the file by :func:`detect_list_format` (the first line only one format can
+    read) and every line is read in it; an error names the format assumed and the line that decided it.
+    im2rec: ``index<TAB>label[<TAB>...]<TAB>path`` (first label used); insightface:
+    ``aligned<TAB>path<TAB>label[<TAB>...]``; otherwise ``path label`` split at the last whitespace, so paths
+    may contain spaces. ``strip_prefix`` drops that many leading path components
+    (``/data/MS/aligned/m.0109kg/1.jpg`` with 3 -> ``m.0109kg/1.jpg``).
+    The file is read by :func:`common.textio.read_lines` (a UTF-8 BOM and CRLF line ends are dropped).
     """
     entries = []
-    try:
-        f = open(list_path, encoding='utf-8')
-    except FileNotFoundError:
-        raise UsageError(f'list file not found: {list_path}') from None
-    except OSError as err:
-        raise UsageError(f'cannot read list file {list_path}: {err}') from None
-    with f:
-        try:
-            for n, line in enumerate(f, 1):
-                line = line.rstrip('\r\n')
-                if not line.strip():
-                    continue
-                tabs = line.split('\t')
-                if len(tabs) >= 3 and re.fullmatch(r'\s*[0-9]+\s*', tabs[0]):
-                    path, label = tabs[-1], tabs[1]
-                else:
-                    parts = line.rsplit(None, 1)
-                    if len(parts) != 2:
-                        raise UsageError(f'{list_path}:{n}: expected "path label" or im2rec '
-                                         f'"index<TAB>label<TAB>path", got {line!r}')
-                    path, label = parts
-                path = path.strip().replace('\\', '/')
-                if strip_prefix:
-                    parts = [p for p in path.split('/') if p]
-                    if len(parts) <= strip_prefix:
-                        raise UsageError(f'{list_path}:{n}: --strip-prefix {strip_prefix} leaves nothing '
-                                         f'of {path!r}')
-                    path = '/'.join(parts[strip_prefix:])
-                entries.append((path, _parse_label(label, list_path, n)))
-        except UnicodeDecodeError as err:
-            raise UsageError(f'{list_path}: not a UTF-8 text list ({err.reason})') from None
+    lines = [(n, line) for n, line in read_lines(list_path, 'list file') if line.strip()]
+    fmt, decided_by = detect_list_format(lines)
+    assumed = (f' (read as {LIST_FORMATS[fmt]}, '
+               + (f'as line {decided_by} shows)' if decided_by else 'assumed: no line tells the formats apart)'))
+    for n, line in lines:
+        split = _split_line(fmt, line, line.split('\t'))
+        if split is None:
+            if fmt == 'path label':
+                raise UsageError(f'{list_path}:{n}: expected "path label", im2rec "index<TAB>label<TAB>path" or '
+                                 f'insightface "aligned<TAB>path<TAB>label", got {line!r}{assumed}')
+            raise UsageError(f'{list_path}:{n}: not a line of this format: {line!r}{assumed}')
+        path, label = split
+        path = path.strip().replace('\\', '/')
+        if strip_prefix:
+            parts = [p for p in path.split('/') if p]
+            if len(parts) <= strip_prefix:
+                raise UsageError(f'{list_path}:{n}: --strip-prefix {strip_prefix} leaves nothing '
+                                 f'of {path!r}')
+            path = '/'.join(parts[strip_prefix:])
+        problem = line_field_problem(path)
+        if problem:
+            raise UsageError(f'{list_path}:{n}: path {path!r} {problem}; rename the file')
+        entries.append((path, _parse_label(label, list_path, n, assumed)))
     if not entries:
         raise UsageError(f'list file {list_path} has no entries')
     return entries
@@ -250,15 +289,107 @@ def _val_split(items, val_per_identity, val_ratio, rng):
             [x for i, x in enumerate(items) if i in chosen])
 
 
+# ----------------------------------------------------------------------------------------- plan
+@dataclass
+class PackingPlan:
+    """What :func:`pack_records` will write, decided before any image is read.
+
+    ``jobs`` are ``(relpath, label, split)`` in record order (training records shuffled when asked,
+    then ``val``, then ``heldout``); ``splits`` the splits that get files; ``train_ids``/``heldout``
+    the identity keys (folder names, or list labels) in label order; ``skipped`` the ``(path, reason)``
+    of files that are no candidates.
+    """
+    images_root: str
+    list_path: str
+    jobs: list
+    splits: list
+    train_ids: list
+    heldout: list
+    by_identity: dict
+    candidates: int
+    dropped: dict
+    skipped: list
+
+
+def plan_packing(images_root, list_path=None, *, val_per_identity=0, val_ratio=0.0, val_identities=0.0, seed=0,
+                 min_images_per_identity=1, strip_prefix=0, top_identities=None, shuffle=True):
+    """Read the tree or list, filter identities and split them: a :class:`PackingPlan` (see :func:`pack_records`).
+
+    Raises
+    ------
+    UsageError
+        Missing root, no images, an unreadable or unresolvable list, no identity left, or a held-out
+        count that leaves no identity on one side.
+    """
+    images_root, entries, skipped = _read_entries(images_root, list_path, strip_prefix)
+    by_identity = collections.defaultdict(list)
+    for rel, key in entries:
+        by_identity[key].append(rel)
+    candidates = len(entries)
+    del entries  # the per-identity lists hold the same strings; keep one structure the size of the dataset
+    kept, dropped = select_identities({k: len(v) for k, v in by_identity.items()},
+                                      min_images_per_identity, top_identities)
+    if not kept:
+        raise UsageError(f'no identity has >= {min_images_per_identity} images')
+    rng = random.Random(seed)  # drawn in this order: held-out identities, val images, training order
+    heldout = _holdout(kept, val_identities, rng)
+    heldout_set = set(heldout)
+    train_ids = [k for k in kept if k not in heldout_set]
+    jobs = _split_jobs(by_identity, train_ids, heldout, val_per_identity, val_ratio, rng, shuffle)
+    splits = [s for s in SPLITS if jobs[s] or s == 'train']
+    return PackingPlan(images_root, list_path, [j for s in splits for j in jobs[s]], splits, train_ids, heldout,
+                       by_identity, candidates, dropped, list(skipped))
+
+
+def _read_entries(images_root, list_path, strip_prefix):
+    """``(images_root, [(relpath, identity key)], skipped)`` from the tree or the list."""
+    if list_path is not None:
+        images_root = images_root or os.path.dirname(os.path.abspath(list_path))
+    if not images_root or not os.path.isdir(images_root):
+        raise UsageError(f'image root not found or not a directory: {images_root}')
+    if list_path is None:
+        entries, skipped = scan_tree(images_root)
+        if not entries:
+            raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in identity folders under {images_root}')
+        return images_root, entries, skipped
+    entries = read_list(list_path, strip_prefix)
+    _check_list_resolves(entries, images_root, list_path)
+    return images_root, entries, []
+
+
+def _split_jobs(by_identity, train_ids, heldout, val_per_identity, val_ratio, rng, shuffle):
+    """``{split: [(relpath, label, split)]}``; training labels follow ``train_ids``, held-out ones ``heldout``."""
+    class_of = {k: i for i, k in enumerate(train_ids)}
+    jobs = {split: [] for split in SPLITS}
+    for key in train_ids:
+        train, val = _val_split(by_identity[key], val_per_identity, val_ratio, rng)
+        jobs['train'] += [(r, class_of[key], 'train') for r in train]
+        jobs['val'] += [(r, class_of[key], 'val') for r in val]
+    for i, key in enumerate(heldout):
+        jobs['heldout'] += [(r, i, 'heldout') for r in by_identity[key]]
+    if shuffle:
+        rng.shuffle(jobs['train'])
+    return jobs
+
+
 # ----------------------------------------------------------------------------------------- writing
 class _SplitWriter:
-    """One split's ``.lst/.rec/.idx`` under temporary names; records get dense ids 0..n-1."""
+    """One split's ``.lst/.rec/.idx`` under temporary names; records get dense ids 0..n-1.
+
+    :meth:`close` closes the three files (each one, even when closing another fails, e.g. on a full disk);
+    :meth:`discard` also removes them; :func:`commit_outputs` renames them into place.
+    """
 
     def __init__(self, prefix, split):
-        self.paths = {ext: f'{prefix}{SPLIT_SUFFIX[split]}.{ext}' for ext in ('lst', 'rec', 'idx')}
-        self.tmp = {ext: p + '.part' for ext, p in self.paths.items()}
-        self.record = IndexedRecordWriter(self.tmp['idx'], self.tmp['rec'])
-        self.lst = open(self.tmp['lst'], 'w', encoding='utf-8', newline='\n')
+        self.paths = {ext: f'{split_prefix(prefix, split)}.{ext}' for ext in ('lst', 'rec', 'idx')}
+        self.temporary = {ext: temporary_name(p) for ext, p in self.paths.items()}
+        self.record = self.lst = None
+        try:
+            self.record = IndexedRecordWriter(self.temporary['idx'], self.temporary['rec'])
+            self.lst = open(self.temporary['lst'], 'w', encoding='utf-8', newline='\n')
+        except BaseException:
+            self.discard()
+            raise
         self.count = 0
         self.per_class = collections.Counter()
 
@@ -269,22 +400,45 @@ class _SplitWriter:
         self.per_class[label] += 1
 
     def close(self):
-        self.record.close()
-        self.lst.close()
-
-    def commit(self):
-        for ext in ('rec', 'idx', 'lst'):
-            os.replace(self.tmp[ext], self.paths[ext])
+        """Close every file; the first error (e.g. ENOSPC while flushing) is raised after all are closed."""
+        error = None
+        for f in ([self.record.rec, self.record.idx] if self.record else []) + ([self.lst] if self.lst else []):
+            try:
+                f.close()
+            except OSError as err:
+                error = error or err
+        if error is not None:
+            raise error
 
     def discard(self):
-        for path in self.tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
+        """Close quietly and remove the temporary files (on any failure)."""
+        try:
+            self.close()
+        except OSError:
+            pass
+        for path in self.temporary.values():
+            remove_quietly(path)
+
+
+def commit_outputs(writers, out_prefix):
+    """Move finished split files into place so that a ``.rec`` never sits beside another packing's ``.idx``.
+
+    Order: the old ``PREFIX.json`` goes first (its presence marks a complete packing, and it is written
+    again last), then per split the old ``.idx`` is removed, the new ``.rec`` and ``.lst`` renamed, and the
+    new ``.idx`` renamed last. A kill at any point leaves either no ``.idx`` (training refuses the ``.rec``:
+    ".idx is missing") or the matching one; never a stale pair.
+    """
+    if os.path.lexists(info_path(out_prefix)):
+        os.remove(info_path(out_prefix))  # an old complete-looking summary must not survive a failure below
+    for writer in writers.values():
+        if os.path.lexists(writer.paths['idx']):
+            os.remove(writer.paths['idx'])
+        for ext in ('rec', 'lst', 'idx'):
+            os.replace(writer.temporary[ext], writer.paths[ext])
 
 
 def _run_encoders(encoder, images_root, jobs, workers, progress):
     """Yield ``(job, (jpeg, reason))`` in job order, encoding in ``workers`` processes (0: in-process)."""
-    from tqdm import tqdm
     bar = tqdm(total=len(jobs), unit='img', desc='packing', disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.5)
     chunks = (jobs[i:i + CHUNK] for i in range(0, len(jobs), CHUNK))
@@ -295,15 +449,8 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
                     yield job, encoder(os.path.join(images_root, job[0]))
                 bar.update(len(chunk))
             return
-        # Workers fork from a fresh server process, not from this one: a fork copies OpenCV's and OpenMP's
-        # thread pools mid-state, so workers forked from a process that already ran threaded OpenCV (or
-        # MXNet) code hang on their locks. The server imports this module once, so workers start warm.
-        if 'forkserver' in multiprocessing.get_all_start_methods():
-            ctx = multiprocessing.get_context('forkserver')
-            ctx.set_forkserver_preload([__name__])
-        else:
-            ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(encoder,)) as pool:
+        # The server imports this module once, so workers start warm (common.workers: why not fork).
+        with process_pool(workers, _init_worker, (encoder,), preload=[__name__]) as pool:
             pending = collections.deque()
             for chunk in chunks:
                 paths = [os.path.join(images_root, job[0]) for job in chunk]
@@ -320,12 +467,94 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
         bar.close()
 
 
+def write_splits(plan, out_prefix, encoder, workers, progress=True):
+    """Encode every job of ``plan`` and write the split files under temporary names (closed on return).
+
+    Returns ``({split: _SplitWriter}, failed)``: the writers (counts, classes, final and temporary paths)
+    and every ``(path, reason)`` not packed, the plan's skipped files first. On any failure every
+    temporary file is removed before the exception propagates.
+
+    Raises
+    ------
+    UsageError
+        Not a single training image could be packed; the disk is full (the file is named).
+    """
+    make_parent(out_prefix)
+    writers = {}
+    try:
+        for split in plan.splits:
+            writers[split] = _SplitWriter(out_prefix, split)
+        failed = list(plan.skipped)
+        for (rel, label, split), (jpeg, reason) in _run_encoders(encoder, plan.images_root, plan.jobs, workers,
+                                                                progress):
+            if jpeg is None:
+                failed.append((rel, reason))
+            else:
+                writers[split].write(label, rel, jpeg)
+        if writers['train'].count == 0:
+            raise UsageError(f'no image could be packed ({_reason_summary(failed)}); check --images'
+                             + (' and --strip-prefix' if plan.list_path else ''))
+        for writer in writers.values():
+            writer.close()
+    except OSError as err:
+        for writer in writers.values():
+            writer.discard()
+        if err.errno in WRITE_ERRNOS and not isinstance(err, WriteError):
+            raise WriteError(err.errno, f'cannot write {out_prefix}.*: {err.strerror or err} (the partial '
+                                        'files were removed)') from None
+        raise
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
+    return writers, failed
+
+
+# ----------------------------------------------------------------------------------------- summary
+def summarise_packing(plan, writers, failed, out_prefix, options, elapsed):
+    """The ``PREFIX.json`` summary (:mod:`data_tools.dataset_info`) of a finished packing."""
+    from_list = plan.list_path is not None
+    train_ids = plan.train_ids
+    names = _identity_names(train_ids, plan.by_identity, from_list)
+    heldout_names = _identity_names(plan.heldout, plan.by_identity, from_list)
+    per_class = writers['train'].per_class
+    summary = {
+        'format': FORMAT,
+        'num_classes': len(train_ids),
+        'identities': names,
+        'images_per_identity': [per_class[i] for i in range(len(train_ids))],
+        'empty_classes': sum(1 for i in range(len(train_ids)) if per_class[i] == 0),
+        'label_map': {str(k): i for i, k in enumerate(train_ids)} if from_list else None,
+        'record': {'size': options['size'], 'color': options['color'],
+                   'channels': 1 if options['color'] == 'gray' else 3,
+                   'encoding': '.jpg', 'quality': options['quality']},
+        'splits': {s: {'prefix': split_prefix(out_prefix, s),
+                       'rec': w.paths['rec'], 'idx': w.paths['idx'], 'lst': w.paths['lst'],
+                       'images': w.count, 'identities': len(w.per_class)} for s, w in writers.items()},
+        'heldout_identities': heldout_names,
+        'packed': sum(w.count for w in writers.values()),
+        'candidates': plan.candidates,
+        'identities_dropped': plan.dropped,
+        'skipped': [{'path': printable(p), 'reason': r} for p, r in failed],
+        'skipped_by_reason': dict(collections.Counter(_reason_kind(r) for _, r in failed)),
+        'options': options,
+        'elapsed_s': round(elapsed, 3),
+        'images_per_s': round(len(plan.jobs) / elapsed, 1) if elapsed > 0 else None,
+    }
+    if plan.heldout and 'heldout' in writers:
+        summary['splits']['heldout']['identity_names'] = heldout_names
+    return summary
+
+
 # ----------------------------------------------------------------------------------------- main entry
 def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gray', quality=95, workers=None,
                  val_per_identity=0, val_ratio=0.0, val_identities=0.0, seed=0, min_images_per_identity=1,
                  strip_prefix=0, top_identities=None, image_filter=None, progress=True, min_size=32,
                  shuffle=True):
     """Pack an image tree or list into ``PREFIX.rec/.idx/.lst`` (+ ``_val``/``_heldout``) and ``PREFIX.json``.
+
+    Three steps: :func:`plan_packing` (inputs, identity filters, splits), :func:`write_splits` (encode and
+    write records) and :func:`summarise_packing` (the ``PREFIX.json`` summary, written last).
 
     Parameters
     ----------
@@ -361,123 +590,62 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
         The summary written to ``PREFIX.json``.
     """
     start = time.time()
+    check_packing_options(size=size, quality=quality, min_size=min_size, workers=workers,
+                          val_per_identity=val_per_identity, val_ratio=val_ratio, val_identities=val_identities,
+                          seed=seed, min_images_per_identity=min_images_per_identity, strip_prefix=strip_prefix,
+                          top_identities=top_identities)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    check_output_prefix(out_prefix, '--out')
+    encoder = ImageEncoder(size, color, quality, min_size, image_filter)
+    plan = plan_packing(images_root, list_path, val_per_identity=val_per_identity, val_ratio=val_ratio,
+                        val_identities=val_identities, seed=seed, min_images_per_identity=min_images_per_identity,
+                        strip_prefix=strip_prefix, top_identities=top_identities, shuffle=shuffle)
+    options = {'images_root': os.path.abspath(plan.images_root),
+               'list': os.path.abspath(list_path) if list_path else None,
+               'size': size, 'color': color, 'quality': quality, 'min_size': min_size,
+               'workers': workers, 'val_per_identity': val_per_identity, 'val_ratio': val_ratio,
+               'val_identities': val_identities, 'seed': seed,
+               'min_images_per_identity': min_images_per_identity, 'strip_prefix': strip_prefix,
+               'top_identities': top_identities, 'shuffle': shuffle,
+               'image_filter': _describe(image_filter)}
+    with exclusive_lock(out_prefix + '.lock', f'{out_prefix}.*'):
+        writers, failed = write_splits(plan, out_prefix, encoder, workers, progress)
+        try:
+            summary = summarise_packing(plan, writers, failed, out_prefix, options, time.time() - start)
+            commit_outputs(writers, out_prefix)
+        except BaseException:
+            for writer in writers.values():
+                writer.discard()
+            raise
+        write_dataset_info(out_prefix, summary)  # last: its presence marks a complete packing
+    return summary
+
+
+def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, val_per_identity=0, val_ratio=0.0,
+                          val_identities=0.0, seed=0, min_images_per_identity=1, strip_prefix=0,
+                          top_identities=None):
+    """Refuse option values that cannot mean anything (:func:`common.checks.check_number`), before any work.
+
+    Raises
+    ------
+    UsageError
+        Naming the option as the command line spells it (``--top-identities must be >= 1, got -1``).
+    """
+    check_number(size, '--size', minimum=1, integer=True)
+    check_number(quality, '--quality', minimum=1, maximum=100, integer=True)
+    check_number(min_size, '--min-size', minimum=1, integer=True)
+    check_number(workers, '--workers', minimum=0, integer=True, optional=True)
+    check_number(val_per_identity, '--val-per-identity', minimum=0, integer=True)
+    check_number(val_ratio, '--val-ratio', minimum=0, below=1)
+    check_number(val_identities, '--val-identities', minimum=0)
+    if val_identities >= 1:
+        check_number(val_identities, '--val-identities (a count when >= 1)', integer=True)
+    check_number(seed, '--seed', integer=True)
+    check_number(min_images_per_identity, '--min-images-per-identity', minimum=1, integer=True)
+    check_number(strip_prefix, '--strip-prefix', minimum=0, integer=True)
+    check_number(top_identities, '--top-identities', minimum=1, integer=True, optional=True)
     if val_per_identity and val_ratio:
         raise UsageError('give --val-per-identity or --val-ratio, not both')
-    if not 0 <= val_ratio < 1:
-        raise UsageError(f'--val-ratio must be in [0, 1), got {val_ratio}')
-    if size < 1 or not 1 <= quality <= 100:
-        raise UsageError('--size must be positive and --quality in 1..100')
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers < 0:
-        raise UsageError('--workers must be >= 0')
-    encoder = ImageEncoder(size, color, quality, min_size, image_filter)
-
-    if list_path is not None:
-        images_root = images_root or os.path.dirname(os.path.abspath(list_path))
-    if not images_root or not os.path.isdir(images_root):
-        raise UsageError(f'image root not found or not a directory: {images_root}')
-    if list_path is None:
-        entries, skipped = scan_tree(images_root)
-        if not entries:
-            raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in identity folders under {images_root}')
-    else:
-        entries, skipped = read_list(list_path, strip_prefix), []
-        _check_list_resolves(entries, images_root, list_path)
-
-    by_identity = collections.defaultdict(list)
-    for rel, key in entries:
-        by_identity[key].append(rel)
-    candidates = len(entries)
-    del entries  # the per-identity lists hold the same strings; keep one structure the size of the dataset
-    kept, dropped = select_identities({k: len(v) for k, v in by_identity.items()},
-                                      min_images_per_identity, top_identities)
-    if not kept:
-        raise UsageError(f'no identity has >= {min_images_per_identity} images')
-    rng = random.Random(seed)
-    heldout = _holdout(kept, val_identities, rng)
-    heldout_set = set(heldout)
-    train_ids = [k for k in kept if k not in heldout_set]
-    class_of = {k: i for i, k in enumerate(train_ids)}
-
-    jobs = {'train': [], 'val': [], 'heldout': []}
-    for key in train_ids:
-        train, val = _val_split(by_identity[key], val_per_identity, val_ratio, rng)
-        jobs['train'] += [(r, class_of[key], 'train') for r in train]
-        jobs['val'] += [(r, class_of[key], 'val') for r in val]
-    for i, key in enumerate(heldout):
-        jobs['heldout'] += [(r, i, 'heldout') for r in by_identity[key]]
-    if shuffle:
-        rng.shuffle(jobs['train'])
-    splits = [s for s in ('train', 'val', 'heldout') if jobs[s] or s == 'train']
-    all_jobs = [j for s in splits for j in jobs[s]]
-
-    out_dir = os.path.dirname(os.path.abspath(out_prefix))
-    os.makedirs(out_dir, exist_ok=True)
-    writers = {}
-    failed = list(skipped)
-    try:
-        writers = {s: _SplitWriter(out_prefix, s) for s in splits}
-        for (rel, label, split), (jpeg, reason) in _run_encoders(encoder, images_root, all_jobs, workers,
-                                                                progress):
-            if jpeg is None:
-                failed.append((rel, reason))
-            else:
-                writers[split].write(label, rel, jpeg)
-        for w in writers.values():
-            w.close()
-        if writers['train'].count == 0:
-            raise UsageError(f'no image could be packed ({_reason_summary(failed)}); check --images'
-                             + (' and --strip-prefix' if list_path else ''))
-    except BaseException:
-        for w in writers.values():
-            w.close()
-            w.discard()
-        raise
-
-    names = _identity_names(train_ids, by_identity, list_path is not None)
-    heldout_names = _identity_names(heldout, by_identity, list_path is not None)
-    elapsed = time.time() - start
-    packed = sum(w.count for w in writers.values())
-    summary = {
-        'format': FORMAT,
-        'num_classes': len(train_ids),
-        'identities': names,
-        'images_per_identity': [writers['train'].per_class[i] for i in range(len(train_ids))],
-        'empty_classes': sum(1 for i in range(len(train_ids)) if writers['train'].per_class[i] == 0),
-        'label_map': {str(k): i for i, k in enumerate(train_ids)} if list_path is not None else None,
-        'record': {'size': size, 'color': color, 'channels': 1 if color == 'gray' else 3,
-                   'encoding': '.jpg', 'quality': quality},
-        'splits': {s: {'prefix': out_prefix + SPLIT_SUFFIX[s],
-                       'rec': writers[s].paths['rec'], 'idx': writers[s].paths['idx'], 'lst': writers[s].paths['lst'],
-                       'images': writers[s].count, 'identities': len(writers[s].per_class)} for s in splits},
-        'heldout_identities': heldout_names,
-        'packed': packed,
-        'candidates': candidates,
-        'identities_dropped': dropped,
-        'skipped': [{'path': p, 'reason': r} for p, r in failed],
-        'skipped_by_reason': dict(collections.Counter(_reason_kind(r) for _, r in failed)),
-        'options': {'images_root': os.path.abspath(images_root),
-                    'list': os.path.abspath(list_path) if list_path else None,
-                    'size': size, 'color': color, 'quality': quality, 'min_size': min_size,
-                    'workers': workers, 'val_per_identity': val_per_identity, 'val_ratio': val_ratio,
-                    'val_identities': val_identities, 'seed': seed,
-                    'min_images_per_identity': min_images_per_identity, 'strip_prefix': strip_prefix,
-                    'top_identities': top_identities, 'shuffle': shuffle,
-                    'image_filter': _describe(image_filter)},
-        'elapsed_s': round(elapsed, 3),
-        'images_per_s': round(len(all_jobs) / elapsed, 1) if elapsed > 0 else None,
-    }
-    if heldout and 'heldout' in writers:
-        summary['splits']['heldout']['identity_names'] = heldout_names
-    json_path = out_prefix + '.json'
-    if os.path.exists(json_path):
-        os.remove(json_path)  # an interrupted rename below must not leave an old "complete" marker
-    for w in writers.values():
-        w.commit()
-    with open(json_path + '.part', 'w', encoding='utf-8') as f:
-        json.dump(summary, f, indent=1, ensure_ascii=False)
-    os.replace(json_path + '.part', json_path)
-    return summary
 
 
 def _check_list_resolves(entries, images_root, list_path):

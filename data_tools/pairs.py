@@ -22,8 +22,12 @@ import random
 import re
 from collections import namedtuple
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.checks import check_number
+from common.fileio import atomic_write, check_output_path
 from common.images import IMAGE_EXTENSIONS, is_image_file
+from common.textio import check_line_field, read_lines
+from data_tools.dataset_info import read_dataset_info
 
 
 Pair = namedtuple('Pair', 'path1 path2 issame fold')
@@ -67,15 +71,11 @@ def read_pairs(path, ext='.jpg'):
     ------
     UsageError
         Missing/empty file, or a malformed line (message names the line number).
+
+    The file is read by :func:`common.textio.read_lines` (a UTF-8 BOM and CRLF line ends are dropped).
     """
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = [(n, line.rstrip('\r\n')) for n, line in enumerate(f, 1)]
-    except FileNotFoundError:
-        raise UsageError(f'pairs file not found: {path}') from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f'cannot read pairs file {path}: {err}') from None
-    lines = [(n, line) for n, line in lines if line.strip() and not line.lstrip().startswith('#')]
+    lines = [(n, line) for n, line in read_lines(path, 'pairs file')
+             if line.strip() and not line.lstrip().startswith('#')]
     if not lines:
         raise UsageError(f'pairs file {path} is empty')
     first = _fields(lines[0][1])
@@ -128,21 +128,12 @@ def _read_label(path, lines):
 # --------------------------------------------------------------------------------------------- making
 def identities_from(path):
     """Identity names from a ``pack_records`` summary (its held-out identities) or a text file, one per line."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-    except OSError as err:
-        raise UsageError(f'cannot read identities file {path}: {err.strerror or err}') from None
     if path.endswith('.json'):
-        import json
-        try:
-            names = json.loads(text).get('heldout_identities')
-        except (ValueError, AttributeError):
-            names = None
+        names = read_dataset_info(path).get('heldout_identities')
         if not names:
             raise UsageError(f'{path} lists no held-out identities (pack with --val-identities)')
         return names
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+    names = [line.strip() for _, line in read_lines(path, 'identities file') if line.strip()]
     if not names:
         raise UsageError(f'{path} lists no identities')
     return names
@@ -192,8 +183,9 @@ def make_pairs(images_root, folds=10, per_fold=300, seed=0, identities=None):
     UsageError
         When a fold cannot hold ``per_fold`` distinct pairs (names the maximum to ask for).
     """
-    if folds < 1 or per_fold < 1:
-        raise UsageError('--folds and --per-fold must be positive')
+    check_number(folds, '--folds', minimum=1, integer=True)
+    check_number(per_fold, '--per-fold', minimum=1, integer=True)
+    check_number(seed, '--seed', integer=True)
     found = list_identities(images_root)
     if identities is not None:
         missing = sorted(set(identities) - set(found))
@@ -216,6 +208,56 @@ def make_pairs(images_root, folds=10, per_fold=300, seed=0, identities=None):
         pairs += [Pair(f'{n}/{a}', f'{n}/{b}', True, fold) for n, a, b in sorted(matched)]
         pairs += [Pair(f'{n1}/{a}', f'{n2}/{b}', False, fold) for n1, a, n2, b in sorted(mismatched)]
     return pairs
+
+
+MIN_IDENTITIES_PER_FOLD = 5
+
+
+def few_identities_warning(n_identities, folds):
+    """A warning (str) when identity-disjoint folds get too few identities to be honest, else ``None``.
+
+    With ``m`` identities in a fold, its mismatched pairs come from only ``m (m - 1) / 2`` pairs of people and its
+    matched pairs from ``m`` people: with 2 per fold every mismatched pair of a fold is the same two people, and
+    the fold accuracies measure those few people, not the model. Below :data:`MIN_IDENTITIES_PER_FOLD`
+    (5 people, 10 pairs of people per fold) the numbers are flagged.
+    """
+    per_fold = n_identities // folds
+    if per_fold >= MIN_IDENTITIES_PER_FOLD:
+        return None
+    people_pairs = per_fold * (per_fold - 1) // 2
+    return (f'{n_identities} identities in {folds} folds = {per_fold}'
+            f'{"-" + str(per_fold + 1) if n_identities % folds else ""} per fold: the mismatched pairs of a fold '
+            f'come from only {people_pairs} pair{"s" if people_pairs != 1 else ""} of people'
+            f'{" (every one is the same two people)" if per_fold == 2 else ""}, so fold accuracies describe a '
+            f'handful of people. Use at least {MIN_IDENTITIES_PER_FOLD} identities per fold: '
+            f'--folds {max(1, n_identities // MIN_IDENTITIES_PER_FOLD)} or fewer, or '
+            f'{MIN_IDENTITIES_PER_FOLD * folds} identities for {folds} folds')
+
+
+def pairs_report(pairs):
+    """What a set of pairs really measures: counts of pairs, distinct identities and images, per fold too.
+
+    Returns
+    -------
+    dict
+        ``pairs``, ``same``, ``different``, ``folds``, ``identities``, ``images`` and ``per_fold`` (list of
+        ``{fold, identities, images, people_pairs}``: distinct identities and images of the fold, distinct
+        pairs of people among its mismatched pairs).
+    """
+    def who(path):
+        return path.replace('\\', '/').rpartition('/')[0]
+
+    per_fold = []
+    for fold in sorted({p.fold for p in pairs}):
+        ps = [p for p in pairs if p.fold == fold]
+        per_fold.append({'fold': int(fold), 'identities': len({who(q) for p in ps for q in p[:2]}),
+                         'images': len({q for p in ps for q in p[:2]}),
+                         'people_pairs': len({tuple(sorted((who(p.path1), who(p.path2)))) for p in ps
+                                              if not p.issame})})
+    return {'pairs': len(pairs), 'same': sum(p.issame for p in pairs),
+            'different': sum(not p.issame for p in pairs), 'folds': len(per_fold),
+            'identities': len({who(q) for p in pairs for q in p[:2]}),
+            'images': len({q for p in pairs for q in p[:2]}), 'per_fold': per_fold}
 
 
 def _draw_matched(rng, members, identities, per_fold, fold):
@@ -261,6 +303,7 @@ def write_pairs(path, pairs, folds, per_fold):
     """
     if len(pairs) != folds * 2 * per_fold:
         raise ValueError(f'{len(pairs)} pairs do not fill {folds} folds x 2 x {per_fold}')
+    check_output_path(path, 'pairs file')
     lines = [f'{folds}\t{per_fold}']
     for p in pairs:
         (n1, f1), (n2, f2) = _split_rel(p.path1), _split_rel(p.path2)
@@ -268,14 +311,13 @@ def write_pairs(path, pairs, folds, per_fold):
             lines.append(f'{n1}\t{_index_field(n1, f1)}\t{_index_field(n2, f2)}')
         else:
             lines.append(f'{n1}\t{_index_field(n1, f1)}\t{n2}\t{_index_field(n2, f2)}')
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
+    with atomic_write(path, 'w', encoding='utf-8', newline='\n') as f:
         f.write('\n'.join(lines) + '\n')
-    os.replace(tmp, path)
 
 
 def _split_rel(relpath):
+    check_line_field(relpath, 'pair image')
     name, _, filename = relpath.replace(os.sep, '/').rpartition('/')
-    if not name or '/' in name or '\t' in relpath:
-        raise ValueError(f'pair path must be "identity/file" without tabs: {relpath!r}')
+    if not name or '/' in name:
+        raise ValueError(f'pair path must be "identity/file": {relpath!r}')
     return name, filename

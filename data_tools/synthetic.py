@@ -9,13 +9,11 @@ pipeline and reward a model that learns identity over nuisance, nothing more.
 ``python data_tools/synthetic.py OUT_DIR --identities 80 --images 20`` writes ``OUT_DIR/id_0000/000.png``.
 """
 import os
-import sys
-
-if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2
 import numpy as np
+
+from common.cli import ArgumentParser, run_cli  # noqa: E402
 
 CANVAS = 256  # render side; images are downscaled to ``size`` with area averaging
 
@@ -140,7 +138,6 @@ def make_synthetic_faces(out_root, num_identities=80, images_per_identity=20, si
 
 
 def main(argv=None):
-    from common.cli import ArgumentParser
     parser = ArgumentParser(description='Render a face-like identity dataset (identity/image.png).')
     parser.add_argument('out', help='output folder')
     parser.add_argument('--identities', type=int, default=80)
@@ -153,5 +150,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from common.cli import run_cli
     raise SystemExit(run_cli(main))

@@ -1,14 +1,23 @@
 """Extract 256-d LightCNN features of many images into a ``.mat`` (``data`` N x 256, ``label`` cell).
 
-    python extract_features/extract_features.py --model models/lightcnn-v4 \\
+    python extract_features/extract_features.py --model runs/pretrained/lightcnn-v4 \\
         --img-list lfw_list.txt --root /data/lfw --out LFW_features.mat --flip
 """
-import os
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os  # noqa: E402
+import sys  # noqa: E402
+
+if __name__ == '__main__' and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    # This file shares its package's name, and Python put its folder first on sys.path: there the name
+    # extract_features would mean this file, not the package. Take that entry off (as pip's __main__ does
+    # for the current directory); nothing is added, the installed package is found as from anywhere else.
+    del sys.path[0]
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.textio import printable  # noqa: E402
 from extract_features.extraction import extract_to_mat, failure_report_path  # noqa: E402
 
 
@@ -16,7 +25,7 @@ def build_parser():
     p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', required=True,
                    help='checkpoint: PREFIX (with --epoch, else its latest epoch), a stem such as '
-                        'models/lightcnn-v4, or a .params file next to its .json')
+                        'runs/pretrained/lightcnn-v4, or a .params file next to its .json')
     p.add_argument('--epoch', type=int, help='epoch of a training checkpoint PREFIX')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--img-list', metavar='LIST', help='text file, one image path per line')
@@ -50,6 +59,11 @@ def main(argv=None):
         root=args.root, epoch=args.epoch, center_crop=args.center_crop, batch_size=args.batch_size,
         flip=args.flip, ctx=args.ctx, skip_missing=args.skip_missing, align=args.align or None,
         num_workers=args.workers, npy=args.npy, csv=args.csv, progress=not args.quiet)
+    if result.ignored:
+        print(f'ignored {len(result.ignored)} link(s) already walked (each real folder and file is read once):',
+              file=sys.stderr)
+        for rel, reason in result.ignored[:20]:
+            print(f'  {printable(rel)}: {reason}', file=sys.stderr)
     if result.skipped:
         print(f'skipped {len(result.skipped)} unreadable image(s):', file=sys.stderr)
         for label, reason in result.skipped[:20]:

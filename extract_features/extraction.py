@@ -1,366 +1,37 @@
 """Batched LightCNN feature extraction: image lists -> ``.mat`` features the evaluators load.
 
-The engine (:class:`Embedder` + :func:`embed_images`) is shared by the command line
-(``extract_features.py``) and the Python API (:func:`models.api.load_model`). Pixels always come
-from the checkpoint's :class:`~common.preprocessing.Preprocessing`; images are decoded by a thread
-pool a few batches ahead of the forward pass (OpenCV releases the GIL), and every forward has the
-same shape so the hybridized graph is built once (``static_alloc``/``static_shape``).
-
-Path rule for lists (``--img-list``/``--pairs``): a line ``/lfw_patch/Name/Name_0001.jpg`` is taken
-relative to ``root`` after dropping its leading ``/``; if that file does not exist, leading
-components are dropped one at a time (``lfw_patch/Name/...`` -> ``Name/...``) until one exists
-under ``root``; an absolute line that exists as written is the last resort. The label stored is
-the path of the file relative to ``root`` with ``/`` separators (``Name/Name_0001.jpg`` when
-``root`` is the folder that holds the identity folders).
+:func:`extract_to_mat` is everything ``extract_features.py`` does: choose the images (a list, a tree or
+a pairs file; path rule in :mod:`symbols.inference`), load the checkpoint, run the inference engine
+(:class:`~symbols.inference.Embedder` + :func:`~symbols.inference.embed_images`, shared with the Python
+API and training) and write the features file (:mod:`common.features_mat`).
 """
-import concurrent.futures
-import os
-import re
-from collections import deque
-from dataclasses import dataclass, field
-
-import mxnet as mx
 import numpy as np
-from tqdm import tqdm
 
-from common.cli import UsageError
-from common.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
-
-_LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
-
-
-class ImageLoadError(UsageError):
-    """Some images could not be read; ``failures`` is the full list of ``(label, reason)``."""
-
-    def __init__(self, failures, report_file=None, examples=5):
-        self.failures = list(failures)
-        shown = '; '.join(f'{label} ({reason})' for label, reason in self.failures[:examples])
-        more = f' ... and {len(self.failures) - examples} more' if len(self.failures) > examples else ''
-        where = f'; full list in {report_file}' if report_file else ''
-        super().__init__(f'{len(self.failures)} image(s) missing or unreadable: {shown}{more}{where}'
-                         ' (fix or remove them, or pass --skip-missing to record and skip them)')
-
-
-@dataclass
-class ImageItem:
-    """One image to embed: the label stored in the output and where its pixels come from.
-
-    ``source`` is a file path, a decoded uint8 array, or ``None`` when a list line matched no file.
-    """
-    label: str
-    source: object
-
-
-@dataclass
-class Extraction:
-    """Result of :func:`embed_images`: features of the images that loaded, in input order."""
-    features: np.ndarray
-    labels: list
-    indices: np.ndarray
-    skipped: list = field(default_factory=list)
-    logits: np.ndarray = None
-
-
-# ---------------------------------------------------------------------------------------------
-# What to embed
-
-def parse_ctx(text):
-    """``cpu`` | ``gpu`` | ``gpu:N`` -> ``mx.Context``; a missing GPU is a user error."""
-    m = re.fullmatch(r'(cpu|gpu)(?::(\d+))?', (text or 'cpu').strip().lower())
-    if not m:
-        raise UsageError(f'--ctx must be cpu, gpu or gpu:N, not {text!r}')
-    if m.group(1) == 'cpu':
-        return mx.cpu()
-    index = int(m.group(2) or 0)
-    if index >= mx.context.num_gpus():
-        raise UsageError(f'--ctx {text}: this MXNet sees {mx.context.num_gpus()} GPU(s)')
-    return mx.gpu(index)
-
-
-def resolve_list_path(entry, root):
-    """Apply the list path rule (module docstring); returns ``(label, path or None)``."""
-    entry = entry.strip()
-    parts = [p for p in re.split(r'[\\/]+', entry) if p not in ('', '.')]
-    for start in range(len(parts)):
-        candidate = os.path.join(root, *parts[start:])
-        if os.path.isfile(candidate):
-            return '/'.join(parts[start:]), candidate
-    if os.path.isabs(entry) and os.path.isfile(entry):
-        rel = os.path.relpath(entry, root)
-        return (rel if not rel.startswith('..') else entry).replace(os.sep, '/'), entry
-    return '/'.join(parts[-2:]) if parts else entry, None
-
-
-def items_from_list(list_path, root='.'):
-    """Items for an image list, one path per line (``#`` comments, blank lines and a trailing
-    integer label column are ignored)."""
-    try:
-        with open(list_path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except OSError as err:
-        raise UsageError(f'cannot read image list {list_path}: {err.strerror or err}') from None
-    _check_root(root)
-    items = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith('#'):
-            continue
-        label, path = resolve_list_path(line, root)
-        m = _LABEL_COLUMN.match(line)
-        if path is None and m:
-            label, path = resolve_list_path(m.group(1), root)
-        items.append(ImageItem(label, path))
-    if not items:
-        raise UsageError(f'image list {list_path} names no images')
-    return items
-
-
-def items_from_tree(root):
-    """Every image under ``root`` (recursive, sorted by relative path), labelled by that path."""
-    _check_root(root)
-    found = list_images(root)
-    if not found:
-        raise UsageError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {root}')
-    return [ImageItem(rel, os.path.join(root, rel)) for rel in found]
-
-
-def items_from_pairs(pairs_path, root='.'):
-    """The distinct images a pairs file names, in order of first mention."""
-    try:
-        from data_tools.pairs import read_pairs
-    except ImportError as err:
-        raise UsageError(f'--pairs needs data_tools.pairs.read_pairs, which is not available ({err})'
-                         ) from None
-    _check_root(root)
-    seen, items = set(), []
-    for pair in read_pairs(pairs_path):
-        for rel in pair[:2]:
-            if rel not in seen:
-                seen.add(rel)
-                items.append(ImageItem(*resolve_list_path(rel, root)))
-    if not items:
-        raise UsageError(f'pairs file {pairs_path} names no images')
-    return items
-
-
-def _check_root(root):
-    if not os.path.isdir(root):
-        raise UsageError(f'image root {root} is not a directory')
-
-
-# ---------------------------------------------------------------------------------------------
-# The engine
-
-def inference_backend(ctx):
-    """``'MKLDNN'`` on a CPU build with oneDNN, else ``None``: the subgraph pass for inference-only graphs.
-
-    It folds each MFM's ``relu`` and ``+`` into the convolutions as post-ops, saving passes over the
-    batch-64 activations: ~8 % less CPU per image, identical outputs (tested). Inference only: the
-    fused operators are forward-only, so the trainer's verification embedder does not hybridize.
-    """
-    if ctx.device_type == 'cpu' and mx.runtime.Features().is_enabled('MKLDNN'):
-        return 'MKLDNN'
-    return None
-
-
-class Embedder:
-    """Statically shaped, batched forward of a LightCNN on uint8 images.
-
-    Parameters
-    ----------
-    net : HybridBlock
-        Feature net (returns ``(N, 256)``) or classifier built with ``return_features=True``
-        (returns ``(logits, features)``).
-    preprocessing : Preprocessing
-        The checkpoint's pixels; turns images into the float batch.
-    ctx : mx.Context
-    batch_size : int
-        Images per forward; a last partial batch is zero-padded so every forward has one shape.
-    """
-
-    def __init__(self, net, preprocessing, ctx=None, batch_size=64, hybridize=True):
-        if batch_size < 1:
-            raise UsageError(f'batch size must be >= 1, not {batch_size}')
-        self.net, self.pre = net, preprocessing
-        self.ctx = ctx or mx.cpu()
-        self.batch_size = int(batch_size)
-        if hybridize:
-            net.hybridize(static_alloc=True, static_shape=True, backend=inference_backend(self.ctx))
-
-    def forward(self, images, flip=False):
-        """Embed up to ``batch_size`` preprocessed uint8 HxWxC images.
-
-        ``flip`` runs the mirrored images in the same forward (batch 2B) and returns
-        ``feature(img) + feature(mirrored img)``. Returns ``(features, logits or None)`` as numpy.
-        """
-        n = len(images)
-        if not 0 < n <= self.batch_size:
-            raise ValueError(f'forward takes 1..{self.batch_size} images, got {n}')
-        batch = self.pre.to_batch(images)
-        if n < self.batch_size:
-            pad = np.zeros((self.batch_size - n,) + batch.shape[1:], batch.dtype)
-            batch = np.concatenate([batch, pad])
-        if flip:
-            batch = np.concatenate([batch, batch[:, :, :, ::-1]])
-        out = self.net(mx.nd.array(batch, ctx=self.ctx))
-        logits, feats = out if isinstance(out, (tuple, list)) else (None, out)
-        feats = feats.asnumpy()
-        if flip:
-            feats = feats[:self.batch_size] + feats[self.batch_size:]
-        logits = None if logits is None else logits.asnumpy()[:n]
-        return feats[:n].astype(np.float32, copy=False), logits
-
-
-def image_loader(preprocessing, center_crop=None, align=None):
-    """``source -> uint8 HxWxC`` in the net's pixels, raising :class:`ImageError` with a reason.
-
-    ``source`` is a path or a decoded uint8 array (gray HxW[x1] or BGR HxWx3). ``align``
-    (``BGR uint8 -> aligned uint8 or None``) runs after decoding and before the geometry fit.
-    """
-    color = 'bgr' if align is not None or preprocessing.channels != 'gray' else 'gray'
-
-    def load(source):
-        if source is None:
-            raise ImageError('file not found')
-        if isinstance(source, np.ndarray):
-            img = _check_array(source)
-            if align is not None and img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-        elif align is None:
-            return preprocessing.load(source, center_crop)
-        else:
-            img = read_image(source, color)
-        if align is not None:
-            img = align(img)
-            if img is None:
-                raise ImageError('no face found by the aligner')
-        return preprocessing.decoded(img, center_crop)
-    return load
-
-
-def _check_array(img):
-    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
-        raise ImageError(f'array must be uint8 HxW or HxWx3 (BGR), got {img.dtype} {img.shape}')
-    return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
-
-
-def _load_batch(load, sources):
-    out = []
-    for source in sources:
-        try:
-            out.append(load(source))
-        except ImageError as err:
-            out.append(err)
-    return out
-
-
-def prefetch_batches(load, sources, batch_size, num_workers=2):
-    """Yield ``(start, [image or ImageError, ...])`` per batch, decoded by ``num_workers`` threads
-    that keep up to ``num_workers + 1`` batches ahead of the consumer."""
-    starts = range(0, len(sources), batch_size)
-    if num_workers < 1:
-        for start in starts:
-            yield start, _load_batch(load, sources[start:start + batch_size])
-        return
-    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-        pending = deque()
-        todo = iter(starts)
-        for start in todo:
-            pending.append((start, pool.submit(_load_batch, load, sources[start:start + batch_size])))
-            if len(pending) > num_workers:
-                break
-        while pending:
-            start, fut = pending.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt, pool.submit(_load_batch, load, sources[nxt:nxt + batch_size])))
-            yield start, fut.result()
-
-
-def embed_images(embedder, items, center_crop=None, align=None, flip=False, skip_missing=False,
-                 num_workers=2, progress=False, report_file=None):
-    """Embed ``items`` (:class:`ImageItem`); the engine behind the CLI and ``FaceModel.embed``.
-
-    Unreadable images raise :class:`ImageLoadError` (after decoding the rest, so the message lists
-    all of them; forwards stop at the first failure) unless ``skip_missing``, which leaves them out
-    and lists them in ``Extraction.skipped``. ``report_file`` receives every failure as
-    ``label<TAB>reason`` lines whenever there are any.
-    """
-    load = image_loader(embedder.pre, center_crop, align)
-    sources = [item.source for item in items]
-    feats, logits, kept, failures = [], [], [], []
-    bar = tqdm(total=len(items), unit='img', disable=not progress, desc='extract')
-    try:
-        for start, batch in prefetch_batches(load, sources, embedder.batch_size, num_workers):
-            good = []
-            for offset, img in enumerate(batch):
-                if isinstance(img, ImageError):
-                    failures.append((items[start + offset].label, str(img)))
-                else:
-                    good.append((start + offset, img))
-            if good and (skip_missing or not failures):
-                f, lg = embedder.forward([img for _, img in good], flip)
-                feats.append(f)
-                if lg is not None:
-                    logits.append(lg)
-                kept.extend(i for i, _ in good)
-            bar.update(len(batch))
-    finally:
-        bar.close()
-    if failures and report_file:
-        _atomic_write(report_file, lambda f: f.write(
-            ''.join(f'{label}\t{reason}\n' for label, reason in failures).encode('utf-8')))
-    if failures and (not skip_missing or not kept):
-        raise ImageLoadError(failures, report_file)
-    dim = feats[0].shape[1] if feats else 256
-    return Extraction(
-        features=np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
-        labels=[items[i].label for i in kept], indices=np.asarray(kept, dtype=np.int64),
-        skipped=failures, logits=np.concatenate(logits) if logits else None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Output
-
-def _atomic_write(path, write):
-    """Write through ``write(binary file)`` to a temporary name, then rename over ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def cell_column(strings):
-    """Strings as an N x 1 object array, which ``savemat`` writes as an N x 1 MATLAB cell."""
-    cell = np.empty((len(strings), 1), dtype=object)
-    for i, s in enumerate(strings):
-        cell[i, 0] = str(s)
-    return cell
+from common.checks import check_number
+from common.devices import parse_device
+from common.errors import UsageError
+from common.features_mat import write_features
+from common.fileio import atomic_write, check_output_path
+from data_tools.alignment import make_aligner
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
 
 
 def save_features(out, extraction, npy=None, csv=None, sources=None):
     """Write ``out`` (.mat: ``data`` N x 256 single, ``label`` N x 1 cell, ``skipped`` K x 1 cell
     and ``skipped_reason``) and optionally ``npy`` (features) and ``csv`` (index, label, path)."""
-    import scipy.io
-    mat = {'data': np.ascontiguousarray(extraction.features, dtype=np.float32),
-           'label': cell_column(extraction.labels),
-           'skipped': cell_column([label for label, _ in extraction.skipped]),
-           'skipped_reason': cell_column([reason for _, reason in extraction.skipped])}
-    _atomic_write(out, lambda f: scipy.io.savemat(f, mat, format='5', oned_as='column'))
+    write_features(out, extraction.features, extraction.labels, extraction.skipped)
     if npy:
-        _atomic_write(npy, lambda f: np.save(f, mat['data']))
+        with atomic_write(npy) as f:
+            np.save(f, np.ascontiguousarray(extraction.features, dtype=np.float32))
     if csv:
         import pandas as pd
         table = pd.DataFrame({'index': np.arange(len(extraction.labels)),
                               'label': extraction.labels})
         if sources is not None:
             table['path'] = [sources[i] for i in extraction.indices]
-        _atomic_write(csv, lambda f: table.to_csv(f, index=False))
+        with atomic_write(csv) as f:
+            table.to_csv(f, index=False)
 
 
 def failure_report_path(out):
@@ -369,47 +40,41 @@ def failure_report_path(out):
     return base + '.failed.txt'
 
 
-def load_aligner(preprocessing):
-    """The face aligner from ``data_tools.alignment`` (imported only when ``--align`` is used)."""
-    try:
-        from data_tools import alignment
-    except ImportError as err:
-        raise UsageError(f'--align needs data_tools.alignment (MTCNN), which is not available: {err}'
-                         ) from None
-    factory = getattr(alignment, 'make_aligner', None)
-    if factory is None:
-        raise UsageError('data_tools.alignment has no make_aligner(input_size); '
-                         'this version cannot align during extraction')
-    return factory(preprocessing.input_size)
-
-
 def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.', epoch=None,
                    center_crop=None, batch_size=64, flip=False, ctx='cpu', skip_missing=False,
                    align=None, num_workers=2, npy=None, csv=None, progress=True):
-    """Everything ``extract_features.py`` does; returns the :class:`Extraction`.
+    """Everything ``extract_features.py`` does; returns the :class:`~symbols.inference.Extraction`.
 
     Exactly one of ``img_list``, ``images`` (a tree root) or ``pairs`` chooses the images.
     ``align`` is a callable or ``True`` for the MTCNN aligner of ``data_tools.alignment``.
+    Options and output paths are checked before the model loads; the result's ``ignored`` lists
+    ``(relpath, reason)`` of links a tree walk did not follow twice (:func:`common.images.walk_tree`).
     """
-    from models.checkpoint import load_checkpoint
     chosen = [x is not None for x in (img_list, images, pairs)]
     if sum(chosen) != 1:
         raise UsageError('give exactly one of --img-list, --images, --pairs')
-    if center_crop is not None and center_crop < 1:
-        raise UsageError(f'--center-crop must be a positive side in pixels, not {center_crop}')
+    check_number(center_crop, '--center-crop', minimum=1, integer=True, optional=True)
+    check_number(batch_size, '--batch-size', minimum=1, integer=True)
+    check_number(num_workers, '--workers', minimum=0, integer=True)
+    check_number(epoch, '--epoch', minimum=0, integer=True, optional=True)
+    for path, what in ((out, '--out'), (npy, '--npy'), (csv, '--csv')):
+        if path is not None:
+            check_output_path(path, what)
+    ignored = []
     if img_list is not None:
         items = items_from_list(img_list, root)
     elif images is not None:
-        items = items_from_tree(images)
+        items = items_from_tree(images, ignored)
     else:
         items = items_from_pairs(pairs, root)
-    context = parse_ctx(ctx) if isinstance(ctx, str) else ctx
+    context = parse_device(ctx) if ctx is None or isinstance(ctx, str) else ctx
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     pre = meta['preprocessing']
     if align is True:
-        align = load_aligner(pre)
+        align = make_aligner(pre.input_size)
     embedder = Embedder(net, pre, context, min(batch_size, len(items)))
     result = embed_images(embedder, items, center_crop, align, flip, skip_missing, num_workers,
                           progress, report_file=failure_report_path(out))
+    result.ignored = ignored
     save_features(out, result, npy, csv, sources=[item.source for item in items])
     return result

@@ -1,13 +1,9 @@
 """LFW-style verification from a features ``.mat`` and a pairs file: scores, metrics, JSON, ROC plot.
 
 The ``.mat`` holds ``data`` (N x D float) and ``label`` (N x 1 cell of ``Name/Name_0001.jpg``), as written by
-``extract_features.py`` and loaded by the seed's MATLAB evaluator. Pairs are read by
-:func:`data_tools.pairs.read_pairs` (official ``pairs.txt`` or the seed's ``pair.label``).
-
-Matching labels to pair paths (:func:`image_key`, same rule in ``lfw_eval.m``): backslashes become ``/``,
-only the last two path components (identity folder and file) are kept and the file extension is dropped,
-so ``/lfw_patch/Aaron_Eckhart/Aaron_Eckhart_0001.jpg``, ``Aaron_Eckhart/Aaron_Eckhart_0001.png`` and
-``Aaron_Eckhart/Aaron_Eckhart_0001`` are the same image. Matching is case-sensitive.
+``extract_features.py`` and loaded by the seed's MATLAB evaluator (:mod:`common.features_mat`). Pairs are read
+by :func:`data_tools.pairs.read_pairs` (official ``pairs.txt`` or the seed's ``pair.label``); matching them
+to rows, scoring and the metrics follow :mod:`common.verification`.
 """
 import json
 import math
@@ -15,111 +11,13 @@ import os
 
 import numpy as np
 
-from common.cli import UsageError
+from common.checks import check_number
+from common.errors import UsageError
+from common.features_mat import read_features
+from common.fileio import atomic_write, check_output_paths
+from common.verification import (METRICS, TAR_FARS, VAL_FAR, image_key, l2_normalize, match_pairs, pair_scores,
+                                 verification_metrics)
 from data_tools.pairs import read_pairs
-from lfw_verification.metrics import TAR_FARS, VAL_FAR, verification_metrics
-
-METRICS = ('cosine', 'euclidean')
-SCORE_DECIMALS = 12  # rounding makes ties identical in Python and Octave/MATLAB (their sums differ in the last bit)
-_NORM_FLOOR = 1e-12
-
-
-def image_key(path):
-    """``identity/file`` without extension: the key under which a label and a pair path match."""
-    parts = [p for p in str(path).strip().replace('\\', '/').split('/') if p]
-    if not parts:
-        return ''
-    stem, dot, ext = parts[-1].rpartition('.')
-    parts[-1] = stem if dot and stem else parts[-1]
-    return '/'.join(parts[-2:])
-
-
-def _cell_strings(value):
-    """Labels from ``loadmat``: a cell (object array of 1-element str arrays) or a padded char matrix."""
-    if value.dtype == object:
-        out = []
-        for item in value.ravel(order='F'):
-            item = np.asarray(item).ravel()
-            out.append(str(item[0]) if item.size else '')
-        return out
-    if value.dtype.kind in 'US':
-        return [str(s).rstrip() for s in np.atleast_1d(value).ravel()]
-    raise UsageError(f'"label" must be a cell of strings, got {value.dtype} {value.shape}')
-
-
-def load_features(path):
-    """Read ``data`` (N x D float32) and ``label`` (N strings) from a features ``.mat``.
-
-    Raises
-    ------
-    UsageError
-        Missing/unreadable file, missing variables, N mismatch, non-finite values.
-    """
-    from scipy.io import loadmat
-    if not os.path.isfile(path):
-        raise UsageError(f'features file not found: {path}')
-    try:
-        mat = loadmat(path)
-    except Exception as err:  # scipy raises several types for corrupt/unsupported files
-        raise UsageError(f'cannot read {path} as a .mat file: {err}') from None
-    missing = [k for k in ('data', 'label') if k not in mat]
-    if missing:
-        raise UsageError(f'{path} lacks variable(s) {", ".join(missing)} (expected data N x D, label N x 1 cell)')
-    data, labels = np.asarray(mat['data']), _cell_strings(mat['label'])
-    if data.ndim != 2 or data.shape[0] != len(labels):
-        raise UsageError(f'{path}: data is {data.shape} but label has {len(labels)} entries '
-                         f'(expected data N x D with one label per row)')
-    if data.dtype.kind not in 'fiu':
-        raise UsageError(f'{path}: data must be numeric, got {data.dtype}')
-    bad = ~np.isfinite(data).all(axis=1)
-    if bad.any():
-        raise UsageError(f'{path}: {int(bad.sum())} feature rows hold NaN/inf, e.g. {labels[int(np.argmax(bad))]}')
-    return data.astype(np.float32, copy=False), labels
-
-
-def pair_rows(labels, pairs):
-    """Row indices in ``labels`` of both images of every pair (matched by :func:`image_key`).
-
-    Raises
-    ------
-    UsageError
-        Two labels with the same key, or pairs naming images absent from the labels (count + examples).
-    """
-    rows, duplicates = {}, []
-    for i, label in enumerate(labels):
-        key = image_key(label)
-        if key in rows:
-            duplicates.append(label)
-        rows[key] = rows.get(key, i)
-    if duplicates:
-        raise UsageError(f'{len(duplicates)} labels repeat an image already in the features file '
-                         f'(same identity/file after normalisation), e.g. {duplicates[:3]}')
-    missing = sorted({p for pair in pairs for p in (pair.path1, pair.path2) if image_key(p) not in rows})
-    if missing:
-        raise UsageError(f'{len(missing)} images named by the pairs are not in the features file, '
-                         f'e.g. {", ".join(missing[:5])} (labels look like {labels[0]!r})')
-    idx1 = np.array([rows[image_key(p.path1)] for p in pairs], dtype=np.int64)
-    idx2 = np.array([rows[image_key(p.path2)] for p in pairs], dtype=np.int64)
-    return idx1, idx2
-
-
-def l2_normalize(features):
-    """Rows scaled to unit length (all-zero rows stay zero)."""
-    norms = np.sqrt(np.sum(features * features, axis=1, keepdims=True))
-    return features / np.maximum(norms, _NORM_FLOOR)
-
-
-def pair_scores(features, idx1, idx2, metric='cosine'):
-    """Similarity per pair: cosine, or minus the Euclidean distance; rounded to ``SCORE_DECIMALS``."""
-    a, b = features[idx1], features[idx2]
-    if metric == 'cosine':
-        a, b = l2_normalize(a), l2_normalize(b)
-        scores = np.sum(a * b, axis=1)
-    elif metric == 'euclidean':
-        scores = -np.sqrt(np.sum((a - b) ** 2, axis=1))
-    else:
-        raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
-    return np.round(scores, SCORE_DECIMALS)
 
 
 def fold_pca_scores(features, idx1, idx2, folds, n_components, metric='cosine', l2=False):
@@ -153,8 +51,56 @@ def fold_pca_scores(features, idx1, idx2, folds, n_components, metric='cosine', 
     return scores, fold_scores
 
 
-def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, pca=None):
-    """Load features and pairs, score every pair and compute :func:`verification_metrics`.
+def pair_coverage(pairs, match):
+    """How many pairs were scored and dropped, per fold, and every dropped pair with its reasons.
+
+    Returns
+    -------
+    dict
+        ``total``, ``scored``, ``dropped``; ``per_fold``: ``[{fold, pairs, scored, dropped, same,
+        different}]`` (``same``/``different``: scored pairs of each kind); ``dropped_pairs``:
+        ``[{index, fold, path1, path2, same, reasons}]`` (``index``: 0-based position in the pairs file).
+    """
+    kept = set(match.kept.tolist())
+    per_fold = {}
+    for k, pair in enumerate(pairs):
+        row = per_fold.setdefault(int(pair.fold), {'fold': int(pair.fold), 'pairs': 0, 'scored': 0, 'dropped': 0,
+                                                   'same': 0, 'different': 0})
+        row['pairs'] += 1
+        if k in kept:
+            row['scored'] += 1
+            row['same' if pair.issame else 'different'] += 1
+        else:
+            row['dropped'] += 1
+    return {'total': len(pairs), 'scored': len(kept), 'dropped': len(match.dropped),
+            'per_fold': [per_fold[f] for f in sorted(per_fold)],
+            'dropped_pairs': [{'index': k, 'fold': int(pairs[k].fold), 'path1': pairs[k].path1,
+                               'path2': pairs[k].path2, 'same': bool(pairs[k].issame), 'reasons': reasons}
+                              for k, reasons in match.dropped]}
+
+
+def coverage_lines(coverage, examples=5):
+    """Lines saying how many pairs were dropped and why (nothing when every pair was scored)."""
+    if not coverage['dropped']:
+        return []
+    images = sorted({reason for pair in coverage['dropped_pairs'] for reason in pair['reasons']})
+    lines = [f'dropped {coverage["dropped"]} of {coverage["total"]} pairs, naming {len(images)} image(s) '
+             f'without features:']
+    lines += [f'  {reason}' for reason in images[:examples]]
+    if len(images) > examples:
+        lines.append(f'  ... and {len(images) - examples} more (all in the JSON: pairs.dropped_pairs)')
+    lines.append('scored pairs per fold: ' + ', '.join(
+        f'{row["fold"] + 1}: {row["scored"]}/{row["pairs"]}' for row in coverage['per_fold']))
+    return lines
+
+
+def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, pca=None, skip_missing=False):
+    """Load features and pairs, score every pair that can be and compute :func:`verification_metrics`.
+
+    Pairs naming an image the features file records as skipped at extraction are dropped and reported
+    (``result['pairs']``, :func:`pair_coverage`); images absent without such a record are an error
+    unless ``skip_missing``. Folds keep their pairs' fold ids, so each fold's threshold is still fitted on
+    the other folds' remaining pairs; a fold left without pairs drops out of the k-fold mean.
 
     Parameters
     ----------
@@ -164,37 +110,61 @@ def evaluate_verification(features_path, pairs_path, metric='cosine', l2=False, 
         L2-normalise features first (and again after PCA), e.g. for Euclidean distance on the unit sphere.
     pca : int, optional
         Project to ``pca`` dimensions, fitted per fold on the training folds' images only.
+    skip_missing : bool
+        Also drop pairs naming images that are absent from the features file without a record.
 
     Returns
     -------
     dict
-        ``config`` (inputs and options) and ``metrics`` (see :func:`verification_metrics`).
+        ``config`` (inputs and options), ``metrics`` (see :func:`verification_metrics`) and ``pairs``
+        (see :func:`pair_coverage`).
     """
     if metric not in METRICS:
         raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
-    if pca is not None and pca < 1:
-        raise UsageError(f'--pca must be a positive number of dimensions, got {pca}')
-    data, labels = load_features(features_path)
-    pairs = read_pairs(pairs_path)
-    idx1, idx2 = pair_rows(labels, pairs)
+    check_number(pca, 'pca', minimum=1, integer=True, optional=True)
+    data, labels, skipped = read_features(features_path, with_skipped=True)
+    all_pairs = read_pairs(pairs_path)
+    match = match_pairs(labels, all_pairs, skipped, skip_missing)
+    coverage = pair_coverage(all_pairs, match)
+    pairs = [all_pairs[k] for k in match.kept]
+    idx1, idx2 = match.idx1, match.idx2
     issame = np.array([p.issame for p in pairs], dtype=bool)
     folds = np.array([p.fold for p in pairs], dtype=np.int64)
     if issame.all() or not issame.any():
-        raise UsageError(f'{pairs_path}: need both same and different pairs, all {len(pairs)} are '
-                         f'{"same" if issame.all() else "different"}')
-    features = data.astype(np.float64)
+        dropped = f' after dropping {coverage["dropped"]} of {coverage["total"]}' if coverage['dropped'] else ''
+        raise UsageError(f'{pairs_path}: need both same and different pairs, all {len(pairs)} pairs'
+                         f'{dropped} are {"same" if issame.all() else "different"}')
+    metrics = pair_metrics(data, idx1, idx2, issame, folds, metric, l2, pca)
+    config = {'features': os.path.abspath(features_path), 'pairs': os.path.abspath(pairs_path),
+              'n_images': len(labels), 'feature_dim': int(data.shape[1]), 'metric': metric, 'l2': bool(l2),
+              'pca': pca, 'score': 'cosine similarity' if metric == 'cosine' else 'minus Euclidean distance',
+              'rule': 'same if score > threshold; threshold fitted on the other folds',
+              'skipped_at_extraction': len(skipped), 'skip_missing': bool(skip_missing), **pairs_usage(pairs)}
+    return {'config': config, 'metrics': metrics, 'pairs': coverage}
+
+
+def pair_metrics(features, idx1, idx2, issame, folds, metric='cosine', l2=False, pca=None):
+    """:func:`verification_metrics` of the pairs ``(idx1[k], idx2[k])`` of rows of ``features`` (N x D).
+
+    The scoring shared by the ``.mat`` + pairs path and the insightface ``.bin`` path: optional L2
+    normalisation, optional per-fold PCA (:func:`fold_pca_scores`), then :func:`pair_scores`.
+    """
+    if metric not in METRICS:
+        raise UsageError(f'unknown metric {metric!r}; use one of {", ".join(METRICS)}')
+    features = np.asarray(features, dtype=np.float64)
     if l2:
         features = l2_normalize(features)
     if pca:
         scores, fold_scores = fold_pca_scores(features, idx1, idx2, folds, pca, metric, l2)
     else:
         scores, fold_scores = pair_scores(features, idx1, idx2, metric), None
-    metrics = verification_metrics(scores, issame, folds, fold_scores)
-    config = {'features': os.path.abspath(features_path), 'pairs': os.path.abspath(pairs_path),
-              'n_images': len(labels), 'feature_dim': int(data.shape[1]), 'metric': metric, 'l2': bool(l2),
-              'pca': pca, 'score': 'cosine similarity' if metric == 'cosine' else 'minus Euclidean distance',
-              'rule': 'same if score > threshold; threshold fitted on the other folds'}
-    return {'config': config, 'metrics': metrics}
+    return verification_metrics(scores, issame, folds, fold_scores)
+
+
+def pairs_usage(pairs):
+    """How much data the pairs really use: ``n_identities`` and ``n_pair_images`` (distinct)."""
+    keys = {image_key(p) for pair in pairs for p in (pair.path1, pair.path2)}
+    return {'n_identities': len({k.rpartition('/')[0] for k in keys}), 'n_pair_images': len(keys)}
 
 
 def _pct(value):
@@ -207,15 +177,26 @@ def format_table(result):
     acc = ('n/a (one fold)' if m['accuracy_mean'] is None else
            f'{100 * m["accuracy_mean"]:.2f}% +- {100 * m["accuracy_std"]:.2f}%')
     val = 'n/a' if m['val'] is None else f'{_pct(m["val"])} +- {_pct(m["val_std"])} @ FAR={_pct(m["val_far"])}'
+    used = ', '.join(f'{c[k]} {name}' for k, name in (('n_identities', 'identities'),
+                                                     ('n_pair_images', 'distinct images')) if c.get(k) is not None)
+    dropped = result.get('pairs', {}).get('dropped', 0)
     rows = [
-        ('pairs', f'{m["n_pairs"]} ({m["n_same"]} same, {m["n_different"]} different), {m["n_folds"]} folds'),
+        ('pairs', f'{m["n_pairs"]} ({m["n_same"]} same, {m["n_different"]} different), {m["n_folds"]} folds'
+                  + (f'; {used}' if used else '')
+                  + (f'; {dropped} dropped (images without features)' if dropped else '')),
         ('similarity', c['metric'] + (' + l2' if c['l2'] else '') + (f' + PCA {c["pca"]}' if c['pca'] else '')),
         (f'{m["n_folds"]}-fold accuracy', acc),
         ('best-threshold accuracy', f'{_pct(m["optimistic_accuracy"])} (optimistic: threshold fitted on test pairs)'),
         ('EER / 100%-EER', f'{_pct(m["eer"])} / {_pct(m["one_minus_eer"])}'),
         ('AUC', f'{100 * m["auc"]:.3f}%'),
     ]
-    rows += [(f'TAR @ FAR={100 * far:g}%', _pct(m['tar_at_far'][far])) for far in TAR_FARS]
+    notes = m.get('tar_at_far_note', {})
+    rows += [(f'TAR @ FAR={100 * far:g}%', _pct(m['tar_at_far'][far]) if far not in notes else
+              f'n/a ({notes[far]})') for far in TAR_FARS]
+    if m.get('threshold_at_eer') is not None:
+        at_far = ', '.join(f'{t:.4f} @ FAR={100 * far:g}%' for far, t in m['threshold_at_far'].items()
+                           if t is not None)
+        rows.append(('threshold (all pairs)', f'{m["threshold_at_eer"]:.4f} @ EER' + (f'; {at_far}' if at_far else '')))
     rows.append((f'VAL @ FAR={VAL_FAR:g} (facenet)', val))
     width = max(len(name) for name, _ in rows)
     return '\n'.join(f'{name.ljust(width)}  {value}' for name, value in rows)
@@ -229,8 +210,12 @@ def to_json_dict(result, include_roc=True):
     """JSON-ready copy: ``tar_at_far`` keys as strings, ROC arrays as lists (``inf`` thresholds -> null)."""
     m = dict(result['metrics'])
     roc = m.pop('roc')
-    m['tar_at_far'] = {f'{far:g}': tar for far, tar in m['tar_at_far'].items()}
+    for key in ('tar_at_far', 'tar_at_far_note', 'threshold_at_far'):
+        if key in m:
+            m[key] = {f'{far:g}': value for far, value in m[key].items()}
     out = {'config': result['config'], 'metrics': m}
+    if 'pairs' in result:
+        out['pairs'] = result['pairs']
     if include_roc:
         out['roc'] = {'fpr': roc['fpr'].tolist(), 'tpr': roc['tpr'].tolist(),
                       'thresholds': _finite_or_none(roc['thresholds'])}
@@ -238,8 +223,8 @@ def to_json_dict(result, include_roc=True):
 
 
 def write_json(result, path):
-    """Write the result (config, metrics, ROC points) as JSON."""
-    with open(path, 'w', encoding='utf-8') as f:
+    """Write the result (config, metrics, pairs scored and dropped, ROC points) as JSON, atomically."""
+    with atomic_write(path, 'w', encoding='utf-8') as f:
         json.dump(to_json_dict(result), f, indent=1)
 
 
@@ -275,18 +260,60 @@ def plot_roc(result, path):
     plt.close(fig)
 
 
-def check_output_paths(*paths):
-    """Fail before any work when an output's folder does not exist."""
-    for path in paths:
-        folder = os.path.dirname(os.path.abspath(path)) if path else None
-        if folder and not os.path.isdir(folder):
-            raise UsageError(f'output folder does not exist: {folder} (for {path})')
+def recommended_threshold(evaluation, far=None):
+    """The decision threshold an evaluation recommends for ``cosine > threshold`` = same person.
+
+    Parameters
+    ----------
+    evaluation : str or dict
+        An evaluation JSON written by ``lfw_eval.py --json`` (or :func:`write_json`), or its dict.
+    far : float, optional
+        Target false-accept rate (one of the evaluated ``TAR_FARS``, e.g. ``1e-3``); ``None`` gives the
+        threshold at the EER.
+
+    Raises
+    ------
+    UsageError
+        The evaluation holds no such threshold (older file, FAR not evaluated or not measurable with its
+        pairs), or its scores are not plain cosine similarities (``pca`` or ``metric='euclidean'``).
+    """
+    if isinstance(evaluation, (str, os.PathLike)):
+        try:
+            with open(evaluation, encoding='utf-8') as f:
+                evaluation = json.load(f)
+        except (OSError, ValueError) as err:
+            raise UsageError(f'cannot read evaluation JSON {evaluation}: {err}') from None
+    config, metrics = evaluation.get('config', {}), evaluation.get('metrics', {})
+    if config.get('metric', 'cosine') != 'cosine' or config.get('pca'):
+        raise UsageError(f'evaluation scored {config.get("metric")} with pca={config.get("pca")}: its thresholds '
+                         'do not apply to plain cosine similarities')
+    if far is None:
+        value = metrics.get('threshold_at_eer')
+        what = 'threshold_at_eer'
+    else:
+        table = {float(k): v for k, v in (metrics.get('threshold_at_far') or {}).items()}
+        value = table.get(float(far))
+        what = f'threshold_at_far for far={far:g} (evaluated: {sorted(table)})'
+        note = {float(k): v for k, v in (metrics.get('tar_at_far_note') or {}).items()}.get(float(far))
+        if note:
+            what += f'; {note}'
+    if value is None:
+        raise UsageError(f'the evaluation holds no {what}')
+    return float(value)
 
 
-def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None):
+def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None,
+                   skip_missing=False):
     """What ``lfw_eval.py`` does: evaluate, print the table, write the JSON / ROC when asked."""
     check_output_paths(json_path, roc_path)
-    result = evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca)
+    result = evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca, skip_missing=skip_missing)
+    for line in coverage_lines(result['pairs']):
+        print(line)
+    return report_verification(result, json_path, roc_path)
+
+
+def report_verification(result, json_path=None, roc_path=None):
+    """Print the table of a verification result, write its JSON / ROC when asked; returns the result."""
     print(format_table(result))
     if json_path:
         write_json(result, json_path)

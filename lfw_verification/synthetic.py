@@ -22,14 +22,6 @@ def synthetic_features(n_identities=40, images_per_identity=6, dim=256, noise=0.
     return np.asarray(data, dtype=np.float32), labels
 
 
-def write_features_mat(path, data, labels):
-    """Write the extraction layout: ``data`` N x D float32, ``label`` N x 1 cell of strings."""
-    from scipy.io import savemat
-    cell = np.empty((len(labels), 1), dtype=object)
-    cell[:, 0] = labels
-    savemat(path, {'data': np.asarray(data, dtype=np.float32), 'label': cell})
-
-
 def synthetic_pairs(labels, folds=10, per_fold=30, seed=0):
     """LFW View-2-like pairs over ``labels``: identity-disjoint folds, ``per_fold`` same then different each.
 

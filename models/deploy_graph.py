@@ -18,6 +18,8 @@ import tempfile
 
 import mxnet as mx
 
+from symbols.quantized import load_symbol_block  # noqa: F401  (re-export: deployment graphs load through it)
+
 # Inputs of the ops whose folded inputs get a readable name (position -> argument name).
 _ARGUMENT_NAMES = {'Convolution': ('data', 'weight', 'bias'), 'FullyConnected': ('data', 'weight', 'bias')}
 
@@ -164,21 +166,6 @@ def parameter_only_ops(graph, params):
     """Names of op nodes of ``graph`` that read parameters only (what :func:`fold_constants` removes)."""
     nodes = graph['nodes']
     return [nodes[i]['name'] for i in sorted(_constant_nodes(nodes, params)) if nodes[i]['op'] != 'null']
-
-
-def load_symbol_block(graph, params, input_names=('data',), ctx=None, block_class=None):
-    """A ``gluon.SymbolBlock`` (or ``block_class``) running ``graph`` with ``params``, as
-    ``SymbolBlock.imports`` would; the inputs are float32, parameter dtypes come from ``params`` (int8
-    weights of a quantized graph stay int8)."""
-    symbol = mx.sym.load_json(json.dumps(graph))
-    inputs = [mx.sym.var(name, dtype='float32') for name in input_names]
-    block = (block_class or mx.gluon.SymbolBlock)(symbol, inputs)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, 'net.params')
-        aux = set(symbol.list_auxiliary_states())
-        mx.nd.save(path, {('aux:' if k in aux else 'arg:') + k: v for k, v in params.items()})
-        block.collect_params().load(path, ctx=ctx or mx.cpu(), cast_dtype=True, dtype_source='saved')
-    return block
 
 
 def deploy_symbol(net, data_shape):

@@ -1,9 +1,9 @@
 """Export a checkpoint's feature net for deployment: MXNet symbol + params, or ONNX.
 
-    python models/export.py --model models/lightcnn-v4 --format mxnet   # models/export/lightcnn-v4-*
-    python models/export.py --model models/lightcnn-v4 --format onnx --check
-    python models/export.py --model models/lightcnn-v4 --quantize int8 --calibration IMAGES_OR_REC \
-        --out models/lightcnn-v4-int8       # an INT8 checkpoint (models/quantize.py)
+    python models/export.py --model runs/pretrained/lightcnn-v4 --format mxnet   # runs/export/lightcnn-v4-*
+    python models/export.py --model runs/pretrained/lightcnn-v4 --format onnx --check
+    python models/export.py --model runs/pretrained/lightcnn-v4 --quantize int8 --calibration DIR|REC \
+        --out runs/lightcnn-v4-int8       # an INT8 checkpoint (models/quantize.py)
 
 Both formats take a float32 NCHW batch ``data`` already preprocessed as the checkpoint's JSON says
 (channels, /255, 128x128) and return the 256-d features: the MXNet graph only those, the ONNX file
@@ -12,29 +12,36 @@ the folded inference graph (:mod:`models.deploy_graph`). ``--check`` runs the ON
 in a separate deploy environment (onnxruntime needs numpy >= 1.24, MXNet 1.9.1 needs < 1.24) and
 compares it with MXNet.
 """
-import json
-import os
-import sys
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import json  # noqa: E402
+import os  # noqa: E402
 
-from common.cli import ArgumentParser, UsageError, run_cli  # noqa: E402  (first: sizes MXNet's threads)
-
+from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.errors import UsageError  # noqa: E402
+from common.fileio import atomic_path, atomic_write, check_output_prefix  # noqa: E402
+from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from models.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from symbols.checkpoint import load_checkpoint, load_metadata, resolve_checkpoint  # noqa: E402
+from symbols.quantized import is_quantized, save_params  # noqa: E402
+
 from models.deploy_graph import deploy_symbol  # noqa: E402
 from models.onnx_export import (EMBEDDING, LOGITS, ONNX_OPSET,  # noqa: E402,F401  (ONNX_OPSET: re-export)
                                 graph_to_onnx, onnxruntime_outputs)
+from models.quantize import (CALIBRATION_MODES, DEFAULT_CALIBRATION_IMAGES, GRANULARITIES,  # noqa: E402
+                             quantize_checkpoint)
 
+QUANTIZE_DTYPES = ('int8',)
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_prefix(model_spec):
-    """``models/export/NAME`` for checkpoint ``models/NAME``: never the checkpoint's own files."""
-    stem = resolve_checkpoint(model_spec)
-    return os.path.join(os.path.dirname(stem), 'export', os.path.basename(stem))
+    """``runs/export/NAME`` for checkpoint ``.../NAME``: never the checkpoint's own files."""
+    return runs_dir('export', os.path.basename(resolve_checkpoint(model_spec)))
 
 
 def load_feature_net(model_spec):
@@ -56,11 +63,10 @@ def export_mxnet(net, prefix, data_shape=None):
         net.export(prefix, epoch=0)
     else:
         graph, params = deploy_symbol(net, data_shape)
-        with open(prefix + '-symbol.json', 'w') as f:
+        with atomic_write(prefix + '-symbol.json', 'w', encoding='utf-8') as f:
             json.dump(graph, f, indent=2)
-        aux = set(mx.sym.load_json(json.dumps(graph)).list_auxiliary_states())
-        mx.nd.save(prefix + '-0000.params',
-                   {('aux:' if k in aux else 'arg:') + k: v for k, v in params.items()})
+        with atomic_path(prefix + '-0000.params') as tmp:
+            save_params(tmp, graph, params)
     return [prefix + '-symbol.json', prefix + '-0000.params']
 
 
@@ -70,8 +76,7 @@ def load_onnx_net(model_spec):
     Returns ``(net, meta, output_names)`` with the net's outputs named in MXNet's order.
     """
     stem = resolve_checkpoint(model_spec)
-    with open(stem + '.json') as f:
-        has_head = bool(json.load(f).get('num_classes'))
+    has_head = bool(load_metadata(stem).get('num_classes'))
     net, meta = load_checkpoint(stem, features_only=not has_head, return_features=has_head)
     return net, meta, ([LOGITS, EMBEDDING] if has_head else [EMBEDDING])
 
@@ -81,7 +86,8 @@ def export_onnx(net, meta, path, output_names=(EMBEDDING,)):
     [+ ``logits``], any batch size N; see :mod:`models.onnx_export`."""
     data_shape = meta['preprocessing'].data_shape
     graph, params = deploy_symbol(net, data_shape)
-    graph_to_onnx(graph, params, data_shape, list(output_names), path)
+    with atomic_path(path) as tmp:
+        graph_to_onnx(graph, params, data_shape, list(output_names), tmp)
     return [path]
 
 
@@ -140,11 +146,9 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     if fmt not in ('mxnet', 'onnx'):
         raise UsageError(f"unknown format {fmt!r}; choose 'mxnet' or 'onnx'")
     stem = resolve_checkpoint(model_spec)
-    with open(stem + '.json') as f:
-        if json.load(f).get('quantization'):
-            raise UsageError(f'{stem} is an INT8 checkpoint: export its fp32 source checkpoint instead')
-    prefix = prefix or default_prefix(model_spec)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    if is_quantized(load_metadata(stem)):
+        raise UsageError(f'{stem} is an INT8 checkpoint: export its fp32 source checkpoint instead')
+    prefix = check_output_prefix(prefix or default_prefix(model_spec), '--out')
     if fmt == 'mxnet':
         net, meta = load_feature_net(model_spec)
         outputs = [EMBEDDING]
@@ -156,7 +160,7 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     info = dict(network=meta['network'], input='data', input_shape=['N', *pre.data_shape],
                 output='256-d feature', outputs=sorted(outputs, key=[EMBEDDING, LOGITS].index),
                 preprocessing=pre.to_dict())
-    with open(prefix + '.export.json', 'w') as f:  # what a deployer must feed the exported graph
+    with atomic_write(prefix + '.export.json', 'w') as f:  # what a deployer must feed the exported graph
         json.dump(info, f, indent=1, sort_keys=True)
     files.append(prefix + '.export.json')
     result = dict(files=files, max_abs_diff=None)
@@ -173,35 +177,40 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     return result
 
 
-def quantize_model(model_spec, prefix=None, calibration=None, count=None, mode='entropy',
-                   granularity='channel-wise', exclude=(), center_crop=None):
+def quantize_model(model_spec, prefix=None, dtype='int8', calibration=None, count=DEFAULT_CALIBRATION_IMAGES,
+                   mode='entropy', granularity='channel-wise', exclude=(), center_crop=None):
     """INT8 checkpoint of ``model_spec`` (:func:`models.quantize.quantize_checkpoint`); ``prefix``
-    defaults to the checkpoint stem + ``-int8``."""
-    from models.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_checkpoint
+    defaults to ``runs/NAME-int8``.
+
+    Raises
+    ------
+    UsageError
+        ``dtype`` is not ``'int8'``, ``calibration`` is not given, or what ``quantize_checkpoint`` raises.
+    """
+    if dtype not in QUANTIZE_DTYPES:
+        raise UsageError(f"unknown quantize dtype {dtype!r}; choose {', '.join(map(repr, QUANTIZE_DTYPES))}")
     if not calibration:
-        raise UsageError('INT8 quantization needs a calibration set: an image folder or a .rec')
-    prefix = prefix or resolve_checkpoint(model_spec) + '-int8'
-    return quantize_checkpoint(model_spec, prefix, calibration, count or DEFAULT_CALIBRATION_IMAGES,
-                               mode, granularity, exclude, center_crop)
+        raise UsageError('INT8 quantization needs calibration: an image folder, a .rec or a folder of .rec files')
+    stem = resolve_checkpoint(model_spec)
+    prefix = check_output_prefix(prefix or runs_dir(os.path.basename(stem) + '-int8'), '--out')
+    return quantize_checkpoint(stem, prefix, calibration, count, mode, granularity, exclude, center_crop)
 
 
 def main(argv=None):
-    from models.quantize import CALIBRATION_MODES, DEFAULT_CALIBRATION_IMAGES, GRANULARITIES
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. models/lightcnn-v4')
+    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument('--format', choices=('mxnet', 'onnx'))
-    what.add_argument('--quantize', choices=('int8',),
+    what.add_argument('--quantize', choices=QUANTIZE_DTYPES,
                       help='write an INT8 checkpoint (oneDNN, CPU) that extraction and load_model use')
-    parser.add_argument('--out', help='output prefix (default models/export/NAME; with --quantize the '
-                                      'checkpoint stem + "-int8")')
+    parser.add_argument('--out', help='output prefix (default runs/export/NAME; with --quantize runs/NAME-int8)')
     parser.add_argument('--check', action='store_true',
                         help='onnx: run the file in onnxruntime and compare with MXNet (< 1e-4)')
     parser.add_argument('--deploy-python', help=f'python with onnxruntime for --check (default '
                                                 f'${DEPLOY_PYTHON_ENV} or .venv-deploy/bin/python)')
-    q = parser.add_argument_group('INT8 (--quantize)')
+    q = parser.add_argument_group('INT8 (--quantize int8)')
     q.add_argument('--calibration', metavar='DIR|REC',
-                   help='calibration images: a folder (recursive) or a packed .rec')
+                   help='calibration images: an image folder (recursive), a packed .rec, or a folder of .rec files')
     q.add_argument('--calibration-count', type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar='N',
                    help=f'images used, spread evenly over the set (default {DEFAULT_CALIBRATION_IMAGES})')
     q.add_argument('--calibration-mode', choices=CALIBRATION_MODES, default='entropy',
@@ -209,7 +218,7 @@ def main(argv=None):
     q.add_argument('--granularity', choices=GRANULARITIES, default='channel-wise',
                    help='weight scales per output channel (default) or per tensor')
     q.add_argument('--exclude', nargs='+', default=[], metavar='LAYER',
-                   help='layers of the folded graph kept in fp32')
+                   help='layers of the folded graph kept in fp32 (e.g. mfm0_convolution0 dense0_fwd)')
     q.add_argument('--center-crop', type=int, metavar='PX',
                    help='central square of calibration images first, as extract_features --center-crop')
     args = parser.parse_args(argv)
@@ -218,12 +227,13 @@ def main(argv=None):
             parser.error('--check compares ONNX with MXNet; it does not apply to --quantize')
         if not args.calibration:
             parser.error('--quantize int8 needs --calibration DIR|REC')
-        result = quantize_model(args.model, args.out, args.calibration, args.calibration_count,
+        result = quantize_model(args.model, args.out, args.quantize, args.calibration, args.calibration_count,
                                 args.calibration_mode, args.granularity, args.exclude, args.center_crop)
         calib = result['quantization']['calibration']
         print(f"wrote INT8 checkpoint {result['stem']} ({', '.join(result['files'])}); calibrated "
               f"({calib['method']}) on {calib['images']} {calib['kind']} of {calib['source']}"
-              + (f"; {len(calib['skipped'])} unreadable, skipped" if calib['skipped'] else ''))
+              + (f"; {len(calib['skipped'])} unreadable, skipped: "
+                 + '; '.join(f'{a} ({b})' for a, b in calib['skipped']) if calib['skipped'] else ''))
         return
     if args.calibration:
         parser.error('--calibration applies to --quantize int8')

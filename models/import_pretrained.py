@@ -2,12 +2,11 @@
 
     python models/import_pretrained.py lightcnn-v4                       # download, verify, convert
     python models/import_pretrained.py LightCNN_29Layers_V2_checkpoint.pth.tar \
-        --network lightcnn29v2 --out models/lightcnn29v2
+        --network lightcnn29v2 --out runs/pretrained/lightcnn29v2
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
+    from common.threads import default_compute_threads
+    default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from models.pretrained import KNOWN_CHECKPOINTS, import_pretrained  # noqa: E402
@@ -21,11 +20,10 @@ def main(argv=None):
     parser.add_argument('--network', choices=get_model_list(),
                         help='architecture of the checkpoint (required for a file)')
     parser.add_argument('--out', help='output stem: writes OUT.params and OUT.json '
-                                      '(default for known names: models/NAME)')
+                                      '(default for known names: runs/pretrained/NAME)')
     parser.add_argument('--features-only', action='store_true',
                         help='drop the classifier fc2 if the checkpoint has one')
-    parser.add_argument('--cache', help='download cache (default $LIGHTCNN_CACHE or '
-                                        '~/.cache/lightcnn-gluon)')
+    parser.add_argument('--cache', help='download cache (default $LIGHTCNN_CACHE or runs/cache)')
     args = parser.parse_args(argv)
     result = import_pretrained(args.checkpoint, args.network, args.out, args.features_only,
                                args.cache)

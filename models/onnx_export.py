@@ -16,6 +16,9 @@ installed onnx's newest opset; :func:`onnx_opset` makes it convert for, and stam
 """
 import contextlib
 import json
+import os
+import subprocess
+import tempfile
 
 import mxnet as mx
 import numpy as np
@@ -167,9 +170,6 @@ def onnxruntime_outputs(onnx_path, batch, deploy_python):
     Returns ``(outputs, log)``: every output by name (numpy) and what onnxruntime printed on stderr
     (its warnings; empty for a clean model). Raises ``RuntimeError`` when the run fails.
     """
-    import os
-    import subprocess
-    import tempfile
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onnx_check.py')
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = os.path.join(tmp, 'input.npy'), os.path.join(tmp, 'outputs.npz')

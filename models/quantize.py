@@ -1,7 +1,7 @@
 """INT8 inference on CPU: post-training quantization of a checkpoint's feature net with MXNet's oneDNN backend.
 
-    python models/export.py --model models/lightcnn-v4 --quantize int8 \\
-        --calibration ../shared/datasets/pubfig83 --out models/lightcnn-v4-int8
+    python models/export.py --model runs/pretrained/lightcnn-v4 --quantize int8 \\
+        --calibration ../shared/datasets/pubfig83 --out runs/lightcnn-v4-int8
 
 Steps (MXNet 1.9.1, ``mx.contrib.quantization.quantize_net_v2``, Intel's oneDNN recipe):
 
@@ -11,17 +11,19 @@ Steps (MXNet 1.9.1, ``mx.contrib.quantization.quantize_net_v2``, Intel's oneDNN 
 2. the ``MKLDNN_QUANTIZE`` pass, run in a child process without conv+relu fusion (see ``QUANTIZE_ENV``):
    convolutions (the sum fused), relus, pooling, additions and the dense layer become int8 oneDNN operators
    with int8 weights (one scale per output channel by default), so the whole trunk stays int8;
-3. calibration: a few hundred images (or packed records) are run in fp32 and each layer's output range
+3. calibration: a few hundred images (an image tree, a ``.rec`` or a folder of them) are run in fp32 and each layer's output range
    chosen from them -- ``naive`` (min/max) or ``entropy`` (the threshold minimising the KL divergence);
 4. the result is written as a checkpoint: ``PREFIX.json`` (``quantization`` records dtype, calibration
    set, count and method), ``PREFIX-symbol.json`` (the quantized graph) and ``PREFIX.params``.
 
-:func:`models.checkpoint.load_checkpoint` sees ``quantization`` in the JSON and returns
-:func:`load_quantized`'s ``SymbolBlock``, so ``extract_features.py --model PREFIX`` and
+:func:`symbols.checkpoint.load_checkpoint` sees ``quantization`` in the JSON and returns the stored graph as a
+``SymbolBlock`` (:mod:`symbols.quantized`, which imports nothing from here), so ``extract_features.py --model PREFIX`` and
 ``load_model(PREFIX)`` use it like any other checkpoint (CPU only: the int8 operators are oneDNN's).
 """
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import mxnet as mx
@@ -29,13 +31,16 @@ import numpy as np
 
 from common.errors import UsageError
 from common.images import ImageError, decode_image
+from data_tools.records import iter_records
+from symbols.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from symbols.inference import items_from_tree
+from symbols.quantized import QUANTIZATION_KEY, SYMBOL_SUFFIX, save_params
 
-from .deploy_graph import deploy_symbol, load_symbol_block
+from .deploy_graph import deploy_symbol
 
 CALIBRATION_MODES = ('naive', 'entropy')
 GRANULARITIES = ('channel-wise', 'tensor-wise')
 DEFAULT_CALIBRATION_IMAGES = 256
-QUANTIZATION_KEY = 'quantization'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,11 +60,12 @@ def calibration_images(source, preprocessing, count=DEFAULT_CALIBRATION_IMAGES, 
     Parameters
     ----------
     source : str
-        A folder of images (searched recursively, e.g. an identity tree) or a packed ``.rec``.
+        An image folder (searched recursively, e.g. an identity tree), a packed ``.rec``, or a folder
+        holding packed ``.rec`` files (``pack_rec.py`` output: every ``.rec`` at its top level is read).
     preprocessing : Preprocessing
-        The checkpoint's pixels (channels, 128 input); records are centre-cropped as in validation.
+        The checkpoint's pixels (channels, input side); records are centre-cropped as in validation.
     count : int
-        Images to use, spread evenly over the sorted image list (over the file order of a ``.rec``).
+        Images to use, spread evenly over the sorted image list (over the file order of the records).
     center_crop : int or None
         As in extraction: a central square of this side first (images only).
 
@@ -73,43 +79,59 @@ def calibration_images(source, preprocessing, count=DEFAULT_CALIBRATION_IMAGES, 
     Raises
     ------
     UsageError
-        ``source`` missing, ``count`` < 1, or not one readable image.
+        ``source`` missing or neither images nor records, ``count`` < 1, or not one readable image.
     """
     if count < 1:
         raise UsageError(f'calibration count must be >= 1, not {count}')
-    if os.path.isdir(source):
-        from extract_features.extraction import items_from_tree
-        items = items_from_tree(source)
-        chosen = _evenly(items, count)
+    source = os.fspath(source)
+    records = _record_files(source)
+    if records:
+        loaded, skipped, available = _from_records(records, preprocessing, count)
+        kind = 'records'
+    elif os.path.isdir(source):
+        try:
+            items = items_from_tree(source)
+        except UsageError as err:
+            raise UsageError(f'calibration set {source} is empty: {err}') from None
         kind, available = 'images', len(items)
         loaded, skipped = [], []
-        for item in chosen:
+        for item in _evenly(items, count):
             try:
                 loaded.append(preprocessing.load(item.source, center_crop))
             except ImageError as err:
                 skipped.append([item.label, str(err)])
-    elif os.path.isfile(source) and source.endswith('.rec'):
-        loaded, skipped, available = _records(source, preprocessing, count)
-        kind = 'records'
+    elif not os.path.exists(source):
+        raise UsageError(f'calibration set {source} does not exist')
     else:
         raise UsageError(f'calibration set {source} is neither an image folder nor a .rec file')
     if not loaded:
-        raise UsageError(f'no readable calibration image in {source} ({len(skipped)} unreadable)')
+        raise UsageError(f'calibration set {source} has no readable image ({len(skipped)} unreadable'
+                         + (f', e.g. {skipped[0][0]}: {skipped[0][1]}' if skipped else '') + ')')
     info = dict(source=os.path.abspath(source), kind=kind, images=len(loaded), available=available,
                 skipped=skipped)
     return preprocessing.to_batch(loaded), info
 
 
-def _records(rec_path, preprocessing, count):
-    from data_tools.records import iter_records
-    payloads = [(record_id, payload) for _, record_id, payload in iter_records(rec_path)]
+def _record_files(source):
+    """The ``.rec`` files ``source`` names: itself, or those at the top level of a folder; [] otherwise."""
+    if os.path.isfile(source) and source.endswith('.rec'):
+        return [source]
+    if os.path.isdir(source):
+        return sorted(os.path.join(source, f) for f in os.listdir(source)
+                      if f.endswith('.rec') and os.path.isfile(os.path.join(source, f)))
+    return []
+
+
+def _from_records(rec_paths, preprocessing, count):
+    payloads = [(rec, record_id, payload) for rec in rec_paths for _, record_id, payload in iter_records(rec)]
     color = 'gray' if preprocessing.channels == 'gray' else 'bgr'
     loaded, skipped = [], []
-    for record_id, payload in _evenly(payloads, count):
+    for rec, record_id, payload in _evenly(payloads, count):
+        name = f'{os.path.basename(rec)} record {record_id}'
         try:
-            loaded.append(preprocessing.decoded(decode_image(payload, color, f'record {record_id}')))
+            loaded.append(preprocessing.decoded(decode_image(payload, color, name)))
         except ImageError as err:
-            skipped.append([f'record {record_id}', str(err)])
+            skipped.append([name, str(err)])
     return loaded, skipped, len(payloads)
 
 
@@ -161,8 +183,6 @@ QUANTIZE_ENV = {'MXNET_DISABLE_MKLDNN_FUSE_CONV_RELU': '1'}
 
 
 def _quantize_in_subprocess(graph, params, calibration, batch_size, mode, granularity, exclude):
-    import subprocess
-    import sys
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, 'graph.json'), 'w') as f:
@@ -273,12 +293,17 @@ def quantize_checkpoint(model_spec, prefix, calibration, count=DEFAULT_CALIBRATI
                         granularity='channel-wise', exclude=(), center_crop=None, epoch=None):
     """Write an INT8 checkpoint ``prefix`` of ``model_spec``'s feature net; returns a summary dict.
 
-    Files: ``prefix.params``, ``prefix-symbol.json`` and, last, ``prefix.json`` (the checkpoint JSON
-    with ``quantization``: dtype, backend, granularity, excluded layers, source checkpoint, and
-    ``calibration`` = source, kind, images, available, method, skipped). See :func:`calibration_images`
-    and :func:`quantize_feature_net` for the parameters.
+    Files (committed as one checkpoint by :func:`symbols.checkpoint.save_checkpoint`): ``prefix.params``,
+    ``prefix-symbol.json`` and ``prefix.json``, whose ``quantization`` records dtype, backend, granularity,
+    excluded layers, the source checkpoint, the operators of the graph and ``calibration`` (source, kind,
+    images used, available, method, centre crop, skipped). :mod:`symbols.quantized` loads it. See
+    :func:`calibration_images` and :func:`quantize_feature_net` for the parameters.
+
+    Raises
+    ------
+    UsageError
+        ``prefix`` is the source checkpoint, the source is already INT8, or a parameter is invalid.
     """
-    from .checkpoint import FORMAT, _atomic, load_checkpoint, resolve_checkpoint
     stem = resolve_checkpoint(model_spec, epoch)
     if os.path.abspath(prefix) == os.path.abspath(stem):
         raise UsageError(f'the INT8 checkpoint prefix {prefix} would overwrite its source checkpoint')
@@ -289,68 +314,24 @@ def quantize_checkpoint(model_spec, prefix, calibration, count=DEFAULT_CALIBRATI
     pre = meta['preprocessing']
     batch, info = calibration_images(calibration, pre, count, center_crop)
     qgraph, qparams, used = quantize_feature_net(net, pre.data_shape, batch, mode, granularity, exclude)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)) or '.', exist_ok=True)
-    symbol_file = prefix + '-symbol.json'
-    _atomic(symbol_file, lambda path: _write_json(path, qgraph))
-    _atomic(prefix + '.params', lambda path: mx.nd.save(path, {'arg:' + k: v for k, v in qparams.items()}))
     info.update(method=mode, images=used, center_crop=center_crop)
+    symbol_name = os.path.basename(prefix) + SYMBOL_SUFFIX
     quantization = dict(dtype='int8', backend='MKLDNN_QUANTIZE (oneDNN)', granularity=granularity,
                         excluded=list(exclude), calibration=info, source_checkpoint=os.path.abspath(stem),
-                        symbol=os.path.basename(symbol_file), operators=operator_counts(qgraph),
-                        mxnet=mx.__version__)
-    out_meta = {k: v for k, v in meta.items() if k not in ('stem', 'preprocessing', 'states')}
-    out_meta.update(format=FORMAT, version=1, epoch=None, num_classes=None,
-                    preprocessing=pre.to_dict(), **{QUANTIZATION_KEY: quantization})
-    _atomic(prefix + '.json', lambda path: _write_json(path, out_meta, indent=1))
-    return dict(stem=prefix, files=[prefix + '.params', symbol_file, prefix + '.json'],
+                        symbol=symbol_name, operators=operator_counts(qgraph), mxnet=mx.__version__)
+    out_meta = {k: v for k, v in meta.items() if k not in ('stem', 'states', 'files', 'epoch')}
+    out_meta.update(num_classes=None, preprocessing=pre, **{QUANTIZATION_KEY: quantization})
+
+    def write_graph(path):
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(qgraph, f)
+    save_checkpoint(None, prefix, out_meta, extra={'.params': lambda path: save_params(path, qgraph, qparams),
+                                                   SYMBOL_SUFFIX: write_graph})
+    return dict(stem=prefix, files=[prefix + '.params', prefix + SYMBOL_SUFFIX, prefix + '.json'],
                 quantization=quantization)
 
 
-def _write_json(path, obj, indent=None):
-    with open(path, 'w') as f:
-        json.dump(obj, f, indent=indent, sort_keys=indent is not None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-class QuantizedNet(mx.gluon.SymbolBlock):
-    """The INT8 graph as a ``SymbolBlock``; already partitioned for oneDNN, so ``hybridize`` ignores a
-    ``backend`` argument (the extraction engine asks every net for the MKLDNN pass)."""
-
-    def hybridize(self, active=True, backend=None, backend_opts=None, **kwargs):
-        super().hybridize(active, **kwargs)
-
-
-def load_quantized(stem, meta, ctx=None):
-    """``(net, meta)`` of an INT8 checkpoint, as :func:`models.checkpoint.load_checkpoint` returns them.
-
-    Raises
-    ------
-    UsageError
-        A GPU context (the int8 operators are oneDNN CPU operators), or missing/broken files.
-    """
-    from common.preprocessing import Preprocessing
-    ctx = ctx or mx.cpu()
-    if ctx.device_type != 'cpu':
-        raise UsageError(f'{stem} is an INT8 (oneDNN) checkpoint: it runs on the CPU only, not {ctx}')
-    symbol_file = os.path.join(os.path.dirname(stem), meta[QUANTIZATION_KEY].get('symbol', ''))
-    if not os.path.isfile(symbol_file):
-        raise UsageError(f'INT8 checkpoint {stem}: graph file {symbol_file} is missing')
-    with open(symbol_file) as f:
-        graph = json.load(f)
-    try:
-        params = {k.split(':', 1)[1]: v for k, v in mx.nd.load(stem + '.params').items()}
-        net = load_symbol_block(graph, params, ctx=ctx, block_class=QuantizedNet)
-    except (mx.MXNetError, KeyError, AssertionError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f'{stem}.params does not fit {symbol_file}: {first}') from None
-    pre = Preprocessing.from_dict(meta.get('preprocessing', {}))
-    return net, dict(meta, preprocessing=pre, stem=stem)
-
-
 if __name__ == '__main__':
-    import sys
     try:
         _worker(sys.argv[1])
     except UsageError as err:

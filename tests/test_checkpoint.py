@@ -5,9 +5,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
-from models.checkpoint import list_epochs, load_checkpoint, resolve_checkpoint, save_checkpoint
+from symbols.checkpoint import list_epochs, load_checkpoint, resolve_checkpoint, save_checkpoint
 from symbols import LightCNNInit, get_model
 
 

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common.cli import ArgumentParser, UsageError, run_cli
+from common.cli import ArgumentParser, run_cli
+from common.errors import UsageError
 from common.images import ImageError, decode_image, encode_jpeg, list_images, read_image
 from common.preprocessing import Preprocessing
 from common.threads import physical_cores
@@ -52,14 +53,37 @@ def _threads_seen(repo_root, code, **env):
     return run.stdout.split()[-1]
 
 
+THREADS_FIRST = 'from common.threads import default_compute_threads; default_compute_threads()'  # scripts' idiom
+
+
 def test_command_lines_use_every_physical_core_unless_told(repo_root):
-    """MXNet alone would use half the cores on x86; importing common.cli (every script does, first) sizes it."""
+    """MXNet alone would use half the cores on x86; every script sizes it first with default_compute_threads()."""
     cores = physical_cores()
     assert 1 <= cores <= os.cpu_count()
-    assert _threads_seen(repo_root, 'import common.cli') == str(cores)
-    assert _threads_seen(repo_root, 'import common.cli', OMP_NUM_THREADS='3') == '3'
-    assert _threads_seen(repo_root, 'import common.cli', MXNET_OMP_MAX_THREADS='3') == 'None'
-    assert _threads_seen(repo_root, 'import mxnet, common.cli') == 'None'  # too late to change: left alone
+    assert _threads_seen(repo_root, THREADS_FIRST) == str(cores)
+    assert _threads_seen(repo_root, THREADS_FIRST, OMP_NUM_THREADS='3') == '3'
+    assert _threads_seen(repo_root, THREADS_FIRST, MXNET_OMP_MAX_THREADS='3') == 'None'
+    assert _threads_seen(repo_root, 'import mxnet; ' + THREADS_FIRST) == 'None'  # too late to change: left alone
+
+
+def test_importing_library_code_sets_no_threads(repo_root):
+    """Only a command decides the threads: importing the shared modules (or a stage) changes nothing."""
+    assert _threads_seen(repo_root, 'import common, common.cli, common.errors, common.paths, common.threads') == 'None'
+    assert _threads_seen(repo_root, 'import models, data_tools.packing') == 'None'
+
+
+def test_default_locations_are_under_runs_and_movable(monkeypatch, repo_root, tmp_path):
+    from common.paths import cache_dir, runs_dir
+    monkeypatch.delenv('LIGHTCNN_RUNS_DIR', raising=False)
+    monkeypatch.delenv('LIGHTCNN_CACHE', raising=False)
+    assert runs_dir('pretrained', 'v4') == str(repo_root / 'runs' / 'pretrained' / 'v4')
+    assert cache_dir('mtcnn') == str(repo_root / 'runs' / 'cache' / 'mtcnn')
+    monkeypatch.setenv('LIGHTCNN_RUNS_DIR', str(tmp_path / 'r'))
+    assert runs_dir('export', 'v4') == str(tmp_path / 'r' / 'export' / 'v4')
+    assert cache_dir() == str(tmp_path / 'r' / 'cache')
+    monkeypatch.setenv('LIGHTCNN_CACHE', str(tmp_path / 'c'))
+    assert cache_dir('mtcnn') == str(tmp_path / 'c' / 'mtcnn')
+    assert not (tmp_path / 'r').exists()  # nothing is created until a command writes there
 
 
 def test_list_images_is_recursive_sorted_and_by_extension(tmp_path):
@@ -110,11 +134,14 @@ def test_cli_errors_are_one_line_exit_2(capsys):
     assert capsys.readouterr().err.count('\n') == 1
 
 
-@pytest.mark.parametrize('script', ['train_lightcnn.py', 'data_tools/pack_rec.py', 'data_tools/make_pairs.py',
-                                    'data_tools/inspect_rec.py', 'data_tools/align.py',
-                                    'extract_features/extract_features.py', 'lfw_verification/lfw_eval.py',
-                                    'lfw_verification/identify.py', 'models/import_pretrained.py',
-                                    'models/export.py'])
+SCRIPTS = ['train_lightcnn.py', 'data_tools/pack_rec.py', 'data_tools/make_pairs.py', 'data_tools/inspect_rec.py',
+           'data_tools/align.py', 'extract_features/extract_features.py', 'lfw_verification/lfw_eval.py',
+           'lfw_verification/identify.py', 'models/import_pretrained.py', 'models/export.py',
+           'data_tools/make_bin.py', 'identification/plot_embeddings.py', 'identification/predict.py',
+           'identification/split_features.py']
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_every_script_runs_from_the_root_and_misuse_is_exit_2(repo_root, tmp_path, script):
     ok = subprocess.run([sys.executable, script, '--help'], cwd=repo_root, capture_output=True, text=True)
     assert ok.returncode == 0 and 'usage' in ok.stdout.lower()
@@ -122,3 +149,42 @@ def test_every_script_runs_from_the_root_and_misuse_is_exit_2(repo_root, tmp_pat
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert 'Traceback' not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# Runs a script as ``python SCRIPT --help`` would, noting OMP_NUM_THREADS when MXNet is first imported.
+_SPY = """
+import os, runpy, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'mxnet' and not seen:
+            seen.append(os.environ.get('OMP_NUM_THREADS'))
+sys.meta_path.insert(0, Spy())
+sys.argv = [sys.argv[1], '--help']
+try:
+    runpy.run_path(sys.argv[0], run_name='__main__')
+except SystemExit:
+    pass
+print('threads', 'mxnet' in sys.modules, seen[0] if seen else os.environ.get('OMP_NUM_THREADS'))
+"""
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_script_sizes_threads_before_mxnet(repo_root, tmp_path, script):
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')}
+    run = subprocess.run([sys.executable, '-c', _SPY, str(repo_root / script)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True)
+    _, mxnet_loaded, threads = run.stdout.split()[-3:]
+    assert threads == str(physical_cores()), f'{script}: OMP_NUM_THREADS={threads} (mxnet loaded: {mxnet_loaded})'
+
+
+@pytest.mark.parametrize('command', [['-m', 'tools.launch'], ['bench/run_all.py'], ['bench/bench_eval.py'],
+                                     ['bench/bench_pack.py'], ['bench/bench_input.py'], ['bench/bench_extract.py'],
+                                     ['bench/bench_train.py'], ['bench/bench_align.py'],
+                                     ['bench/bench_alignment_accuracy.py']])
+def test_tools_and_benchmarks_start_from_any_folder(repo_root, tmp_path, command):
+    """No sys.path edits: the installed project (pip install -r requirements.txt) is found from anywhere."""
+    args = command if command[0] == '-m' else [str(repo_root / command[0])]
+    for cwd in (repo_root, tmp_path):
+        run = subprocess.run([sys.executable, *args, '--help'], cwd=cwd, capture_output=True, text=True)
+        assert run.returncode == 0 and 'usage' in run.stdout.lower(), run.stderr[-500:]

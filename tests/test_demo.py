@@ -5,7 +5,7 @@ import pytest
 
 from data_tools.packing import pack_records
 from training import train
-from training.demo import run_demo
+from demo import run_demo
 
 
 @pytest.mark.slow

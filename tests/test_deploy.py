@@ -11,15 +11,19 @@ import numpy as np
 import pytest
 import scipy.io
 
+from common.cli import run_cli
 from common.errors import UsageError
+from data_tools.packing import pack_records
 from data_tools.synthetic import make_synthetic_faces
+from extract_features.extract_features import main as extract_main
 from models import load_model
-from models.checkpoint import load_checkpoint
-from models.deploy_graph import deploy_symbol, export_symbol, load_symbol_block, parameter_only_ops
-from models.export import export_model, main as export_main
-from models.quantize import QuantizedNet, calibration_images
-from real_v4 import real_v4_stem
+from models.deploy_graph import deploy_symbol, export_symbol, parameter_only_ops
+from models.export import export_model, main as export_main, quantize_model
+from models.onnx_export import describe, onnxruntime_outputs
+from models.quantize import calibration_images, quantize_checkpoint
 from symbols import default_preprocessing
+from symbols.checkpoint import load_checkpoint
+from symbols.quantized import StoredGraphNet, load_symbol_block
 from test_export import checkpoints, deploy_python  # noqa: F401  (fixtures: random LightCNN-9 + head, V4)
 
 
@@ -57,7 +61,6 @@ def test_folding_removes_weight_computation_and_keeps_the_function(checkpoints, 
 
 def _describe(path):
     onnx = pytest.importorskip('onnx')
-    from models.onnx_export import describe
     return describe(onnx.load(str(path)))
 
 
@@ -79,7 +82,6 @@ def test_onnx_graph_is_clean(checkpoints, tmp_path, network, outputs):
 
 @pytest.mark.parametrize('network', ['lightcnn9', 'lightcnn_v4'])
 def test_onnxruntime_runs_clean_with_any_batch_and_matches_mxnet(checkpoints, deploy_python, tmp_path, network):
-    from models.onnx_export import onnxruntime_outputs
     path = export_model(checkpoints[network], 'onnx', str(tmp_path / network))['files'][0]
     net, meta = load_checkpoint(checkpoints[network], return_features=True)
     for n in (1, 5):
@@ -137,9 +139,8 @@ def test_int8_checkpoint_records_its_calibration(int8_lightcnn9, faces, checkpoi
 
 def test_int8_checkpoint_round_trips_through_load_model_and_extraction(int8_lightcnn9, faces, checkpoints,
                                                                         tmp_path):
-    from extract_features.extract_features import main as extract_main
     net, meta = load_checkpoint(int8_lightcnn9)
-    assert isinstance(net, QuantizedNet) and meta['preprocessing'].channels == 'gray'
+    assert isinstance(net, StoredGraphNet) and meta['preprocessing'].channels == 'gray'
     paths = sorted(glob.glob(str(faces / '*' / '*.png')))
     model = load_model(int8_lightcnn9)
     assert model.num_classes is None
@@ -158,8 +159,6 @@ def test_int8_checkpoint_round_trips_through_load_model_and_extraction(int8_ligh
 
 
 def test_int8_from_packed_records(checkpoints, faces, tmp_path):
-    from data_tools.packing import pack_records
-    from models.quantize import quantize_checkpoint
     pack_records(str(faces), str(tmp_path / 'faces'), size=144, color='gray', workers=0, progress=False)
     pre = default_preprocessing('lightcnn9')
     batch, info = calibration_images(str(tmp_path / 'faces.rec'), pre, 8)
@@ -172,7 +171,6 @@ def test_int8_from_packed_records(checkpoints, faces, tmp_path):
 
 
 def test_int8_excluded_layers_stay_fp32(checkpoints, faces, tmp_path):
-    from models.quantize import quantize_checkpoint
     result = quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(faces), count=8, mode='naive',
                                  exclude=['mfm0_convolution0', 'mfm0_convolution1'])  # the first MFM
     graph = json.load(open(tmp_path / 'q-symbol.json'))
@@ -183,26 +181,60 @@ def test_int8_excluded_layers_stay_fp32(checkpoints, faces, tmp_path):
     assert result['quantization']['operators'].get('_contrib_quantize_v2', 0) >= 1
 
 
-def test_int8_errors_are_usage_errors(int8_lightcnn9, checkpoints, faces, tmp_path, capsys):
-    from models.quantize import quantize_checkpoint
+def test_int8_library_errors_are_usage_errors(int8_lightcnn9, checkpoints, faces, tmp_path):
     with pytest.raises(UsageError, match='already quantized'):
         quantize_checkpoint(int8_lightcnn9, str(tmp_path / 'again'), str(faces), 4)
     with pytest.raises(UsageError, match='INT8 checkpoint'):
         export_model(int8_lightcnn9, 'onnx', str(tmp_path / 'x'))
     with pytest.raises(UsageError, match='CPU only'):
         load_checkpoint(int8_lightcnn9, ctx=mx.gpu(0))
-    empty = tmp_path / 'empty'
-    empty.mkdir()
-    with pytest.raises(UsageError, match='no images'):
-        quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(empty), 4)
-    with pytest.raises(UsageError, match='neither an image folder nor a .rec'):
-        quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(tmp_path / 'nothing'), 4)
-    with pytest.raises(UsageError, match='exclude names no layer'):
+    with pytest.raises(UsageError, match='would overwrite its source'):
+        quantize_checkpoint(checkpoints['lightcnn9'], checkpoints['lightcnn9'], str(faces), 4)
+    with pytest.raises(UsageError, match='exclude names no layer of the graph: nope'):
         quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(faces), 4, exclude=['nope'])
-    with pytest.raises(SystemExit) as exit_info:
-        export_main(['--model', checkpoints['lightcnn9'], '--quantize', 'int8'])
-    assert exit_info.value.code == 2 and 'needs --calibration' in capsys.readouterr().err
-    assert not (tmp_path / 'q.json').exists()
+    with pytest.raises(UsageError, match="unknown quantize dtype 'int4'"):
+        quantize_model(checkpoints['lightcnn9'], str(tmp_path / 'q'), 'int4', str(faces))
+    with pytest.raises(UsageError, match='needs calibration'):
+        quantize_model(checkpoints['lightcnn9'], str(tmp_path / 'q'), 'int8', None)
+    with pytest.raises(UsageError, match='calibration count must be >= 1'):
+        quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(faces), 0)
+    text = tmp_path / 'notes.txt'
+    text.write_text('not images')
+    with pytest.raises(UsageError, match='neither an image folder nor a .rec'):
+        quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(text), 4)
+    broken = tmp_path / 'broken' / 'id'
+    broken.mkdir(parents=True)
+    (broken / 'a.jpg').write_bytes(b'not a jpeg')
+    with pytest.raises(UsageError, match=r'no readable image \(1 unreadable, e.g. id/a.jpg'):
+        quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(broken.parent), 4)
+    assert not list(tmp_path.glob('q*'))  # nothing written for a refused run
+
+
+@pytest.mark.parametrize('case, message', [
+    ('missing', 'calibration set {d}/missing does not exist'),
+    ('empty', 'calibration set {d}/empty is empty: no images'),
+    ('no_calibration', '--quantize int8 needs --calibration'),
+    ('int4', "argument --quantize: invalid choice: 'int4'"),
+    ('both', 'argument --quantize: not allowed with argument --format'),
+])
+def test_int8_command_line_errors_are_one_line(checkpoints, tmp_path, capsys, case, message):
+    (tmp_path / 'empty').mkdir()
+    base = ['--model', checkpoints['lightcnn9'], '--out', str(tmp_path / 'q')]
+    argv = {'missing': ['--quantize', 'int8', '--calibration', str(tmp_path / 'missing')],
+            'empty': ['--quantize', 'int8', '--calibration', str(tmp_path / 'empty')],
+            'no_calibration': ['--quantize', 'int8'],
+            'int4': ['--quantize', 'int4', '--calibration', str(tmp_path / 'empty')],
+            'both': ['--format', 'onnx', '--quantize', 'int8']}[case]
+    try:
+        code = run_cli(export_main, base + argv)
+    except SystemExit as exc:  # argparse misuse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and 'error: ' in lines[0] and 'Traceback' not in err, err
+    assert message.format(d=tmp_path) in lines[0]
+    assert not list(tmp_path.glob('q*'))
 
 
 @pytest.mark.slow
@@ -210,7 +242,6 @@ def test_real_v4_int8_features_match_fp32_on_real_faces(tmp_path_factory, pubfig
     """V4 quantized as ``export.py --quantize int8`` does by default (entropy calibration), on 64 faces of 10
     identities; faces of 32 other identities keep cosine > 0.99 to fp32 on average. (Naive calibration
     lands at ~0.990: not enough margin for this bar; entropy gives 0.993 on 512 held-out faces.)"""
-    from models.quantize import quantize_checkpoint
     stem, _ = real_v4_stem(tmp_path_factory)
     names = sorted(p.name for p in pubfig_root.iterdir() if p.is_dir())
     calib = tmp_path_factory.mktemp('calib')

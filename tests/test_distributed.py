@@ -2,13 +2,14 @@
 import subprocess
 import sys
 
+import mxnet as mx
 import numpy as np
 import pytest
 
 from common import threads
 from data_tools.synthetic import make_synthetic_faces
-from models.checkpoint import load_checkpoint
-from test_training import SIZE, write_tiny_rec
+from symbols.checkpoint import load_checkpoint
+from helpers import SIZE, write_tiny_rec
 from tools.launch import launch, role_env
 
 
@@ -31,16 +32,22 @@ def test_launcher_propagates_a_failing_worker_and_stops_the_rest():
     assert code == 3
 
 
-@pytest.mark.slow
-def test_two_workers_one_server_train_in_sync(tmp_path, repo_root):
+def _train_two_workers(tmp_path, repo_root, *options):
+    """2 workers + 1 server train 1 epoch of 32 tiny records (batch 4 each) into ``tmp_path/w{rank}``."""
     make_synthetic_faces(tmp_path / 'images', num_identities=4, images_per_identity=8, size=SIZE, seed=5)
     rec = write_tiny_rec(str(tmp_path / 'images'), str(tmp_path / 'faces'))
     cmd = [sys.executable, '-m', 'tools.launch', '-n', '2', '-s', '1', '--timeout', '600', '--',
            sys.executable, 'train_lightcnn.py', '--kv-store', 'dist_sync', '--data-train', rec,
            '--input-size', '32', '--batch-size', '4', '--num-epochs', '1', '--data-nthreads', '1',
-           '--disp-batches', '2', '--model-prefix', str(tmp_path / 'w{rank}')]
+           '--disp-batches', '2', '--model-prefix', str(tmp_path / 'w{rank}'), *options]
     proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=700)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_workers_one_server_train_in_sync(tmp_path, repo_root):
+    proc = _train_two_workers(tmp_path, repo_root)
     for rank in (0, 1):
         assert f'[worker {rank}] ' in proc.stdout and f'part {rank + 1}/2' in proc.stdout
     # 32 records, global batch 8: four synchronous updates on each worker
@@ -51,3 +58,22 @@ def test_two_workers_one_server_train_in_sync(tmp_path, repo_root):
         np.testing.assert_array_equal(params[0][key], params[1][key], err_msg=key)
     # the workers did train: fc2 is far from its zero-bias start
     assert np.abs(params[0]['fc2.bias']).max() > 0
+
+
+@pytest.mark.slow
+def test_two_workers_train_arcface_with_center_loss_in_sync(tmp_path, repo_root):
+    proc = _train_two_workers(tmp_path, repo_root, '--loss', 'arcface', '--margin-s', '16',
+                              '--center-loss-weight', '0.01')
+    assert proc.stdout.count('4 updates/epoch of 8') == 2
+    params = []
+    for rank in (0, 1):
+        stem = str(tmp_path / f'w{rank}-0001')
+        net, meta = load_checkpoint(stem)
+        assert meta['loss'] == 'arcface' and meta['num_classes'] is None
+        values = {k: v.data().asnumpy() for k, v in net._collect_params_with_prefix().items()}
+        values.update({'head.' + k: v.asnumpy() for k, v in mx.nd.load(stem + '.head.params').items()})
+        params.append(values)
+    # the margin classifier is trained by the summed gradients, the centres by the summed statistics
+    for key in params[0]:
+        np.testing.assert_array_equal(params[0][key], params[1][key], err_msg=key)
+    assert np.abs(params[0]['head.center.centers']).max() > 0

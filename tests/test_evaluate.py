@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from common.cli import UsageError, run_cli
+from common.cli import run_cli
+from common.errors import UsageError
+from common.features_mat import write_features
+from common.verification import best_threshold, image_key, l2_normalize, pair_rows, pair_scores
 from data_tools.pairs import Pair, read_pairs, write_pairs
-from lfw_verification import lfw_eval
-from lfw_verification.evaluate import (evaluate_verification, fold_pca_scores, image_key, l2_normalize,
-                                       load_features, pair_rows, pair_scores)
-from lfw_verification.metrics import best_threshold
-from lfw_verification.synthetic import (synthetic_features, synthetic_pairs, write_features_mat,
-                                        write_pair_label)
+from lfw_verification import lfw_eval, load_features
+from lfw_verification.evaluate import evaluate_verification, fold_pca_scores
+from lfw_verification.synthetic import synthetic_features, synthetic_pairs, write_pair_label
 
 
 @pytest.fixture(scope='module')
@@ -20,7 +20,7 @@ def lfw_like(tmp_path_factory):
     """40 identities x 6 images, 10 identity-disjoint folds of 12 + 12 pairs, both pairs formats."""
     root = tmp_path_factory.mktemp('lfw')
     data, labels = synthetic_features(40, 6, dim=32, noise=1.2, seed=3)
-    write_features_mat(root / 'f.mat', data, labels)
+    write_features(root / 'f.mat', data, labels)
     pairs = synthetic_pairs(labels, folds=10, per_fold=12, seed=3)
     write_pairs(root / 'pairs.txt', pairs, 10, 12)
     write_pair_label(root / 'pair.label', pairs)
@@ -38,7 +38,7 @@ def test_image_key_normalisation():
 
 def test_load_features_cell_and_char_labels(tmp_path):
     data = np.arange(6, dtype=np.float32).reshape(3, 2)
-    write_features_mat(tmp_path / 'cell.mat', data, ['A/A_0001.jpg', 'A/A_0002.jpg', 'Bob/Bob_0001.jpg'])
+    write_features(tmp_path / 'cell.mat', data, ['A/A_0001.jpg', 'A/A_0002.jpg', 'Bob/Bob_0001.jpg'])
     loaded, labels = load_features(str(tmp_path / 'cell.mat'))
     assert loaded.dtype == np.float32 and loaded.shape == (3, 2)
     assert labels == ['A/A_0001.jpg', 'A/A_0002.jpg', 'Bob/Bob_0001.jpg']
@@ -185,7 +185,7 @@ def test_cli_errors_are_one_line(lfw_like, tmp_path, capsys):
 
 def test_reads_the_extraction_writer_output(lfw_like, tmp_path):
     """The .mat written by extract_features.save_features (with a skipped list) evaluates like ours."""
-    extraction = pytest.importorskip('extract_features.extraction')
+    extraction = pytest.importorskip('extract_features')
     root, data, labels, _ = lfw_like
     result = extraction.Extraction(features=data, labels=[f'/lfw_patch/{x}' for x in labels],
                                    indices=np.arange(len(labels)), skipped=[('Gone/Gone_0001.jpg', 'zero-byte file')])
@@ -193,3 +193,67 @@ def test_reads_the_extraction_writer_output(lfw_like, tmp_path):
     theirs = evaluate_verification(str(tmp_path / 'x.mat'), str(root / 'pairs.txt'))['metrics']
     ours = evaluate_verification(str(root / 'f.mat'), str(root / 'pairs.txt'))['metrics']
     assert theirs['fold_accuracies'] == ours['fold_accuracies'] and theirs['auc'] == ours['auc']
+
+
+# ------------------------------------------------------------------ features extracted with --skip-missing
+
+def _without(root, data, labels, drop, tmp_path, record=True):
+    """The features file with the images ``drop`` left out (recorded as skipped when ``record``)."""
+    keep = [i for i, label in enumerate(labels) if label not in drop]
+    path = tmp_path / 'partial.mat'
+    write_features(path, data[keep], [labels[i] for i in keep],
+                   [(label, 'zero-byte file') for label in drop] if record else [])
+    return str(path)
+
+
+def test_pairs_of_images_skipped_at_extraction_are_dropped_and_counted(lfw_like, tmp_path, capsys):
+    root, data, labels, pairs = lfw_like
+    drop = [pairs[0].path1, pairs[30].path2]                       # fold 0 and fold 1
+    named = [k for k, p in enumerate(pairs) if p.path1 in drop or p.path2 in drop]
+    features = _without(root, data, labels, drop, tmp_path)
+    result = evaluate_verification(features, str(root / 'pairs.txt'))
+    coverage = result['pairs']
+    assert coverage['total'] == 240 and coverage['dropped'] == len(named) and coverage['scored'] == 240 - len(named)
+    assert [d['index'] for d in coverage['dropped_pairs']] == named
+    assert all('skipped at extraction (zero-byte file)' in r for d in coverage['dropped_pairs'] for r in d['reasons'])
+    per_fold = {row['fold']: row for row in coverage['per_fold']}
+    for fold in range(10):
+        lost = sum(pairs[k].fold == fold for k in named)
+        assert per_fold[fold]['pairs'] == 24 and per_fold[fold]['scored'] == 24 - lost
+    assert result['metrics']['n_pairs'] == 240 - len(named)
+    # the kept pairs score exactly as in the full evaluation: same features, same folds
+    full = evaluate_verification(str(root / 'f.mat'), str(root / 'pairs.txt'))
+    kept = [k for k in range(240) if k not in named]
+    folds = np.array([p.fold for p in pairs])[kept]
+    issame = np.array([p.issame for p in pairs])[kept]
+    from common.verification import verification_metrics
+    idx1, idx2 = pair_rows(labels, [pairs[k] for k in kept])
+    expected = verification_metrics(pair_scores(data.astype(np.float64), idx1, idx2), issame, folds)
+    assert result['metrics']['fold_accuracies'] == expected['fold_accuracies']
+    assert full['pairs']['dropped'] == 0
+    # the CLI says so, and the JSON lists every dropped pair
+    assert run_cli(lfw_eval.main, ['--features', features, '--pairs', str(root / 'pairs.txt'),
+                                   '--json', str(tmp_path / 'r.json')]) == 0
+    out = capsys.readouterr().out
+    assert f'dropped {len(named)} of 240 pairs, naming 2 image(s) without features' in out
+    assert 'scored pairs per fold: 1: ' in out
+    saved = json.loads((tmp_path / 'r.json').read_text())
+    assert saved['pairs']['dropped'] == len(named) and len(saved['pairs']['dropped_pairs']) == len(named)
+
+
+def test_absent_images_without_a_record_need_skip_missing(lfw_like, tmp_path):
+    root, data, labels, pairs = lfw_like
+    features = _without(root, data, labels, [pairs[0].path1], tmp_path, record=False)
+    with pytest.raises(UsageError, match='1 images named by the pairs are not in the features file'):
+        evaluate_verification(features, str(root / 'pairs.txt'))
+    result = evaluate_verification(features, str(root / 'pairs.txt'), skip_missing=True)
+    assert result['pairs']['dropped'] >= 1
+    assert result['pairs']['dropped_pairs'][0]['reasons'] == [f'{pairs[0].path1}: not in the features file']
+
+
+def test_read_features_returns_the_skipped_list(tmp_path):
+    write_features(tmp_path / 'f.mat', np.zeros((1, 4)), ['A/A_0001.jpg'], [('A/A_0002.jpg', 'file not found')])
+    data, labels, skipped = load_features(str(tmp_path / 'f.mat'), with_skipped=True)
+    assert labels == ['A/A_0001.jpg'] and skipped == [('A/A_0002.jpg', 'file not found')]
+    savemat(tmp_path / 'old.mat', {'data': np.zeros((1, 4)), 'label': np.array([['A/A_0001.jpg']], dtype=object)})
+    assert load_features(str(tmp_path / 'old.mat'), with_skipped=True)[2] == []

@@ -6,16 +6,16 @@ deploy environment (``requirements-deploy.txt``) found through ``$LIGHTCNN_DEPLO
 """
 import glob
 import hashlib
+import os
 
 import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
-from models.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import UsageError
+from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.export import (DEPLOY_PYTHON_ENV, ONNX_OPSET, export_model, find_deploy_python,
                            main as export_main, run_onnxruntime)
-from real_v4 import real_v4_stem
 from symbols import LightCNNInit, default_preprocessing, get_model
 
 
@@ -60,8 +60,9 @@ def _sha(path):
 
 
 @pytest.mark.parametrize('network', ['lightcnn9', 'lightcnn_v4'])
-def test_mxnet_export_loads_as_symbolblock_with_equal_features(checkpoints, network):
+def test_mxnet_export_loads_as_symbolblock_with_equal_features(checkpoints, network, monkeypatch):
     stem = checkpoints[network]
+    monkeypatch.setenv('LIGHTCNN_RUNS_DIR', os.path.dirname(stem))  # default prefix: runs/export/NAME
     before = _sha(stem + '.params')
     result = export_model(stem, 'mxnet')
     prefix = stem.replace(network, f'export/{network}')
@@ -115,8 +116,8 @@ def test_export_errors_are_usage_errors(checkpoints, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_v4_onnx_matches_mxnet_on_orl_faces(tmp_path_factory, deploy_python, orl_root):
-    stem, _ = real_v4_stem(tmp_path_factory)
+def test_real_v4_onnx_matches_mxnet_on_orl_faces(tmp_path_factory, deploy_python, orl_root, real_v4):
+    stem, _ = real_v4
     out = tmp_path_factory.mktemp('export') / 'lightcnn-v4'
     files = export_model(stem, 'onnx', str(out))['files']
     pre = default_preprocessing('lightcnn_v4')

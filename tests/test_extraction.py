@@ -11,46 +11,18 @@ import pytest
 import scipy.io
 
 from common.preprocessing import Preprocessing
-from extract_features.extraction import (Embedder, ImageItem, ImageLoadError, embed_images,
-                                         extract_to_mat, inference_backend, items_from_list, items_from_tree,
-                                         resolve_list_path)
-from models.checkpoint import load_checkpoint, save_checkpoint
-from symbols import LightCNNInit, get_model
-
-PRE = Preprocessing(channels='gray', input_size=32, record_size=36)
-NAMES = ['Aaron_Eckhart', 'Zoe_Ball']
-
-
-def make_checkpoint(tmp_path, num_classes=None, network='lightcnn9', pre=PRE, seed=0):
-    """A random-init checkpoint small enough for tests (32 px input); returns its stem."""
-    mx.random.seed(seed)
-    net = get_model(network, num_classes=num_classes, preprocessing=pre)
-    net.initialize(LightCNNInit())
-    net(mx.nd.zeros((1,) + pre.data_shape))
-    meta = dict(network=network, num_classes=num_classes, preprocessing=pre)
-    return save_checkpoint(net, str(tmp_path / 'ckpt' / 'tiny'), meta)
-
-
-def make_tree(root, per_name=4, size=40, seed=0):
-    """LFW-style ``Name/Name_0001.png`` images of random pixels, plus one corrupt file."""
-    rng = np.random.default_rng(seed)
-    labels = []
-    for name in NAMES:
-        os.makedirs(root / name, exist_ok=True)
-        for i in range(1, per_name + 1):
-            rel = f'{name}/{name}_{i:04d}.png'
-            cv2.imwrite(str(root / rel), rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8))
-            labels.append(rel)
-    (root / 'Zoe_Ball' / 'Zoe_Ball_9999.jpg').write_bytes(b'not a jpeg at all')
-    return labels
-
+from extract_features.extraction import extract_to_mat
+from helpers import PRE, make_checkpoint, make_tree
+from symbols.checkpoint import load_checkpoint
+from symbols.inference import (Embedder, ImageItem, ImageLoadError, embed_images, inference_backend,
+                               items_from_list, items_from_tree, resolve_list_path)
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('extract')
     stem = make_checkpoint(tmp)
     root = tmp / 'lfw_patch'
-    labels = make_tree(root)
+    labels = make_tree(root, lfw=True)
     net, meta = load_checkpoint(stem, features_only=True)
     return dict(tmp=tmp, stem=stem, root=root, labels=labels, net=net, pre=meta['preprocessing'])
 
@@ -232,12 +204,11 @@ def test_cli_script_runs_from_any_directory(setup, tmp_path):
 
 def test_pairs_list_is_deduplicated_in_order(setup, monkeypatch):
     """Uses a stand-in ``read_pairs`` (the real parser is tested with data_tools)."""
-    import types
-    stub = types.ModuleType('data_tools.pairs')
+    from symbols import inference
     a, b, c = setup['labels'][0], setup['labels'][1], setup['labels'][5]
-    stub.read_pairs = lambda path: [(a, b, True, 0), (b, c, False, 0), (c, 'X/X_0001.jpg', False, 1)]
-    monkeypatch.setitem(sys.modules, 'data_tools.pairs', stub)
-    from extract_features.extraction import items_from_pairs
+    monkeypatch.setattr(inference, 'read_pairs',
+                        lambda path: [(a, b, True, 0), (b, c, False, 0), (c, 'X/X_0001.jpg', False, 1)])
+    items_from_pairs = inference.items_from_pairs
     items = items_from_pairs('pairs.txt', str(setup['root']))
     assert [i.label for i in items] == [a, b, c, 'X/X_0001.jpg']
     assert [i.source is None for i in items] == [False, False, False, True]
@@ -259,8 +230,8 @@ def test_align_hook_runs_before_fit_and_none_is_a_failure(setup):
 
 
 def test_ctx_parsing():
-    from common.cli import UsageError
-    from extract_features.extraction import parse_ctx
+    from common.errors import UsageError
+    from common.devices import parse_device as parse_ctx
     assert parse_ctx('cpu') == mx.cpu()
     with pytest.raises(UsageError):
         parse_ctx('tpu:0')
@@ -271,7 +242,7 @@ def test_ctx_parsing():
 
 def test_pairs_with_real_reader(setup, tmp_path):
     pytest.importorskip('data_tools.pairs')
-    from extract_features.extraction import items_from_pairs
+    from symbols.inference import items_from_pairs
     a, b, c = setup['labels'][0], setup['labels'][1], setup['labels'][4]
     pairs = tmp_path / 'pair.label'
     pairs.write_text(f'1 {a} {b}\n0 {a} {c}\n')

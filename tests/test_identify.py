@@ -1,15 +1,17 @@
-"""Closed- and open-set identification (lfw_verification/identification.py, identify.py)."""
+"""Closed- and open-set identification (identification/cosine.py, gallery.py; identify.py)."""
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from common.cli import UsageError, run_cli
+from common.cli import run_cli
+from common.errors import UsageError
+from common.features_mat import write_features
+from identification.cosine import identify, identity_scores, open_set_table
+from identification.gallery import identity_of, split_by_index
 from lfw_verification import identify as identify_cli
-from lfw_verification.identification import (identify, identity_of, identity_scores, open_set_table,
-                                             split_by_index)
-from lfw_verification.synthetic import synthetic_features, write_features_mat
+from lfw_verification.synthetic import synthetic_features
 
 
 def test_identity_of():
@@ -83,7 +85,7 @@ def test_identify_without_unknowns_picks_no_threshold():
 
 def test_cli_split_mode_writes_csv_and_json(tmp_path, capsys):
     data, labels = synthetic_features(30, 5, dim=32, noise=1.0, seed=1)
-    write_features_mat(tmp_path / 'all.mat', data, labels)
+    write_features(tmp_path / 'all.mat', data, labels)
     argv = ['--gallery', str(tmp_path / 'all.mat'), '--gallery-per-identity', '2', '--unknown-fraction', '0.2',
             '--far', '0.05', '--predictions', str(tmp_path / 'p.csv'), '--json', str(tmp_path / 's.json')]
     assert run_cli(identify_cli.main, argv) == 0
@@ -100,17 +102,30 @@ def test_cli_split_mode_writes_csv_and_json(tmp_path, capsys):
 
 def test_cli_gallery_and_probe_files(tmp_path, capsys):
     data, labels = synthetic_features(10, 4, dim=16, noise=0.5, seed=2)
-    write_features_mat(tmp_path / 'g.mat', data[::4], labels[::4])
+    write_features(tmp_path / 'g.mat', data[::4], labels[::4])
     probe_rows = [i for i in range(len(labels)) if i % 4]
-    write_features_mat(tmp_path / 'p.mat', data[probe_rows], [labels[i] for i in probe_rows])
+    write_features(tmp_path / 'p.mat', data[probe_rows], [labels[i] for i in probe_rows])
     assert run_cli(identify_cli.main, ['--gallery', str(tmp_path / 'g.mat'), '--probe', str(tmp_path / 'p.mat')]) == 0
     assert 'probes 30 (30 known, 0 unknown)' in capsys.readouterr().out
 
 
 def test_cli_needs_exactly_one_probe_source(tmp_path, capsys):
     data, labels = synthetic_features(4, 2, dim=8)
-    write_features_mat(tmp_path / 'g.mat', data, labels)
+    write_features(tmp_path / 'g.mat', data, labels)
     assert run_cli(identify_cli.main, ['--gallery', str(tmp_path / 'g.mat')]) == 2
     assert 'either --probe' in capsys.readouterr().err
     argv = ['--gallery', str(tmp_path / 'g.mat'), '--probe', str(tmp_path / 'g.mat'), '--gallery-per-identity', '1']
     assert run_cli(identify_cli.main, argv) == 2
+
+
+def test_images_skipped_at_extraction_are_named(tmp_path, capsys):
+    data, labels = synthetic_features(4, 3, dim=8, noise=0.3, seed=1)
+    write_features(tmp_path / 'g.mat', data[1:], labels[1:], [(labels[0], 'zero-byte file')])
+    assert run_cli(identify_cli.main, ['--gallery', str(tmp_path / 'g.mat'), '--gallery-per-identity', '1',
+                                       '--json', str(tmp_path / 'r.json')]) == 0
+    out = capsys.readouterr().out
+    assert f'1 image(s) were skipped at extraction and take no part (recorded in the .mat):\n  {labels[0]}: ' \
+           'zero-byte file' in out
+    summary = json.loads((tmp_path / 'r.json').read_text())
+    assert summary['skipped_at_extraction'] == [{'image': labels[0], 'reason': 'zero-byte file'}]
+    assert summary['n_probe'] == 12 - 1 - 4                 # 11 images, 4 enrolled (one per identity)

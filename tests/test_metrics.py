@@ -1,10 +1,10 @@
-"""Verification metrics against hand-computed cases (lfw_verification/metrics.py)."""
+"""Verification metrics against hand-computed cases (common/verification.py)."""
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lfw_verification.metrics import (best_threshold, equal_error_rate, threshold_at_far,
-                                      verification_metrics)
+from common.verification import (best_threshold, equal_error_rate, tar_at_far, threshold_at_far,
+                                 verification_metrics)
 
 
 def _metrics(scores, issame, folds=None):
@@ -21,7 +21,10 @@ def test_perfectly_separable():
     assert m['optimistic_accuracy'] == 1.0
     assert m['eer'] == 0.0 and m['one_minus_eer'] == 1.0
     assert m['auc'] == 1.0
-    assert m['tar_at_far'] == {0.01: 1.0, 0.001: 1.0, 0.0: 1.0}
+    # 6 different pairs resolve FAR >= 1/6 only: no TAR at 1%, 0.1% or 0% is measurable (issue 15)
+    assert m['tar_at_far'] == {0.01: None, 0.001: None, 0.0: None}
+    assert set(m['tar_at_far_note']) == {0.01, 0.001, 0.0} and 'not measurable' in m['tar_at_far_note'][0.01]
+    assert tar_at_far(m['roc']['fpr'], m['roc']['tpr'], 0.0, 6) == 1.0  # the raw count-based value
     assert m['val'] == 1.0 and m['val_far'] == 0.0
     # the optimistic threshold is the midpoint of the gap between classes
     assert m['optimistic_threshold'] == pytest.approx((0.4 + 0.7) / 2)
@@ -67,7 +70,8 @@ def test_tied_scores_hand_computed():
     assert m['roc']['tpr'].tolist() == [0.0, 0.5, 1.0, 1.0]
     # the segment (0,.5)-(.5,1) crosses FPR = 1 - TPR halfway: (0.25, 0.75)
     assert m['eer'] == pytest.approx(0.25)
-    assert m['tar_at_far'][0.0] == 0.5
+    assert tar_at_far(m['roc']['fpr'], m['roc']['tpr'], 0.0, 2) == 0.5
+    assert m['tar_at_far'][0.0] is None  # FAR 0 is below what 2 different pairs resolve (1/2)
     assert m['optimistic_accuracy'] == 0.75
 
 
@@ -126,3 +130,25 @@ def test_single_fold_has_no_kfold_accuracy():
 def test_one_class_rejected():
     with pytest.raises(ValueError, match='both same and different'):
         verification_metrics(np.array([0.9, 0.1]), np.array([True, True]), np.array([0, 1]))
+
+
+def test_tar_at_far_only_where_the_negatives_resolve_it():
+    # 1000 different pairs: FAR 1e-2 (10 false accepts) and 1e-3 (1) are measurable, FAR 0 is not
+    rng = np.random.default_rng(4)
+    issame = np.r_[np.ones(500, bool), np.zeros(1000, bool)]
+    scores = np.r_[rng.normal(1, 1, 500), rng.normal(-1, 1, 1000)]
+    m = _metrics(scores, issame, np.arange(1500) % 5)
+    assert m['min_measurable_far'] == pytest.approx(1e-3)
+    neg = np.sort(scores[~issame])[::-1]
+    for far, allowed in ((1e-2, 10), (1e-3, 1)):
+        # by hand: the TAR of the lowest threshold letting through at most `allowed` negatives
+        t = neg[allowed]  # accept score > t: exactly `allowed` negatives pass
+        assert m['tar_at_far'][far] == pytest.approx(np.mean(scores[issame] > t))
+        assert m['threshold_at_far'][far] == pytest.approx(threshold_at_far(scores, issame, far))
+        assert np.sum(scores[~issame] > m['threshold_at_far'][far]) <= allowed
+    assert m['tar_at_far'][0.0] is None and m['threshold_at_far'][0.0] is None
+    assert 'FAR = 0' in m['tar_at_far_note'][0.0] and '1/1000' in m['tar_at_far_note'][0.0]
+    # the EER threshold balances the two error rates
+    t = m['threshold_at_eer']
+    far, frr = np.mean(scores[~issame] > t), np.mean(scores[issame] <= t)
+    assert abs(far - frr) < 0.01 and abs(far - m['eer']) < 0.01

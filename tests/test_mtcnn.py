@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.mtcnn import MTCNN, NETS, nms, regress_boxes, square_boxes
 from data_tools.mtcnn_weights import DEFAULT_CACHE, LAYOUT, convert_net, load_tf_weights
 

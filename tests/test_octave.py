@@ -6,10 +6,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from common.features_mat import write_features
+from common.verification import image_key
 from data_tools.pairs import write_pairs
-from lfw_verification.evaluate import evaluate_verification, image_key
-from lfw_verification.synthetic import (synthetic_features, synthetic_pairs, write_features_mat,
-                                        write_pair_label)
+from lfw_verification.evaluate import evaluate_verification
+from lfw_verification.synthetic import synthetic_features, synthetic_pairs, write_pair_label
 
 OCTAVE = shutil.which('octave-cli')
 pytestmark = pytest.mark.skipif(OCTAVE is None, reason='GNU Octave is not installed (apt-get install -y '
@@ -30,14 +31,14 @@ def _cases(root):
     data[7] = data[6]
     pairs = synthetic_pairs(labels, folds=10, per_fold=15, seed=7)
     prefixed = [f'/lfw_patch/{label[:-4]}.png' for label in labels]  # prefix and extension differ from pairs
-    write_features_mat(root / 'f.mat', data, prefixed)
+    write_features(root / 'f.mat', data, prefixed)
     write_pairs(root / 'pairs.txt', pairs, 10, 15)
     write_pair_label(root / 'pair.label', pairs)
     # five folds of 30: another fold layout over the same images
     write_pairs(root / 'five.txt', pairs, 5, 30)
     # PubFig-like tree: names with spaces, files not named Name_%04d (written as file names, tab-separated)
     spaced = [label.replace('Name_', 'Person ').split('/')[0] + f'/{k % 6 + 100}.jpg' for k, label in enumerate(labels)]
-    write_features_mat(root / 'spaced.mat', data, spaced)
+    write_features(root / 'spaced.mat', data, spaced)
     rename = dict(zip(labels, spaced))
     write_pairs(root / 'spaced.txt', [p._replace(path1=rename[p.path1], path2=rename[p.path2]) for p in pairs], 10, 15)
     return [('official', 'f.mat', 'pairs.txt'), ('label', 'f.mat', 'pair.label'),
@@ -90,7 +91,7 @@ def test_octave_matches_python(repo_root, tmp_path):
 
 def test_octave_reports_missing_images(repo_root, tmp_path):
     data, labels = synthetic_features(4, 2, dim=8)
-    write_features_mat(tmp_path / 'f.mat', data, labels)
+    write_features(tmp_path / 'f.mat', data, labels)
     (tmp_path / 'p.label').write_text('1 Ghost/Ghost_0001.jpg Ghost/Ghost_0002.jpg\n'
                                       '0 Name_000/Name_000_0001.jpg Name_001/Name_001_0001.jpg\n')
     run = _octave(repo_root, "lfw_eval('f.mat', 'p.label');", tmp_path)
@@ -110,7 +111,7 @@ def test_m_files_avoid_octave_only_syntax(repo_root):
 
 
 def test_octave_reads_the_extraction_writer_output(repo_root, tmp_path):
-    extraction = pytest.importorskip('extract_features.extraction')
+    extraction = pytest.importorskip('extract_features')
     data, labels = synthetic_features(20, 4, dim=16, noise=1.0, seed=5)
     result = extraction.Extraction(features=data, labels=labels, indices=np.arange(len(labels)),
                                    skipped=[('Gone/Gone_0001.jpg', 'zero-byte file')])

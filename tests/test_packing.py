@@ -8,43 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.packing import ImageEncoder, pack_records, read_list, select_identities
 from data_tools.records import iter_records
+from helpers import ODD_NAMES as NAMES
+from helpers import face_image, make_tree, save_image
 
 PACK = [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data_tools', 'pack_rec.py')]
-NAMES = ['Ann Smith', 'Zoë Ünicode', 'bob', 'c d e']
-
-
-def _image(seed, h=60, w=50):
-    rng = np.random.RandomState(seed)
-    img = cv2.resize(rng.randint(0, 255, (6, 5, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
-    return img
-
-
-def _save(path, img):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(path.suffix, img)
-    assert ok
-    path.write_bytes(buf.tobytes())
-
-
-def make_tree(root, per_identity=(5, 4, 3, 2), bad=True):
-    """Identity folders with odd names; plus one file of every bad kind in the first folder."""
-    for k, (name, n) in enumerate(zip(NAMES, per_identity)):
-        for i in range(n):
-            _save(root / name / f'img {i}.{"png" if i % 2 else "jpg"}', _image(100 * k + i))
-    if bad:
-        folder = root / NAMES[0]
-        (folder / 'zero.jpg').write_bytes(b'')
-        (folder / 'text.jpg').write_text('not an image')
-        good = cv2.imencode('.jpg', _image(999, 120, 100))[1].tobytes()
-        (folder / 'truncated.jpg').write_bytes(good[:len(good) // 2])
-        _save(folder / 'tiny.png', _image(7, 10, 10))
-        (folder / 'notes.txt').write_text('hello')
-    return root
-
-
 def _load_json(prefix):
     with open(f'{prefix}.json', encoding='utf-8') as f:
         return json.load(f)
@@ -56,7 +26,8 @@ def _records(prefix):
 
 
 def test_tree_pack_outputs_labels_and_skips(tmp_path):
-    root = make_tree(tmp_path / 'faces')
+    root = tmp_path / 'faces'
+    make_tree(root)
     prefix = str(tmp_path / 'out' / 'train')
     summary = pack_records(str(root), prefix, workers=0, progress=False)
     for ext in ('rec', 'idx', 'lst', 'json'):
@@ -90,7 +61,7 @@ def test_gray_records_equal_mxnet_pack_img(tmp_path):
     """Our worker's bytes are what mx.recordio.pack_img makes of the same 144x144 gray image."""
     import mxnet as mx
     path = tmp_path / 'a.png'
-    _save(path, _image(3, 144, 144))
+    save_image(path, face_image(3, 144, 144))
     jpeg, reason = ImageEncoder(144, 'gray', 95)(str(path))
     assert reason is None
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -103,7 +74,8 @@ def test_gray_records_equal_mxnet_pack_img(tmp_path):
 
 def test_image_record_iter_reads_our_files(tmp_path):
     import mxnet as mx
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     prefix = str(tmp_path / 'train')
     pack_records(str(root), prefix, workers=0, progress=False)
     it = mx.io.ImageRecordIter(path_imgrec=prefix + '.rec', path_imgidx=prefix + '.idx', data_shape=(1, 128, 128),
@@ -119,7 +91,8 @@ def test_image_record_iter_reads_our_files(tmp_path):
 
 
 def test_same_inputs_same_bytes_any_worker_count(tmp_path):
-    root = make_tree(tmp_path / 'faces')
+    root = tmp_path / 'faces'
+    make_tree(root)
     a, b, c = (str(tmp_path / n) for n in 'abc')
     pack_records(str(root), a, workers=0, progress=False, seed=5)
     pack_records(str(root), b, workers=2, progress=False, seed=5)
@@ -131,7 +104,8 @@ def test_same_inputs_same_bytes_any_worker_count(tmp_path):
 
 def test_packing_runs_without_mxnet(tmp_path, repo_root):
     """Records are framed without MXNet (byte-identical, see test_records): its import costs ~2 CPU-seconds."""
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     code = ('import sys; sys.modules["mxnet"] = None  # any "import mxnet" now fails\n'
             'from data_tools.packing import pack_records\n'
             f'pack_records({str(root)!r}, {str(tmp_path / "p")!r}, workers=2, progress=False, val_identities=1)')
@@ -143,7 +117,8 @@ def test_packing_runs_without_mxnet(tmp_path, repo_root):
 
 def test_packing_after_threaded_opencv_does_not_hang(tmp_path, repo_root):
     """Workers forked from a process whose OpenCV thread pool had run used to hang in cv2.setNumThreads."""
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     code = ('import cv2, numpy as np\n'
             'cv2.GaussianBlur(np.zeros((3000, 3000), np.uint8), (31, 31), 9)  # starts OpenCV\'s threads\n'
             'from data_tools.packing import pack_records\n'
@@ -154,7 +129,8 @@ def test_packing_after_threaded_opencv_does_not_hang(tmp_path, repo_root):
 
 
 def test_val_and_heldout_splits(tmp_path):
-    root = make_tree(tmp_path / 'faces', per_identity=(6, 5, 4, 1), bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, per_identity=(6, 5, 4, 1), bad=False)
     prefix = str(tmp_path / 'p')
     meta = pack_records(str(root), prefix, workers=0, progress=False, val_per_identity=2, seed=1)
     assert meta['splits']['val']['images'] == 2 + 2 + 2 + 0  # the 1-image identity keeps its image
@@ -176,7 +152,7 @@ def _msceleb(tmp_path):
     lines = []
     for mid, (n, label) in counts.items():
         for i in range(n):
-            _save(root / mid / f'{i}-FaceId-0.jpg', _image(hash((mid, i)) % 1000))
+            save_image(root / mid / f'{i}-FaceId-0.jpg', face_image(hash((mid, i)) % 1000))
             lines.append(f'/data/MS/aligned/{mid}/{i}-FaceId-0.jpg {label}')
     lst = tmp_path / 'clean_list.txt'
     lst.write_text('\n'.join(lines) + '\n')
@@ -202,7 +178,8 @@ def test_top_identities_tie_break_is_smaller_key():
 
 
 def test_im2rec_lst_input(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     rows = [f'{i}\t{float(k * 10):f}\t{name}/img 0.jpg' for i, (k, name) in enumerate(enumerate(NAMES))]
     lst = tmp_path / 'in.lst'
     lst.write_text('\n'.join(rows) + '\n', encoding='utf-8')
@@ -269,7 +246,8 @@ class DropGreenish:
 
 
 def test_interrupted_run_leaves_no_complete_looking_output(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     prefix = str(tmp_path / 'o')
     with pytest.raises(RuntimeError):
         pack_records(str(root), prefix, workers=0, progress=False, image_filter=FailAfter(5))
@@ -277,7 +255,8 @@ def test_interrupted_run_leaves_no_complete_looking_output(tmp_path):
 
 
 def test_image_filter_in_workers(tmp_path):
-    root = make_tree(tmp_path / 'faces', bad=False)
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
     expected = sum(DropGreenish()(cv2.imread(str(p))) is None for p in root.rglob('img*'))
     meta = pack_records(str(root), str(tmp_path / 'o'), workers=2, progress=False, image_filter=DropGreenish())
     assert meta['skipped_by_reason'].get('no face', 0) == expected
@@ -286,7 +265,8 @@ def test_image_filter_in_workers(tmp_path):
 
 
 def test_cli_success_and_errors(tmp_path):
-    root = make_tree(tmp_path / 'faces')
+    root = tmp_path / 'faces'
+    make_tree(root)
     run = subprocess.run(PACK + ['--images', str(root), '--out', str(tmp_path / 'o'), '--workers', '1',
                                  '--quiet', '--color', 'bgr', '--size', '64'], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -324,3 +304,139 @@ def test_pubfig_subset_via_list_with_spaces(pubfig_root, tmp_path):
     assert meta['num_classes'] == 10 and meta['identities'] == names
     assert meta['splits']['train']['images'] + meta['splits']['val']['images'] + len(meta['skipped']) == 200
     assert meta['splits']['val']['images'] == 20
+
+
+# ------------------------------------------------------------------ names, links, locks, disk full, commit order
+
+def test_tree_names_a_lst_cannot_hold_and_links_are_skipped_and_listed(tmp_path):
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    os.rename(root / 'bob', root / 'b\tob')                                    # 3 images in a tab-named folder
+    os.rename(bytes(root / NAMES[0] / 'img 0.jpg'), bytes(root / NAMES[0]) + b'/img \xff.jpg')  # not UTF-8
+    os.symlink('..', root / NAMES[1] / 'loop')
+    os.symlink(NAMES[1], root / f'copy of {NAMES[1]}')
+    meta = pack_records(str(root), str(tmp_path / 'o'), workers=0, progress=False)
+    assert meta['packed'] == 14 - 3 - 1 and meta['num_classes'] == 3
+    reasons = {s['path']: s['reason'] for s in meta['skipped']}
+    assert reasons == {
+        'b\tob/img 0.jpg': 'name contains a tab or line break, which a line-based list cannot hold',
+        'b\tob/img 1.png': 'name contains a tab or line break, which a line-based list cannot hold',
+        'b\tob/img 2.jpg': 'name contains a tab or line break, which a line-based list cannot hold',
+        f'{NAMES[0]}/img \\xff.jpg': 'name is not valid UTF-8 (a file name in another encoding), which a UTF-8 '
+                                     'list cannot hold',
+        f'{NAMES[1]}/loop': 'symlink loop back to .',
+        f'copy of {NAMES[1]}': f'same folder as {NAMES[1]} (a link), listed there'}
+    assert len(open(tmp_path / 'o.lst', encoding='utf-8').read().splitlines()) == 10
+
+
+def test_align_report_beside_the_tree_is_not_packed_as_a_skipped_file(tmp_path):
+    from data_tools.alignment import FaceAligner, align_tree
+
+    class WholeImageDetector:  # the "face" is the central square; no weights needed
+        def detect(self, image, margin=None):
+            h, w = image.shape[:2]
+            s = min(h, w)
+            pts = np.array([[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.38, 0.72], [0.62, 0.72]]) * s
+            pts += [(w - s) / 2, (h - s) / 2]
+            return np.array([[0, 0, w - 1, h - 1, 0.99]]), pts[None]
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    summary = align_tree(str(root), str(tmp_path / 'aligned'), size=64, progress=False,
+                         aligner=FaceAligner(size=64, detector=WholeImageDetector()))
+    assert summary['counts'] == {'aligned': 14}
+    assert os.path.isfile(tmp_path / 'aligned.align_report.csv')
+    meta = pack_records(str(tmp_path / 'aligned'), str(tmp_path / 'o'), size=64, workers=0, progress=False)
+    assert meta['packed'] == 14 and meta['skipped'] == []
+
+
+def _hold_lock(path, ready, release):
+    from common.fileio import exclusive_lock
+    with exclusive_lock(path):
+        ready.set()
+        release.wait(60)
+
+
+def test_a_second_pack_into_the_same_out_fails_at_once(tmp_path):
+    import multiprocessing
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    prefix = str(tmp_path / 'o')
+    ctx = multiprocessing.get_context('fork')
+    ready, release = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_hold_lock, args=(prefix + '.lock', ready, release))  # a pack in progress
+    first.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(UsageError, match=rf'o\.\* is being written by process {first.pid}'):
+            pack_records(str(root), prefix, workers=0, progress=False)
+        assert sorted(os.listdir(tmp_path)) == ['faces', 'o.lock']         # nothing of the second one
+    finally:
+        release.set()
+        first.join(30)
+    assert pack_records(str(root), prefix, workers=0, progress=False)['packed'] == 14
+    assert not os.path.exists(prefix + '.lock')
+
+
+def test_disk_full_while_writing_or_closing_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC from a record write, then again from close() (the buffered rest): one error, no .part left."""
+    import errno
+
+    import data_tools.packing as packing
+    from common.errors import WriteError
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    writes = []
+
+    class FullDisk(packing.IndexedRecordWriter):
+        def write_idx(self, key, buf):
+            writes.append(key)
+            if len(writes) > 5:
+                raise OSError(errno.ENOSPC, 'No space left on device')
+            super().write_idx(key, buf)
+
+        def close(self):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(packing, 'IndexedRecordWriter', FullDisk)
+    with pytest.raises(WriteError, match=r'cannot write .*o\.\*: No space left on device'):
+        pack_records(str(root), str(tmp_path / 'out' / 'o'), workers=0, progress=False)
+    assert os.listdir(tmp_path / 'out') == []
+
+
+def test_disk_full_on_a_real_small_file_system(tmp_path, repo_root):
+    """A 64 KiB tmpfs (needs root; skipped elsewhere): the CLI prints one error line and leaves nothing."""
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (needs root)')
+    try:
+        root = tmp_path / 'faces'
+        make_tree(root, per_identity=(30, 30), bad=False)
+        run = subprocess.run(PACK + ['--images', str(root), '--out', str(mount / 'o'), '--workers', '0',
+                                     '--quiet', '--quality', '100'], capture_output=True, text=True, cwd=repo_root)
+        assert run.returncode == 2 and run.stderr.startswith('error: cannot write '), run.stderr
+        assert len(run.stderr.splitlines()) == 1 and 'No space left on device' in run.stderr
+        assert os.listdir(mount) == []
+    finally:
+        subprocess.run(['umount', str(mount)], check=True)
+
+
+def test_a_kill_between_the_renames_never_leaves_a_new_rec_beside_an_old_idx(tmp_path, monkeypatch):
+    from training.data import check_record_file
+    root = tmp_path / 'faces'
+    make_tree(root, bad=False)
+    prefix = str(tmp_path / 'd')
+    pack_records(str(root), prefix, size=40, workers=0, progress=False)
+    real_replace = os.replace
+
+    def killed_at_the_idx(src, dst):
+        if str(dst).endswith('.idx'):
+            raise KeyboardInterrupt  # stands in for a kill at the last rename
+        real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', killed_at_the_idx)
+    with pytest.raises(KeyboardInterrupt):
+        pack_records(str(root), prefix, size=48, workers=0, progress=False)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ['d.lst', 'd.rec', 'faces']     # no .idx, no .json, no .part
+    with pytest.raises(UsageError, match=r'd.idx is missing'):
+        check_record_file(prefix + '.rec')

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from common.cli import UsageError
+from common.errors import UsageError
 from data_tools.pairs import make_pairs, read_pairs, write_pairs
+from helpers import pairs_tree
 
 LFW_SNIPPET = """2\t2
 Abel_Pacheco\t1\t4
@@ -23,16 +24,6 @@ Adam\t2\tZoe_Ball\t1
 def _write(path, text):
     path.write_text(text, encoding='utf-8')
     return str(path)
-
-
-def _tree(root, counts, ext='.jpg', lfw_names=False):
-    for k, n in enumerate(counts):
-        name = f'person {k} é' if not lfw_names else f'Person_{k}'
-        (root / name).mkdir(parents=True)
-        for i in range(1, n + 1):
-            fname = f'{name}_{i:04d}{ext}' if lfw_names else f'{i * 7}{ext}'
-            (root / name / fname).write_bytes(b'x')
-    return str(root)
 
 
 def test_read_official_lfw_format_tabs(tmp_path):
@@ -80,7 +71,7 @@ def test_count_mismatch_and_missing_file_are_usage_errors(tmp_path):
 
 
 def test_make_write_read_roundtrip_non_lfw_names(tmp_path):
-    root = _tree(tmp_path / 'tree', [5, 4, 6, 3, 5, 2, 4, 1])
+    root = pairs_tree(tmp_path / 'tree', [5, 4, 6, 3, 5, 2, 4, 1])
     pairs = make_pairs(root, folds=2, per_fold=5, seed=3)
     assert len(pairs) == 20
     write_pairs(str(tmp_path / 'p.txt'), pairs, 2, 5)
@@ -99,7 +90,7 @@ def test_make_write_read_roundtrip_non_lfw_names(tmp_path):
 
 
 def test_lfw_named_tree_writes_integer_indices(tmp_path):
-    root = _tree(tmp_path / 'lfw', [4, 3, 3, 5], lfw_names=True)
+    root = pairs_tree(tmp_path / 'lfw', [4, 3, 3, 5], lfw_names=True)
     pairs = make_pairs(root, folds=2, per_fold=2, seed=0)
     write_pairs(str(tmp_path / 'p.txt'), pairs, 2, 2)
     body = (tmp_path / 'p.txt').read_text().splitlines()[1:]
@@ -111,13 +102,13 @@ def test_lfw_named_tree_writes_integer_indices(tmp_path):
 
 
 def test_make_pairs_deterministic_and_seed_dependent(tmp_path):
-    root = _tree(tmp_path / 't', [6] * 8)
+    root = pairs_tree(tmp_path / 't', [6] * 8)
     assert make_pairs(root, 2, 10, seed=1) == make_pairs(root, 2, 10, seed=1)
     assert make_pairs(root, 2, 10, seed=1) != make_pairs(root, 2, 10, seed=2)
 
 
 def test_make_pairs_impossible_request_is_usage_error(tmp_path):
-    root = _tree(tmp_path / 't', [2, 2, 2, 2])
+    root = pairs_tree(tmp_path / 't', [2, 2, 2, 2])
     with pytest.raises(UsageError, match='matched pairs'):
         make_pairs(root, folds=2, per_fold=5)
     with pytest.raises(UsageError, match='identities'):
@@ -127,7 +118,7 @@ def test_make_pairs_impossible_request_is_usage_error(tmp_path):
 
 
 def test_make_pairs_cli(tmp_path, repo_root):
-    root = _tree(tmp_path / 't', [4] * 6)
+    root = pairs_tree(tmp_path / 't', [4] * 6)
     out = tmp_path / 'pairs.txt'
     run = subprocess.run([sys.executable, str(repo_root / 'data_tools' / 'make_pairs.py'), '--images', root,
                           '--out', str(out), '--folds', '3', '--per-fold', '4'], capture_output=True, text=True)
@@ -155,11 +146,11 @@ def test_orl_pgm_pairs(orl_root, tmp_path):
 
 def test_pairs_from_held_out_identities(tmp_path, repo_root):
     from data_tools.packing import pack_records
-    from test_packing import _image, _save
+    from helpers import face_image, save_image
     root = tmp_path / 'faces'
     for k in range(12):
         for i in range(4):
-            _save(root / f'id {k}' / f'{i}.jpg', _image(10 * k + i))
+            save_image(root / f'id {k}' / f'{i}.jpg', face_image(10 * k + i))
     meta = pack_records(str(root), str(tmp_path / 'p'), workers=0, progress=False, val_identities=4)
     held = set(meta['heldout_identities'])
     out = tmp_path / 'pairs.txt'

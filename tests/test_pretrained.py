@@ -19,12 +19,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.cli import UsageError
-from models.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import UsageError
+from models import pretrained
+from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.import_pretrained import main as import_main
 from models.pretrained import build_pretrained_net, import_checkpoint
 from models.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_state_dict
-from real_v4 import real_v4_stem
 from symbols import LightCNNInit, get_model
 
 # --- a torch-free writer of torch's two checkpoint layouts --------------------------------------
@@ -171,6 +171,18 @@ def test_bare_state_dict_without_classifier_v4_is_bgr(tmp_path):
     assert meta['preprocessing'].channels == 'bgr' and meta['num_classes'] is None
 
 
+def test_known_name_lands_in_runs_pretrained_unless_out_is_given(tmp_path, monkeypatch):
+    """``import_pretrained.py lightcnn-v4`` writes runs/pretrained/lightcnn-v4 ($LIGHTCNN_RUNS_DIR here)."""
+    state = random_state('lightcnn_v4', seed=2)
+    path = checkpoint(tmp_path, state)
+    monkeypatch.setattr(pretrained, 'fetch_known_checkpoint', lambda name, cache=None: str(path))
+    monkeypatch.setenv('LIGHTCNN_RUNS_DIR', str(tmp_path / 'runs'))
+    assert import_main(['lightcnn-v4']) is None
+    assert_imported_exactly(tmp_path / 'runs' / 'pretrained' / 'lightcnn-v4', state)
+    assert import_main(['lightcnn-v4', '--out', str(tmp_path / 'mine' / 'v4')]) is None  # a given path wins
+    assert_imported_exactly(tmp_path / 'mine' / 'v4', state)
+
+
 def test_29v2_classifier_without_bias_keeps_its_classes(tmp_path):
     state = random_state('lightcnn29v2', num_classes=13, seed=2)
     assert 'fc2.bias' not in state
@@ -282,7 +294,7 @@ def test_fake_writer_matches_what_torch_reads(tmp_path):
     ('lightcnn_v4', None, False), ('lightcnn9', None, True), ('lightcnn29v2', None, True)])
 def test_features_match_pytorch_forward(tmp_path, network, classes, legacy):
     torch = pytest.importorskip('torch')
-    from bench.torch_lightcnn import REFERENCE_NETS, features
+    from symbols.torch_reference import REFERENCE_NETS, features
     torch.manual_seed(0)
     ref = REFERENCE_NETS[network](**({'num_classes': classes or 5}
                                      if network != 'lightcnn_v4' else {}))
@@ -303,11 +315,6 @@ def test_features_match_pytorch_forward(tmp_path, network, classes, legacy):
 
 
 # --- (3) the real V4 weights on ORL --------------------------------------------------------------
-
-
-@pytest.fixture(scope='module')
-def real_v4(tmp_path_factory):
-    return real_v4_stem(tmp_path_factory)
 
 
 def _orl_verification(model, paths, labels):
@@ -343,7 +350,7 @@ def test_real_v4_verifies_orl_and_random_weights_do_not(real_v4, orl_root, tmp_p
 
 def test_real_v4_matches_pytorch(real_v4):
     torch = pytest.importorskip('torch')
-    from bench.torch_lightcnn import REFERENCE_NETS, features
+    from symbols.torch_reference import REFERENCE_NETS, features
     ref = REFERENCE_NETS['lightcnn_v4']()
     ckpt = torch.load(real_v4[1], map_location='cpu', weights_only=True)['state_dict']
     ref.load_state_dict({k.replace('module.', ''): v for k, v in ckpt.items()})

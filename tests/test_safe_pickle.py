@@ -14,7 +14,7 @@ from mxnet import gluon
 
 from common.errors import UsageError
 from common.safe_pickle import UnsafePickleError, load_npy_object, restricted_loads
-from models.checkpoint import read_optimizer_states
+from symbols.checkpoint import read_optimizer_states
 from models.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_state_dict
 
 

@@ -9,22 +9,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
-from models.checkpoint import load_checkpoint
+from helpers import SIZE, write_tiny_rec
+from symbols.checkpoint import load_checkpoint
 from training import TrainingDiverged, train
 from training.trainer import make_lr_scheduler, parse_config
-
-SIZE = 36  # small records and 32x32 crops keep these tests to seconds on a busy CPU
-
-
-def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0):
-    """Pack an ``identity/image`` tree into ``prefix.rec/.idx/.json`` (+ ``prefix_val.*``)."""
-    pack_records(images_root, prefix, size=size, color='gray', workers=0, progress=False,
-                 val_per_identity=val_per_identity, seed=0)
-    return prefix + '.rec'
-
 
 @pytest.fixture(scope='module')
 def tiny_rec(tmp_path_factory):
@@ -46,13 +36,13 @@ def _params(net):
 
 def test_two_devices_equal_one_device_for_the_same_global_batch(tiny_rec, tmp_path):
     # 36 records in batches of 18: two momentum-SGD updates, 9 + 9 samples on the two devices
-    one = train(_config(tiny_rec, tmp_path / 'one', dropout=0.0, num_epochs=1, batch_size=18),
+    one = train(_config(tiny_rec, tmp_path / 'one', dropout=0.0, optimizer='sgd', num_epochs=1, batch_size=18),
                 contexts=[mx.cpu(0)], log=lambda _: None)
-    two = train(_config(tiny_rec, tmp_path / 'two', dropout=0.0, num_epochs=1, batch_size=18),
+    two = train(_config(tiny_rec, tmp_path / 'two', dropout=0.0, optimizer='sgd', num_epochs=1, batch_size=18),
                 contexts=[mx.cpu(0), mx.cpu(1)], log=lambda _: None)
     p1 = _params(load_checkpoint(one['checkpoint'])[0])
     p2 = _params(load_checkpoint(two['checkpoint'])[0])
-    init = train(_config(tiny_rec, tmp_path / 'zero', dropout=0.0, num_epochs=1, lr=0.0,
+    init = train(_config(tiny_rec, tmp_path / 'zero', dropout=0.0, optimizer='sgd', num_epochs=1, lr=0.0,
                          batch_size=18),
                  contexts=[mx.cpu(0)], log=lambda _: None)
     p0 = _params(load_checkpoint(init['checkpoint'])[0])
@@ -161,3 +151,78 @@ def test_benchmark_prints_samples_per_second(repo_root):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r'benchmark lightcnn9 batch 4 .*: \d+\.\d\d samples/sec', proc.stdout)
+
+
+def _csv_rows(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_csv_keeps_every_epoch_and_numbering_agrees(tiny_rec, tmp_path):
+    lines = []
+    straight = train(_config(tiny_rec, tmp_path / 'a' / 'm', num_epochs=3), log=lines.append)
+    rows = _csv_rows(straight['metrics_csv'])
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
+    # the CSV holds the values the run returned, and names the checkpoint saved after each epoch
+    for row, hist in zip(rows, straight['history']):
+        assert float(row['train_loss']) == pytest.approx(hist['train_loss'], rel=1e-9)
+    assert [r['checkpoint'] for r in rows] == ['m-0001', 'm-0002', 'm-0003']
+    assert [l.split(' ')[0] for l in lines if re.match(r'Epoch\[\d\] lr=', l)] == \
+        ['Epoch[0]', 'Epoch[1]', 'Epoch[2]']
+    _, meta = load_checkpoint(straight['checkpoint'])
+    assert straight['checkpoint'].endswith('m-0003') and meta['epoch'] == 3
+    assert meta['metrics']['epoch'] == 2 and 'epochs completed' in meta['epoch_numbering']
+
+    prefix = tmp_path / 'b' / 'm'
+    train(_config(tiny_rec, prefix, num_epochs=1), log=lambda _: None)
+    assert [int(r['epoch']) for r in _csv_rows(f'{prefix}-metrics.csv')] == [0]
+    first = _csv_rows(f'{prefix}-metrics.csv')[0]
+    resumed = train(_config(tiny_rec, prefix, num_epochs=3, load_epoch=1), log=lambda _: None)
+    rows = _csv_rows(resumed['metrics_csv'])
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
+    assert rows[0] == first  # the row of the epoch before the resume is kept as written
+    assert [h['epoch'] for h in resumed['history']] == [1, 2]
+
+
+def test_metrics_rows_of_re_run_epochs_are_replaced(tmp_path):
+    from training.callbacks import write_metrics_row
+    path = str(tmp_path / 'sub' / 'm-metrics.csv')
+    for epoch in range(4):
+        write_metrics_row(path, dict(epoch=epoch, train_loss=10.0 - epoch))
+    write_metrics_row(path, dict(epoch=2, train_loss=0.5, val_top1=0.25))  # resumed after 2 epochs
+    rows = _csv_rows(path)
+    assert [(r['epoch'], r['train_loss'], r['val_top1']) for r in rows] == \
+        [('0', '10.0', ''), ('1', '9.0', ''), ('2', '0.5', '0.25')]
+
+
+def test_defaults_come_from_one_table_and_help_shows_them(repo_root):
+    from demo import parse_config as demo_config
+    from training import DEFAULTS, build_parser
+    assert vars(parse_config({})) == DEFAULTS == vars(build_parser().parse_args([]))
+    assert (DEFAULTS['num_epochs'], DEFAULTS['optimizer'], DEFAULTS['batch_size']) == (30, 'adam', 64)
+    demo = demo_config({})
+    assert (demo.num_epochs, demo.optimizer, demo.lr, demo.batch_size) == (15, 'adam', 1e-3, 32)
+    assert demo_config(['--batch-size', '64']).batch_size == 64  # a typed 64 stays 64
+    assert demo_config(dict(batch_size=64)).batch_size == 64
+    for action in build_parser()._actions:
+        if action.option_strings and action.dest not in ('help', 'benchmark'):
+            assert '(default: ' in action.help, action.dest
+    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--help'], cwd=repo_root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and '--demo-heldout' in proc.stdout and '(default: 30)' in proc.stdout
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(tiny_rec, repo_root):
+    from training import ParameterError
+    with pytest.raises(ParameterError, match=r'^batch_size must be at least 1$'):
+        train(dict(data_train=tiny_rec, batch_size=0))
+    with pytest.raises(ParameterError, match=r'^input_size 64 is larger than the packed images \(36\)$'):
+        train(dict(data_train=tiny_rec, input_size=64, data_nthreads=1))
+    cmd = [sys.executable, 'train_lightcnn.py', '--data-train', tiny_rec, '--batch-size', '0']
+    proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == 'error: --batch-size must be at least 1\n', proc.stderr
+    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--demo-heldout', '2'],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: the demo needs') \
+        and '--demo-heldout 2' in proc.stderr, proc.stderr
+

@@ -17,10 +17,9 @@ import subprocess
 import sys
 import time
 
-if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from common.cli import ArgumentParser, UsageError, run_cli
+# No MXNet in this process, so no default_compute_threads() here: role_env gives each worker its share.
+from common.cli import ArgumentParser, run_cli
+from common.errors import UsageError
 from common.threads import threads_per_process
 
 HOST = '127.0.0.1'

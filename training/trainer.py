@@ -1,211 +1,264 @@
-"""LightCNN training: data-parallel devices, step LR with warm-up, exact resume, validation, ps-lite.
+"""LightCNN training: setup, one epoch, validation, checkpoint -- :func:`train` reads top to bottom.
 
-:func:`train` takes the options of ``train_lightcnn.py`` (an argparse namespace, a dict or an argv
-list) and runs the whole job; tests call it directly, with the device list injected.
+:func:`train` takes the options of ``train_lightcnn.py`` (an argparse namespace, a dict or an argv list,
+see :mod:`training.config`) and runs the whole job; tests call it directly, with the devices injected.
+The loop's parts are plain functions of a :class:`TrainingRun` (what :func:`setup` decided): the loss comes
+from a head (:mod:`training.heads`), what is printed or written from callbacks (:mod:`training.callbacks`),
+per-epoch metrics from validators (:mod:`training.validation`).
+
+Epochs are numbered as in MXNet: the log's ``Epoch[i]`` and the CSV's ``epoch`` count from 0; the checkpoint
+saved after ``Epoch[i]`` is ``PREFIX-%04d`` of ``i + 1``, the epochs completed (its JSON ``epoch``), and
+``load_epoch=N`` resumes after N completed epochs, continuing with ``Epoch[N]``.
 """
 import argparse
-import csv
 import math
 import os
-import sys
 import time
+from dataclasses import dataclass, field
 
 import mxnet as mx
-import numpy as np
 from mxnet import autograd, gluon
 
-from common.cli import ArgumentParser, UsageError
-from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
-from symbols import LightCNNInit, default_preprocessing, get_model, get_model_list
+from common.devices import parse_devices
+from common.errors import UsageError, error_message
+from common.preprocessing import Preprocessing
+from data_tools.dataset_info import records_info
+from symbols import LightCNNInit, default_preprocessing, get_model
+from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 
-from .data import (SyntheticBatches, check_record_file, packing_summary, record_iter,
-                   record_preprocessing, steps_per_epoch, take_batches)
+from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
+from .checks import check_records, check_validators
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values,
+                     freeze_epochs, parse_config, step_epochs, val_targets)
+from .config import base_lr as default_base_lr
+from .data import (RecordBatches, SyntheticBatches, check_record_file, image_record_batches, record_preprocessing,
+                   steps_per_epoch)
+from .errors import ParameterError, TrainingDiverged
+from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
+                       set_lr_mults)
+from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
+from .outputs import PrefixLock, remove_stale_temporaries
+from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
+                     open_resume_point)
+from .sampler import IdentityBatches
+from .validation import BestTargetCheckpoints, BinVerification, ClassificationValidation, PairVerification
 
-NETWORKS = [n for n in get_model_list() if n != 'lightcnn_v4']  # V4 is BGR: no record training
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the message names the last good checkpoint."""
-
-
-def build_parser(prog='train_lightcnn.py'):
-    """Options of ``train_lightcnn.py``; :func:`train` accepts the same names as a dict."""
-    p = ArgumentParser(prog=prog, description='Train LightCNN on RecordIO face data (MXNet Gluon). '
-                       'Without --data-train: run the built-in synthetic demo.')
-    d = p.add_argument_group('data')
-    d.add_argument('--data-train', help='training PREFIX.rec (with PREFIX.idx; PREFIX.json from '
-                   'data_tools/pack_rec.py gives the class count)')
-    d.add_argument('--data-val', help='validation .rec: top-1/top-5 every epoch')
-    d.add_argument('--val-pairs', help='LFW-format pairs.txt: verification accuracy every epoch')
-    d.add_argument('--val-images', help='image root the --val-pairs paths are relative to')
-    d.add_argument('--num-classes', type=int, help='classes of fc2 (default: from PREFIX.json)')
-    d.add_argument('--data-nthreads', type=int, default=4, help='decoding threads (default 4)')
-    d.add_argument('--input-size', type=int, help='crop side (default 128, or the record side)')
-    n = p.add_argument_group('network')
-    n.add_argument('--network', default='lightcnn9', choices=NETWORKS)
-    n.add_argument('--dropout', type=float, default=0.5, help='dropout before fc2 (default 0.5)')
-    o = p.add_argument_group('optimisation')
-    o.add_argument('--optimizer', choices=['sgd', 'nag', 'adam'], help='default sgd (the demo: adam)')
-    o.add_argument('--lr', type=float, help='base learning rate (default 0.01, demo 1e-3; resuming: the '
-                   "checkpoint's schedule, or this base lr from the resumed update on)")
-    o.add_argument('--mom', type=float, default=0.9, help='momentum (sgd, nag)')
-    o.add_argument('--wd', type=float, default=1e-4)
-    o.add_argument('--batch-size', type=int, default=64, help='per machine, split over its devices')
-    o.add_argument('--num-epochs', type=int, help='default 30 (the demo: 15)')
-    o.add_argument('--lr-step-epochs', default='', help='e.g. 10,20: multiply the lr by --lr-factor there')
-    o.add_argument('--lr-factor', type=float, default=0.1)
-    o.add_argument('--warmup-epochs', type=float, default=0.0, help='linear warm-up from 0')
-    o.add_argument('--fc2-lr-mult', type=float, default=10.0,
-                   help='lr multiplier of the classifier (official recipe: 10)')
-    o.add_argument('--seed', type=int, default=0, help='initialisation, data order, augmentation')
-    r = p.add_argument_group('devices')
-    r.add_argument('--gpus', help='e.g. 0,1 (data parallel); default: CPU')
-    r.add_argument('--kv-store', default='device',
-                   choices=['device', 'local', 'dist_sync', 'dist_device_sync'])
-    c = p.add_argument_group('checkpoints and logging')
-    c.add_argument('--model-prefix', default='models/lightcnn',
-                   help='checkpoints PREFIX-NNNN.params/.json/.states and PREFIX-metrics.csv')
-    c.add_argument('--save-period', type=int, default=1, help='save every N epochs (and the last)')
-    c.add_argument('--load-epoch', type=int, help='resume from PREFIX-NNNN: weights, optimiser, LR')
-    c.add_argument('--disp-batches', type=int, default=20, help='Speedometer line every N batches')
-    c.add_argument('--benchmark', action='store_true', help='synthetic batches, prints samples/sec')
-    c.add_argument('--benchmark-batches', type=int, default=10)
-    e = p.add_argument_group('demo (no --data-train)')
-    e.add_argument('--work-dir', default='models/demo', help='demo data, checkpoints and results')
-    e.add_argument('--demo-identities', type=int, default=70, help='synthetic identities in all')
-    e.add_argument('--demo-heldout', type=int, default=30, help='of them held out for verification')
-    e.add_argument('--demo-images', type=int, default=16, help='images per identity')
-    e.add_argument('--demo-size', type=int, default=72,
-                   help='side of the rendered images (default 72, cropped to 64)')
-    return p
+EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
+                   'metrics.epoch = 0-based index of the last of them, as Epoch[i] in the log '
+                   "and 'epoch' in PREFIX-metrics.csv")
 
 
-def parse_config(config):
-    """Namespace from a namespace, a dict of option names (``lr`` or ``lr-step-epochs``) or an argv list."""
-    parser = build_parser()
-    if isinstance(config, argparse.Namespace):
-        return config
-    if config is None or isinstance(config, (list, tuple)):
-        return parser.parse_args(config)
-    args = parser.parse_args([])
-    for key, value in dict(config).items():
-        name = key.replace('-', '_')
-        if not hasattr(args, name):
-            raise UsageError(f'unknown training option {key!r}')
-        setattr(args, name, value)
-    return args
+def train(config=None, contexts=None, log=None, callbacks=(), validators=()):
+    """Train as ``train_lightcnn.py --data-train ...`` would; returns a summary dict.
+
+    Parameters
+    ----------
+    config : argparse.Namespace, dict or list of str
+        Options of :mod:`training.config` (dict keys use ``_`` or ``-``; missing ones take the defaults).
+    contexts : list of mx.Context, optional
+        Devices to split each batch over; overrides ``gpus`` (tests use several ``mx.cpu(i)``).
+    log : callable, optional
+        Receives each log line instead of stdout.
+    callbacks : list of training.callbacks.Callback
+        Run after the built-in ones (Speedometer, progress bar, epoch lines, metrics CSV).
+    validators : list of callables ``(net, preprocessing, contexts) -> dict``
+        Run on worker 0 after each epoch, after the built-in ones (top-1/top-5 on ``data_val``, verification
+        on ``val_pairs`` and on each ``val_targets`` set: :mod:`training.validation`); their values join the
+        epoch's row.
+
+    Returns
+    -------
+    dict
+        ``history`` (one row per epoch run), ``checkpoint`` (last stem saved), ``metrics_csv``, ``epochs``,
+        ``rank``, ``num_workers``, ``samples_per_sec``, ``wall_time`` (s).
+
+    Raises
+    ------
+    ParameterError
+        A bad option (message names the parameter); :class:`UsageError` for unusable files, another
+        training on the same ``model_prefix``, a checkpoint that cannot be written (disk full). Every input
+        is checked before the first step (:mod:`training.checks`).
+    TrainingDiverged
+        The loss became NaN/inf; nothing is saved after that.
+    """
+    args = parse_config(config)
+    if args.benchmark:
+        check_values(args)
+        return benchmark(args, contexts, log)
+    check_config(args)
+    validators = default_validators(args) + list(validators)
+    check_validators(args, validators)
+    run = setup(args, contexts, log)
+    try:
+        callbacks = CallbackList(default_callbacks(run) + list(callbacks))
+        history, start = [], time.time()
+        callbacks.on_train_begin(run)
+        for epoch in range(run.begin_epoch, args.num_epochs):
+            callbacks.on_epoch_begin(run, epoch)
+            row = train_one_epoch(run, epoch, callbacks)
+            if run.rank == 0:
+                row.update(validate(run, validators))
+            checkpoint = save_epoch(run, epoch, row) if run.saves_after(epoch) else None
+            history.append(row)
+            callbacks.on_epoch_end(run, epoch, row, checkpoint)
+    finally:
+        run.log.close_bar()
+        run.release()  # the model_prefix lock
+    result = summarise(run, history, time.time() - start)
+    callbacks.on_train_end(run, result)
+    return result
+
+
+# --- setup ------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingRun:
+    """What :func:`setup` decided, read by the loop and the callbacks (``run`` in their signatures)."""
+    args: argparse.Namespace
+    contexts: list
+    log: LogSink
+    rank: int
+    num_workers: int
+    num_train: int
+    num_classes: int
+    preprocessing: Preprocessing
+    global_batch: int  # samples per update over all workers
+    updates_per_epoch: int
+    data: RecordBatches  # .epoch(e): the batches of 0-based epoch e
+    net: gluon.HybridBlock
+    head: object  # training.heads: (outputs, label) -> (losses, logits)
+    trainer: gluon.Trainer
+    prefix: str  # model_prefix with {rank} filled in
+    saves: bool  # this worker writes checkpoints and the metrics CSV
+    meta: dict  # checkpoint JSON entries fixed for the run
+    begin_epoch: int = 0
+    base_lr: float = BASE_LR
+    last_checkpoint: str = None
+    pending_broadcast: bool = False  # dist kvstore: wait for rank 0's weights before the first push
+    lock: PrefixLock = None  # held from setup to the end of train() where this worker saves
+    runs: list = field(default_factory=list)  # the settings of each run that led here (checkpoint JSON)
+
+    def release(self):
+        """Free the ``model_prefix`` lock (train() does, however it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    @property
+    def metrics_csv(self):
+        return self.prefix + '-metrics.csv' if self.saves else None
+
+    def saves_after(self, epoch):
+        """Whether a checkpoint is written after 0-based ``epoch``: every ``save_period``, and the last."""
+        done = epoch + 1
+        return self.saves and (done % self.args.save_period == 0 or done == self.args.num_epochs)
+
+    def describe(self):
+        return (f'{self.args.network}: {self.num_classes} classes, {self.num_train} training images, '
+                f'{self.updates_per_epoch} updates/epoch of {self.global_batch} on {len(self.contexts)} '
+                f'device(s) x {self.num_workers} worker(s), input {self.preprocessing.data_shape}'
+                + (f', reading part {self.rank + 1}/{self.num_workers} of the .rec' if self.num_workers > 1
+                   else ''))
+
+
+def setup(args, contexts=None, log=None):
+    """Checked options -> a :class:`TrainingRun`: every input checked, network, head, Gluon trainer, resumed.
+
+    Takes the ``model_prefix`` lock (:class:`training.outputs.PrefixLock`) where this worker saves; the
+    caller frees it with ``run.release()``. Nothing here starts training: everything that can be checked
+    before the first step is (:mod:`training.checks`).
+    """
+    contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
+    if args.batch_size < len(contexts):
+        raise ParameterError(lambda n: f'{n("batch_size")} {args.batch_size} is smaller than the '
+                                       f'{len(contexts)} devices')
+    kvstore, rank, num_workers = create_kvstore(args)
+    log = LogSink(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
+    prefix = args.model_prefix.replace('{rank}', str(rank))
+    saves = rank == 0 or '{rank}' in args.model_prefix
+    lock = PrefixLock(prefix) if saves else None
+    try:
+        return _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock):
+    if lock is not None:
+        removed = remove_stale_temporaries(prefix)
+        if removed:
+            log(f'removed {len(removed)} temporary file(s) of an interrupted run: {", ".join(removed)}')
+    point = open_resume_point(prefix, args.load_epoch) if args.load_epoch else None
+    scan = check_record_file(args.data_train)
+    summary = records_info(args.data_train)
+    num_classes = args.num_classes or summary.get('num_classes')
+    if not num_classes:
+        raise ParameterError(lambda n: f'{n("num_classes")} is needed: no num_classes in a PREFIX.json '
+                                       f'beside {args.data_train}')
+    if num_classes < 2:
+        raise ParameterError(lambda n: f'{n("num_classes")} must be at least 2 (PREFIX.json of '
+                                       f'{args.data_train} says {num_classes})')
+    pretrained = read_pretrained(args.pretrained) if args.pretrained else None
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
+    if pretrained:
+        preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
+                                                 args.input_size)
+    else:
+        preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
+                                             args.input_size, record_side=scan.min_side)
+    classes_from = '' if args.num_classes else ' (from PREFIX.json)'
+    check_records(scan, num_classes, preprocessing, classes_from, log)
+    if args.data_val:
+        check_records(check_record_file(args.data_val), num_classes, preprocessing, classes_from)
+    num_train = scan.count
+    global_batch = args.batch_size * num_workers
+    updates_per_epoch = steps_per_epoch(num_train, global_batch)
+    if args.loss == 'triplet':  # P x K identity-balanced batches; their count sets the updates
+        data = IdentityBatches(args.data_train, preprocessing, *triplet_batch(args), seed=args.seed,
+                               num_parts=num_workers, part_index=rank, threads=args.data_nthreads, scan=scan)
+        updates_per_epoch = data.updates
+        log(data.describe())
+    elif scan.meta_records:  # header/identity records without images (insightface): read the images by key
+        data = image_record_batches(scan, preprocessing, args.batch_size, seed=args.seed, num_parts=num_workers,
+                                    part_index=rank, threads=args.data_nthreads)
+        updates_per_epoch = data.updates
+        log(data.describe())
+    else:
+        data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
+                             seed=args.seed, num_parts=num_workers, part_index=rank,
+                             threads=args.data_nthreads)
+    net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
+    copied = copy_backbone(net, pretrained) if pretrained else None
+    head = build_head(args, num_classes, contexts)
+    trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
+    identities = summary.get('identities')
+    meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
+                data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
+                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
+                wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
+                loss=head.name, head=head.metadata(),
+                pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
+                epoch_numbering=EPOCH_NUMBERING,
+                identities=identities if len(identities or ()) <= 20000 else None)
+    run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
+                      num_train=num_train, num_classes=int(num_classes), preprocessing=preprocessing,
+                      global_batch=global_batch, updates_per_epoch=updates_per_epoch, data=data, net=net,
+                      head=head,
+                      trainer=trainer, prefix=prefix, saves=saves, meta=meta,
+                      base_lr=default_base_lr(args),
+                      pending_broadcast=args.kv_store.startswith('dist'), lock=lock)
+    if point is not None:
+        resume(run, point)
+    return run
 
 
 def resolve_contexts(gpus):
-    """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]``."""
-    if not gpus:
-        return [mx.cpu()]
-    try:
-        ids = [int(g) for g in str(gpus).split(',') if g.strip()]
-    except ValueError:
-        raise UsageError(f'--gpus takes device numbers like 0,1, not {gpus!r}') from None
-    if ids and mx.context.num_gpus() < max(ids) + 1:
-        raise UsageError(f'--gpus {gpus}: this machine has {mx.context.num_gpus()} GPU(s) '
-                         '(the CPU build of MXNet sees none); drop --gpus to train on the CPU')
-    return [mx.gpu(i) for i in ids]
+    """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]`` (:func:`common.devices.parse_devices`)."""
+    return parse_devices(gpus, '--gpus')
 
 
-def _step_epochs(text):
-    try:
-        steps = sorted({float(s) for s in str(text).split(',') if s.strip()})
-    except ValueError:
-        raise UsageError(f'--lr-step-epochs takes epochs like 10,20, not {text!r}') from None
-    return steps
-
-
-DEFAULT_LR = 0.01
-
-
-def make_lr_scheduler(args, updates_per_epoch):
-    """Step decay at ``--lr-step-epochs`` after a linear ``--warmup-epochs``, counted in updates."""
-    base_lr = DEFAULT_LR if args.lr is None else args.lr
-    warmup = int(round(args.warmup_epochs * updates_per_epoch))
-    steps = [int(round(e * updates_per_epoch)) for e in _step_epochs(args.lr_step_epochs)]
-    steps = [s for s in steps if s > warmup]
-    common = dict(base_lr=base_lr, warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
-    if steps:
-        return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor, **common)
-    return mx.lr_scheduler.FactorScheduler(step=2 ** 31 - 1, factor=1.0, **common)
-
-
-def make_optimizer(args, updates_per_epoch):
-    params = dict(learning_rate=DEFAULT_LR if args.lr is None else args.lr, wd=args.wd,
-                  lr_scheduler=make_lr_scheduler(args, updates_per_epoch))
-    if args.optimizer in ('sgd', 'nag'):
-        params['momentum'] = args.mom
-    return mx.optimizer.create(args.optimizer, **params)
-
-
-class _Log:
-    """Lines to stdout (through tqdm when a bar is shown on a terminal), or to a callable."""
-
-    def __init__(self, sink=None, prefix=''):
-        self.sink, self.prefix, self.bar = sink, prefix, None
-
-    def __call__(self, msg):
-        msg = self.prefix + msg
-        if self.sink is not None:
-            self.sink(msg)
-        elif self.bar is not None:
-            self.bar.write(msg)
-        else:
-            print(msg, flush=True)
-
-    def progress(self, total, desc):
-        if self.sink is None and sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-        return self.bar
-
-    def close_bar(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class _Meters:
-    """Loss / correct / sample counts kept as device arrays; read (one sync) only when logging."""
-
-    def __init__(self, contexts):
-        self.contexts = contexts
-        self.reset()
-
-    def reset(self):
-        self.loss = [mx.nd.zeros((1,), ctx=c) for c in self.contexts]
-        self.correct = [mx.nd.zeros((1,), ctx=c) for c in self.contexts]
-        self.samples = 0
-
-    def update(self, losses, outputs, labels):
-        for i, (loss, out, label) in enumerate(zip(losses, outputs, labels)):
-            self.loss[i] += loss.sum()
-            self.correct[i] += (out.argmax(axis=1) == label).sum()
-            self.samples += label.shape[0]
-
-    def absorb(self, other):
-        """Add ``other``'s counts (still on the devices) to these."""
-        self.loss = [a + b for a, b in zip(self.loss, other.loss)]
-        self.correct = [a + b for a, b in zip(self.correct, other.correct)]
-        self.samples += other.samples
-
-    def read(self):
-        loss = sum(float(x.asscalar()) for x in self.loss)
-        correct = sum(float(x.asscalar()) for x in self.correct)
-        n = max(self.samples, 1)
-        return dict(accuracy=correct / n, cross_entropy=loss / n)
-
-
-def _speedometer_line(epoch, first, last, speed, values):
-    # exactly mx.callback.Speedometer's format, so existing log parsers keep working
-    msg = 'Epoch[%d] Batch [%d-%d]\tSpeed: %.2f samples/sec' % (epoch, first, last, speed)
-    return msg + ''.join('\t%s=%f' % (k.replace('_', '-'), v) for k, v in values.items())
-
-
-def _create_kvstore(args):
+def create_kvstore(args):
     """``(kvstore or its name, rank, num_workers)``; dist stores need the launcher's DMLC_* variables."""
     if not args.kv_store.startswith('dist'):
         return args.kv_store, 0, 1
@@ -213,16 +266,215 @@ def _create_kvstore(args):
     return kv, kv.rank, kv.num_workers
 
 
+# Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
+# deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
+# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
+
+
 def build_network(args, num_classes, preprocessing, contexts):
-    """LightCNN with fc2 (returning logits and features), initialised, fc2 lr boosted, hybridised."""
-    net = get_model(args.network, num_classes=num_classes, preprocessing=preprocessing,
+    """LightCNN with fc2 (returning logits and features), initialised, lr multipliers set, hybridised.
+
+    ``num_classes=None`` (a head replacing fc2, :func:`training.heads.network_classes`): the feature net.
+    fc2 trains at ``fc2_lr_mult`` x the lr, the rest at ``backbone_lr_mult`` x (both worked out from the
+    optimiser and ``pretrained`` when not given, :mod:`training.config`).
+    """
+    net = get_model(args.network or DEFAULT_NETWORK, num_classes=num_classes, preprocessing=preprocessing,
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
-    net.initialize(LightCNNInit(), ctx=contexts)
-    for param in net.fc2.collect_params().values():
-        param.lr_mult = args.fc2_lr_mult
+    net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
+    set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def make_lr_scheduler(args, updates_per_epoch, base_lr=None):
+    """Step decay at ``lr_step_epochs`` after a linear ``warmup_epochs``, counted in updates.
+
+    ``base_lr`` (default: ``lr``, else the optimiser's default) is the rate before any step. The scheduler
+    is a function of the update count alone, so one built for a resumed run answers for any position.
+    """
+    if base_lr is None:
+        base_lr = default_base_lr(args)
+    warmup, steps = schedule_steps(args, updates_per_epoch)
+    common = dict(base_lr=base_lr, warmup_steps=warmup, warmup_begin_lr=0.0, warmup_mode='linear')
+    if steps:
+        return mx.lr_scheduler.MultiFactorScheduler(step=steps, factor=args.lr_factor, **common)
+    return mx.lr_scheduler.FactorScheduler(step=2 ** 31 - 1, factor=1.0, **common)
+
+
+def schedule_steps(args, updates_per_epoch):
+    """``(warmup_steps, steps)``: the warm-up and the LR steps after it, in updates of ``updates_per_epoch``."""
+    warmup = int(round(args.warmup_epochs * updates_per_epoch))
+    steps = [int(round(e * updates_per_epoch)) for e in step_epochs(args.lr_step_epochs)]
+    return warmup, [s for s in steps if s >= 1]  # a step inside the warm-up applies when the warm-up ends
+
+
+def make_trainer(args, net, head, kvstore, updates_per_epoch):
+    """Gluon trainer of the network's and the head's parameters (the kvstore reduces, the trainer updates)."""
+    params = net.collect_params()
+    params.update(head.collect_params())
+    return gluon.Trainer(params, make_optimizer(args, updates_per_epoch), kvstore=kvstore,
+                         update_on_kvstore=False)
+
+
+def make_optimizer(args, updates_per_epoch, base_lr=None, begin_num_update=0):
+    """The optimiser of ``args`` with its LR schedule; ``begin_num_update`` is its position (resuming)."""
+    if base_lr is None:
+        base_lr = default_base_lr(args)
+    params = dict(learning_rate=base_lr, wd=args.wd, begin_num_update=begin_num_update,
+                  lr_scheduler=make_lr_scheduler(args, updates_per_epoch, base_lr))
+    if args.clip_gradient:
+        params['clip_gradient'] = args.clip_gradient
+    if args.optimizer in ('sgd', 'nag'):
+        params['momentum'] = args.mom
+    return mx.optimizer.create(args.optimizer, **params)
+
+
+def resume(run, point):
+    """Continue from ``point`` (:func:`training.resume.open_resume_point`) after ``point.done`` epochs.
+
+    Weights and per-parameter optimiser state are loaded; the optimiser and its LR schedule are rebuilt
+    from this run's settings at position ``done x updates_per_epoch`` (:mod:`training.resume`). Without
+    ``lr`` the checkpoint's base LR continues; an explicit ``lr`` becomes the base of the schedule (steps
+    already passed still apply). The run then continues with ``Epoch[done]``.
+    """
+    args, done = run.args, point.done
+    check_network(point, args, run.num_classes, run.preprocessing, run.head)
+    changes = check_optimizer(point, args)
+    fresh = args.reset_optimizer or point.optimizer_name != args.optimizer
+    if not fresh:
+        check_states(point, run.trainer, run.net)
+    try:
+        run.net.load_parameters(point.stem + '.params', ctx=run.contexts)
+    except (AssertionError, mx.MXNetError) as err:
+        raise UsageError(f'{point.stem}.params does not fit {args.network}: {error_message(err)}') from None
+    if run.head.has_parameters:
+        run.head.load_parameters(head_params_path(point.stem), ctx=run.contexts)
+    saved = point.meta.get('lr_schedule') or {}
+    run.base_lr = args.lr if args.lr is not None else saved.get('base_lr', default_base_lr(args))
+    optimizer = make_optimizer(args, run.updates_per_epoch, run.base_lr,
+                               begin_num_update=done * run.updates_per_epoch)
+    install_optimizer(run.trainer, optimizer, None if fresh else point.states, None if fresh else point.optimizer)
+    run.begin_epoch, run.last_checkpoint = done, point.stem
+    run.runs = list(point.meta.get('runs') or [])
+    for line in describe_changes(point.meta, run):
+        run.log(line)
+    if args.reset_optimizer and not changes:
+        changes.append('optimiser state reset')
+    if changes:
+        run.log(f'resume: {", ".join(changes)}, from Epoch[{done}] on')
+    run.log(f'resumed from {point.stem} after {done} completed epoch(s), continuing with Epoch[{done}] '
+            f'(lr {run.trainer.learning_rate:.3g}, schedule at update {run.trainer.optimizer.num_update} '
+            f'= {done} x {run.updates_per_epoch} updates/epoch)')
+
+
+def default_callbacks(run):
+    """Speedometer lines, progress bar, epoch lines and summary, and (where this worker saves) the CSV."""
+    callbacks = [Speedometer(run.num_workers), ProgressBar(), EpochLog(),
+                 TrunkSchedule(freeze_epochs(run.args), backbone_lr_mult(run.args))]
+    if run.saves:
+        callbacks.append(MetricsCSV(run.metrics_csv))
+        if val_targets(run.args.val_targets):  # worker 0 validates; a {rank} prefix keeps per-worker files
+            callbacks.append(BestTargetCheckpoints(val_targets(run.args.val_targets)))
+    return callbacks
+
+
+def default_validators(args):
+    """Top-1/top-5 on ``data_val``, verification on ``val_pairs`` and on each ``val_targets`` set, as the
+    options ask."""
+    validators = []
+    if args.data_val:
+        validators.append(ClassificationValidation(args.data_val, args.batch_size, args.data_nthreads))
+    if args.val_pairs:
+        validators.append(PairVerification(args.val_pairs, args.val_images))
+    validators += [BinVerification(path, name) for name, path in val_targets(args.val_targets)]
+    return validators
+
+
+# --- one epoch --------------------------------------------------------------------------------------------
+
+def train_one_epoch(run, epoch, callbacks):
+    """``updates_per_epoch`` updates of 0-based ``epoch``; returns its row of the metrics.
+
+    Returns
+    -------
+    dict
+        ``epoch``, ``lr`` (at the end), ``train_loss`` (mean cross-entropy), ``train_accuracy`` (fraction),
+        ``time`` (s), ``samples_per_sec`` (over all workers).
+    """
+    mx.random.seed(run.args.seed * 1000 + epoch, ctx='all')  # dropout masks: the same after a resume
+    interval, total = _Meters(run.contexts), _Meters(run.contexts)
+    tic = time.time()
+    for nbatch, batch in enumerate(run.data.epoch(epoch)):
+        losses, logits, labels = train_step(run, batch)
+        interval.update(losses, logits, labels)
+        callbacks.on_batch_end(run, epoch, nbatch)
+        if (nbatch + 1) % run.args.disp_batches == 0:
+            values = interval.read()  # the one device sync between log lines
+            check_finite(run, values, epoch, nbatch)
+            callbacks.on_interval_end(run, epoch, nbatch, interval.samples, values)
+            total.absorb(interval)
+            interval.reset()
+    total.absorb(interval)
+    values = total.read()
+    check_finite(run, values, epoch, run.updates_per_epoch - 1)
+    elapsed = time.time() - tic
+    samples = run.updates_per_epoch * run.global_batch
+    return dict(epoch=epoch, lr=run.trainer.learning_rate, train_loss=values['cross_entropy'],
+                train_accuracy=values['accuracy'], time=round(elapsed, 3),
+                samples_per_sec=samples / max(elapsed, 1e-9))
+
+
+def forward_backward(net, head, data, label):
+    """Loss and gradients of one batch already split over the devices; returns ``(losses, logits)``.
+
+    The head sees the outputs of all devices at once (the triplet loss mines the whole batch).
+    """
+    with autograd.record():
+        losses, logits = head([net(x) for x in data], label)
+    autograd.backward(losses)
+    return losses, logits
+
+
+def train_step(run, batch):
+    """One update on one batch of the record iterator; returns ``(losses, logits, labels)`` per device."""
+    data = gluon.utils.split_and_load(batch.data[0], run.contexts, even_split=False)
+    label = gluon.utils.split_and_load(batch.label[0], run.contexts, even_split=False)
+    losses, logits = forward_backward(run.net, run.head, data, label)
+    if run.pending_broadcast:
+        broadcast_before_first_push(run.trainer)
+        run.pending_broadcast = False
+    if run.args.clip_norm:
+        clipped_step(run.trainer, run.global_batch, run.args.clip_norm)
+    else:
+        run.trainer.step(run.global_batch)
+    run.head.after_update()
+    return losses, logits, label
+
+
+def clipped_step(trainer, batch_size, max_norm):
+    """``trainer.step(batch_size)`` with the gradient rescaled to an L2 norm of at most ``max_norm``.
+
+    The norm is that of the batch-mean gradient over all trained parameters (all workers' and devices'
+    samples, after the reduction), as ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al., "On the
+    difficulty of training recurrent neural networks", ICML 2013). Computed on the device without a host
+    sync; a NaN gradient stays NaN, and the loss check reports it.
+    """
+    trainer.allreduce_grads()
+    params = [p for p in trainer._params if p.grad_req != 'null' and p.lr_mult != 0]  # not center.stats
+    if params:
+        first = [p.list_grad()[0] for p in params]
+        ctx = first[0].context
+        total = mx.nd.add_n(*[(g.as_in_context(ctx) ** 2).sum() for g in first])
+        norm = mx.nd.sqrt(total) / batch_size
+        scale = mx.nd.minimum(max_norm / (norm + 1e-12), mx.nd.ones_like(norm))
+        per_ctx = {}
+        for param in params:
+            for grad in param.list_grad():
+                factor = per_ctx.setdefault(grad.context, scale.as_in_context(grad.context))
+                mx.nd.broadcast_mul(grad, factor.reshape((1,) * grad.ndim), out=grad)
+    trainer.update(batch_size)
 
 
 def broadcast_before_first_push(trainer):
@@ -242,267 +494,119 @@ def broadcast_before_first_push(trainer):
     mx.nd.waitall()  # also after a resume, whose load_states() already issued the broadcast
 
 
-def evaluate_classification(net, args, preprocessing, contexts, rec_path):
-    """Top-1 / top-5 of ``net`` on a ``.rec`` (centre crops, every record once)."""
-    it = record_iter(rec_path, preprocessing, args.batch_size, train=False,
-                     threads=args.data_nthreads)
-    k = min(5, net.num_classes)
-    top1 = [mx.nd.zeros((1,), ctx=c) for c in contexts]
-    topk = [mx.nd.zeros((1,), ctx=c) for c in contexts]
-    total = 0
-    for batch in it:
-        n = batch.data[0].shape[0] - batch.pad
-        data = gluon.utils.split_and_load(batch.data[0][:n], contexts, even_split=False)
-        label = gluon.utils.split_and_load(batch.label[0][:n], contexts, even_split=False)
-        for i, (x, y) in enumerate(zip(data, label)):
-            logits = net(x)[0]
-            best = logits.topk(k=k, axis=1)
-            hits = (best == y.reshape((-1, 1)))
-            top1[i] += hits[:, 0].sum()
-            topk[i] += hits.sum()
-        total += n
-    total = max(total, 1)
-    return dict(val_top1=sum(float(v.asscalar()) for v in top1) / total,
-                val_top5=sum(float(v.asscalar()) for v in topk) / total)
+class _Meters:
+    """Loss / correct / sample counts kept as device arrays; read (one sync) only when logging."""
+
+    def __init__(self, contexts):
+        self.contexts = contexts
+        self.reset()
+
+    def reset(self):
+        self.loss = [mx.nd.zeros((1,), ctx=c) for c in self.contexts]
+        self.correct = [mx.nd.zeros((1,), ctx=c) for c in self.contexts]
+        self.samples = 0
+
+    def update(self, losses, logits, labels):
+        for i, (loss, out, label) in enumerate(zip(losses, logits, labels)):
+            self.loss[i] += loss.sum()
+            self.correct[i] += (out.argmax(axis=1) == label).sum()
+            self.samples += label.shape[0]
+
+    def absorb(self, other):
+        """Add ``other``'s counts (still on the devices) to these."""
+        self.loss = [a + b for a, b in zip(self.loss, other.loss)]
+        self.correct = [a + b for a, b in zip(self.correct, other.correct)]
+        self.samples += other.samples
+
+    def read(self):
+        loss = sum(float(x.asscalar()) for x in self.loss)
+        correct = sum(float(x.asscalar()) for x in self.correct)
+        n = max(self.samples, 1)
+        return dict(accuracy=correct / n, cross_entropy=loss / n)
 
 
-def evaluate_pairs(net, preprocessing, contexts, pairs_path, images_root):
-    """Verification accuracy (10-fold, threshold chosen on the other folds) on LFW-format pairs.
-
-    The same engine and scoring as ``extract_features.py`` + ``lfw_eval.py``, without the files.
-    """
-    from data_tools.pairs import read_pairs
-    from extract_features.extraction import Embedder, embed_images, items_from_pairs
-    from lfw_verification import pair_rows, pair_scores, verification_metrics
-    pairs = read_pairs(pairs_path)
-    embedder = Embedder(net, preprocessing, contexts[0], batch_size=64, hybridize=False)
-    extraction = embed_images(embedder, items_from_pairs(pairs_path, images_root))
-    idx1, idx2 = pair_rows(extraction.labels, pairs)
-    scores = pair_scores(extraction.features.astype(np.float64), idx1, idx2)
-    return verification_metrics(scores, np.array([p.issame for p in pairs], dtype=bool),
-                                np.array([p.fold for p in pairs]))
-
-
-def _append_csv(path, row, begin_epoch):
-    """Per-epoch metrics CSV; rows of epochs being re-run after a resume are replaced."""
-    rows = []
-    if os.path.exists(path):
-        with open(path, newline='') as f:
-            rows = [r for r in csv.DictReader(f) if int(r['epoch']) < begin_epoch]
-    rows.append({k: row[k] for k in row})
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def train(config=None, contexts=None, log=None):
-    """Train as ``train_lightcnn.py`` would; returns a summary dict (paths, metrics, speed).
-
-    Parameters
-    ----------
-    config : argparse.Namespace, dict or list of str
-        Options of :func:`build_parser` (dict keys use ``_`` or ``-``).
-    contexts : list of mx.Context, optional
-        Devices to split each batch over; overrides ``--gpus`` (tests use several ``mx.cpu(i)``).
-    log : callable, optional
-        Receives each log line instead of stdout.
-    """
-    args = parse_config(config)
-    if args.num_epochs is None:
-        args.num_epochs = 30
-    if args.optimizer is None:
-        args.optimizer = 'sgd'
-    if args.benchmark:
-        return benchmark(args, contexts, log)
-    if not args.data_train:
-        raise UsageError('--data-train PREFIX.rec is required (run without arguments for the demo)')
-    if args.kv_store.startswith('dist') and 'DMLC_ROLE' not in os.environ:
-        raise UsageError(f'--kv-store {args.kv_store} needs the DMLC_* environment of a launcher: '
-                         'python -m tools.launch -n WORKERS -s SERVERS -- python train_lightcnn.py ...')
-    if bool(args.val_pairs) != bool(args.val_images):
-        raise UsageError('--val-pairs and --val-images go together')
-    for name in ('batch_size', 'num_epochs', 'save_period', 'disp_batches', 'data_nthreads'):
-        if getattr(args, name) < 1:
-            raise UsageError(f'--{name.replace("_", "-")} must be at least 1')
-    contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
-    if args.batch_size < len(contexts):
-        raise UsageError(f'--batch-size {args.batch_size} is smaller than the {len(contexts)} devices')
-    num_train = check_record_file(args.data_train)
-    if args.data_val:
-        check_record_file(args.data_val)
-    summary = packing_summary(args.data_train)
-    num_classes = args.num_classes or summary.get('num_classes')
-    if not num_classes:
-        raise UsageError(f'--num-classes is needed: no num_classes in a PREFIX.json beside {args.data_train}')
-    preprocessing = record_preprocessing(default_preprocessing(args.network), args.data_train,
-                                         args.input_size)
-
-    kvstore, rank, num_workers = _create_kvstore(args)
-    log = _Log(log, prefix=f'[worker {rank}] ' if num_workers > 1 else '')
-    global_batch = args.batch_size * num_workers
-    updates_per_epoch = steps_per_epoch(num_train, global_batch)
-    net = build_network(args, num_classes, preprocessing, contexts)
-    trainer = gluon.Trainer(net.collect_params(), make_optimizer(args, updates_per_epoch),
-                            kvstore=kvstore, update_on_kvstore=False)
-
-    begin_epoch, base_lr = 0, DEFAULT_LR if args.lr is None else args.lr
-    if args.load_epoch:
-        begin_epoch, base_lr = _resume(net, trainer, args, num_classes, contexts, updates_per_epoch)
-        log(f'resumed from {checkpoint_stem(args.model_prefix, args.load_epoch)} '
-            f'(lr {trainer.learning_rate:.3g}, {trainer.optimizer.num_update} updates done)')
-    saves = rank == 0 or '{rank}' in args.model_prefix
-    prefix = args.model_prefix.replace('{rank}', str(rank))
-    csv_path = prefix + '-metrics.csv'
-    meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
-                data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
-                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
-                identities=(summary.get('identities') if len(summary.get('identities') or ()) <= 20000
-                            else None))
-    log(f'{args.network}: {num_classes} classes, {num_train} training images, '
-        f'{updates_per_epoch} updates/epoch of {global_batch} on {len(contexts)} device(s) '
-        f'x {num_workers} worker(s), input {preprocessing.data_shape}'
-        + (f', reading part {rank + 1}/{num_workers} of the .rec' if num_workers > 1 else ''))
-
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    meters, epoch_meters = _Meters(contexts), _Meters(contexts)
-    history, last_saved, total_samples, total_time = [], None, 0, 0.0
-    if args.load_epoch:
-        last_saved = checkpoint_stem(args.model_prefix, args.load_epoch)
-    train_start = time.time()
-    sync_before_first_push = args.kv_store.startswith('dist')
-    for epoch in range(begin_epoch, args.num_epochs):
-        mx.random.seed(args.seed * 1000 + epoch, ctx='all')  # dropout masks: same after a resume
-
-        def make_iter(offset, epoch=epoch):
-            return record_iter(args.data_train, preprocessing, args.batch_size, train=True,
-                               seed=args.seed * 1000 + epoch + 7919 * offset, num_parts=num_workers,
-                               part_index=rank, threads=args.data_nthreads)
-
-        meters.reset()
-        epoch_meters.reset()
-        tic = interval_tic = time.time()
-        bar = log.progress(updates_per_epoch, f'epoch {epoch}')
-        for nbatch, batch in enumerate(take_batches(make_iter, updates_per_epoch)):
-            data = gluon.utils.split_and_load(batch.data[0], contexts, even_split=False)
-            label = gluon.utils.split_and_load(batch.label[0], contexts, even_split=False)
-            with autograd.record():
-                outputs = [net(x)[0] for x in data]
-                losses = [loss_fn(out, y) for out, y in zip(outputs, label)]
-            autograd.backward(losses)
-            if sync_before_first_push:
-                broadcast_before_first_push(trainer)
-                sync_before_first_push = False
-            trainer.step(global_batch)
-            meters.update(losses, outputs, label)
-            if bar is not None:
-                bar.update(1)
-            if (nbatch + 1) % args.disp_batches == 0:
-                values = meters.read()
-                _check_finite(values, epoch, nbatch, last_saved, log)
-                epoch_meters.absorb(meters)
-                speed = meters.samples / max(time.time() - interval_tic, 1e-9) * num_workers
-                log(_speedometer_line(epoch, nbatch + 1 - args.disp_batches, nbatch + 1, speed, values))
-                meters.reset()
-                interval_tic = time.time()
-        epoch_meters.absorb(meters)
-        train_values = epoch_meters.read()
-        _check_finite(train_values, epoch, updates_per_epoch - 1, last_saved, log)
-        log.close_bar()
-        elapsed = time.time() - tic
-        total_time += elapsed
-        total_samples += updates_per_epoch * global_batch
-        row = dict(epoch=epoch, lr=trainer.learning_rate, train_loss=train_values['cross_entropy'],
-                   train_accuracy=train_values['accuracy'], time=round(elapsed, 3),
-                   samples_per_sec=updates_per_epoch * global_batch / max(elapsed, 1e-9))
-        if rank == 0 and args.data_val:
-            row.update(evaluate_classification(net, args, preprocessing, contexts, args.data_val))
-        if rank == 0 and args.val_pairs:
-            metrics = evaluate_pairs(net, preprocessing, contexts, args.val_pairs, args.val_images)
-            row['val_verification'] = (metrics['accuracy_mean'] if metrics['accuracy_mean'] is not None
-                                       else metrics['optimistic_accuracy'])
-        log(f'Epoch[{epoch}] ' + '\t'.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
-                                           for k, v in row.items() if k != 'epoch'))
-        history.append(row)
-        done = epoch + 1
-        if saves and (done % args.save_period == 0 or done == args.num_epochs):
-            schedule = dict(lr=trainer.learning_rate, num_update=trainer.optimizer.num_update,
-                            base_lr=base_lr, lr_step_epochs=_step_epochs(args.lr_step_epochs),
-                            lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
-                            updates_per_epoch=updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult)
-            last_saved = save_checkpoint(net, prefix, dict(meta, metrics=row, lr_schedule=schedule),
-                                         epoch=done, trainer=trainer)
-            _append_csv(csv_path, row, begin_epoch)
-            log(f'Saved checkpoint to {last_saved}.params')
-    result = dict(history=history, checkpoint=last_saved, metrics_csv=csv_path if saves else None,
-                  epochs=args.num_epochs, rank=rank, num_workers=num_workers,
-                  samples_per_sec=total_samples / max(total_time, 1e-9),
-                  wall_time=time.time() - train_start)
-    if history:
-        last = history[-1]
-        best = max((h.get('val_top1', -1) for h in history), default=-1)
-        log(f'Done: {len(history)} epoch(s) in {result["wall_time"]:.1f}s, '
-            f'{result["samples_per_sec"]:.1f} samples/sec, final loss {last["train_loss"]:.4f}, '
-            f'train accuracy {last["train_accuracy"]:.4f}'
-            + (f', best val top-1 {best:.4f}' if best >= 0 else '')
-            + (f'; checkpoint {last_saved}' if last_saved else ''))
-    return result
-
-
-def _check_finite(values, epoch, nbatch, last_saved, log):
+def check_finite(run, values, epoch, nbatch):
+    """Raise :class:`TrainingDiverged` (naming the last good checkpoint) if the mean loss is NaN/inf."""
     if not math.isfinite(values['cross_entropy']):
-        log.close_bar()
-        where = f'last good checkpoint: {last_saved}' if last_saved else 'no checkpoint saved yet'
-        raise TrainingDiverged(f'loss is {values["cross_entropy"]} at epoch {epoch} batch {nbatch + 1}; '
-                               f'stopped ({where}); lower --lr or add --warmup-epochs')
+        where = (f'last good checkpoint: {run.last_checkpoint}' if run.last_checkpoint
+                 else 'no checkpoint saved yet')
+        loss = values['cross_entropy']
+        raise TrainingDiverged(lambda n: f'loss is {loss} at Epoch[{epoch}] batch {nbatch + 1}; stopped '
+                                         f'({where}); lower {n("lr")} or add {n("warmup_epochs")}')
 
 
-def _resume(net, trainer, args, num_classes, contexts, updates_per_epoch):
-    """Load weights, optimiser state and LR schedule of ``--load-epoch``.
+# --- validation and checkpoint ----------------------------------------------------------------------------
 
-    Returns the next epoch and the base learning rate now in force.
+def validate(run, validators):
+    """The metrics of every validator for the current weights, merged into one dict.
+
+    Validators get the network followed by the head's classifier where the head replaced fc2.
     """
-    stem = checkpoint_stem(args.model_prefix, args.load_epoch)
-    for ext in ('.params', '.json', '.states'):
-        if not os.path.exists(stem + ext):
-            raise UsageError(f'cannot resume: {stem}{ext} is missing')
-    meta = load_metadata(stem)
-    if meta['network'] != args.network or int(meta['num_classes']) != int(num_classes):
-        raise UsageError(f'{stem} is a {meta["network"]} with {meta["num_classes"]} classes, '
-                         f'not {args.network} with {num_classes}')
-    net.load_parameters(stem + '.params', ctx=contexts)
-    read_optimizer_states(stem + '.states')  # refuses a crafted pickle before MXNet unpickles it
-    trainer.load_states(stem + '.states')
-    base_lr = meta.get('lr_schedule', {}).get('base_lr', DEFAULT_LR)
-    if args.lr is not None and args.lr != base_lr:
-        # an explicit new --lr: same step epochs and position, new base (e.g. to fine-tune)
-        trainer.optimizer.lr_scheduler = make_lr_scheduler(args, updates_per_epoch)
-        base_lr = args.lr
-    return int(args.load_epoch), base_lr
+    values = {}
+    net = run.head.evaluation_net(run.net)
+    for validator in validators:
+        values.update(validator(net, run.preprocessing, run.contexts))
+    return values
 
+
+def save_epoch(run, epoch, row):
+    """Checkpoint after 0-based ``epoch``: ``PREFIX-%04d`` of ``epoch + 1`` (epochs completed); its stem.
+
+    The JSON records the schedule that ran (``lr_schedule``: steps and warm-up in this run's updates, the
+    position ``num_update``) and ``runs``: the settings of every run that led to it, one entry per resume.
+    """
+    args = run.args
+    warmup, steps = schedule_steps(args, run.updates_per_epoch)
+    schedule = dict(lr=run.trainer.learning_rate, num_update=run.trainer.optimizer.num_update,
+                    base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
+                    lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
+                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult,
+                    steps=steps, warmup_steps=warmup,
+                    backbone_lr_mult=backbone_lr_mult(args), freeze_epochs=freeze_epochs(args),
+                    clip_norm=args.clip_norm, clip_gradient=args.clip_gradient)
+    this_run = dict(epochs=[run.begin_epoch, epoch + 1], batch_size=args.batch_size,
+                    global_batch=run.global_batch, devices=len(run.contexts), num_workers=run.num_workers,
+                    updates_per_epoch=run.updates_per_epoch, optimizer=args.optimizer, base_lr=run.base_lr,
+                    wd=args.wd, mom=args.mom, reset_optimizer=bool(args.reset_optimizer))
+    meta = dict(run.meta, metrics=row, lr_schedule=schedule, runs=run.runs + [this_run])
+    extra = {}
+    if run.head.has_parameters:  # STEM.head.params, committed with the other files of the checkpoint
+        meta['head'] = dict(meta['head'], params=os.path.basename(head_params_path(
+            checkpoint_stem(run.prefix, epoch + 1))))
+        extra[HEAD_PARAMS] = run.head.save_parameters
+    run.last_checkpoint = save_checkpoint(run.net, run.prefix, meta, epoch=epoch + 1, trainer=run.trainer,
+                                          extra=extra)
+    return run.last_checkpoint
+
+
+def summarise(run, history, wall_time):
+    samples = len(history) * run.updates_per_epoch * run.global_batch
+    seconds = sum(row['time'] for row in history)
+    return dict(history=history, checkpoint=run.last_checkpoint, metrics_csv=run.metrics_csv,
+                epochs=run.args.num_epochs, rank=run.rank, num_workers=run.num_workers,
+                samples_per_sec=samples / max(seconds, 1e-9), wall_time=wall_time)
+
+
+# --- benchmark --------------------------------------------------------------------------------------------
 
 def benchmark(args, contexts=None, log=None):
     """Forward+backward+update speed on synthetic batches; returns samples/sec."""
-    log = _Log(log)
+    log = LogSink(log)
     contexts = list(contexts) if contexts else resolve_contexts(args.gpus)
+    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network)))
     pre = default_preprocessing(args.network)
     if args.input_size:
         pre = type(pre)(channels=pre.channels, input_size=args.input_size)
     num_classes = args.num_classes or 1000
-    net = build_network(args, num_classes, pre, contexts)
-    trainer = gluon.Trainer(net.collect_params(), make_optimizer(args, 1000), kvstore=args.kv_store,
-                            update_on_kvstore=False)
+    net = build_network(args, network_classes(args, num_classes), pre, contexts)
+    head = build_head(args, num_classes, contexts)
+    trainer = make_trainer(args, net, head, args.kv_store, 1000)
     batches = SyntheticBatches(args.batch_size, pre.data_shape, num_classes, contexts, args.seed)
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     def step():
-        with autograd.record():
-            losses = [loss_fn(net(x)[0], y) for x, y in zip(batches.data, batches.label)]
-        autograd.backward(losses)
+        forward_backward(net, head, batches.data, batches.label)
         trainer.step(args.batch_size)
+        head.after_update()
 
     for _ in range(2):  # warm-up: graph building and memory planning
         step()

@@ -3,7 +3,7 @@
 Render face-like identities (``data_tools.synthetic``), pack them (``data_tools.packing``, identities
 held out for verification), train LightCNN-9, extract features of the held-out identities
 (``extract_features``), and score LFW-style pairs of them (``lfw_verification``). Everything lands
-in ``--work-dir`` (default ``models/demo``).
+in ``work_dir`` (default ``runs/demo``). Options and defaults: :mod:`demo.config`.
 
 What it is: proof that every stage runs and that training learns something that transfers to
 identities it never saw. What it is not: a face model -- the faces are cartoons.
@@ -11,24 +11,38 @@ identities it never saw. What it is not: a face model -- the faces are cartoons.
 import os
 import time
 
-from common.cli import UsageError
+import mxnet as mx
+
+from common.errors import UsageError
 from common.preprocessing import Preprocessing
 from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
 from extract_features import extract_to_mat
 from lfw_verification import evaluate_verification, plot_roc, write_json
+from symbols.checkpoint import load_metadata, save_checkpoint
+from training import DEFAULTS, ParameterError, build_network, train
+from training import parse_config as parse_training_config
 
-from .trainer import parse_config, train
-
-# 72 px renders cropped to 64: four times cheaper than 144/128, so 15 epochs fit in a few CPU minutes
-DEMO_EPOCHS, DEMO_INPUT_SIZE = 15, 64
-DEMO_OPTIMIZER, DEMO_LR = 'adam', 1e-3  # learns within a few hundred updates; SGD needs far more
+from .config import DEMO_CROP, parse_config
 
 
 def run_demo(config=None, log=print):
-    """Run the demo with the options of ``train_lightcnn.py`` (``--work-dir``, ``--demo-*`` and the
-    training options); returns a dict with the verification accuracy and the output paths."""
+    """Run the demo; returns a dict with the verification accuracy and the output paths.
+
+    Parameters
+    ----------
+    config : argparse.Namespace, dict or list of str
+        Options of :func:`demo.config.build_parser`: ``work_dir``, ``demo_*`` and the training options the
+        demo uses, with the demo's defaults (dict keys use ``_`` or ``-``).
+    log : callable
+        Receives each log line.
+
+    Raises
+    ------
+    ParameterError
+        Fewer than 2 training or 4 held-out identities.
+    """
     args = parse_config(config)
     start = time.time()
     work = os.path.abspath(args.work_dir)
@@ -36,7 +50,8 @@ def run_demo(config=None, log=print):
     total = args.demo_identities
     heldout = args.demo_heldout
     if heldout < 4 or total - heldout < 2:
-        raise UsageError('the demo needs at least 2 training and 4 held-out identities')
+        raise ParameterError(lambda n: f'the demo needs at least 2 training and 4 held-out identities, not '
+                                       f'{n("demo_identities")} {total} with {n("demo_heldout")} {heldout}')
     log(f'demo: rendering {total} synthetic identities x {args.demo_images} images '
         f'({args.demo_size}px) into {images}')
     make_synthetic_faces(images, total, args.demo_images, size=args.demo_size, seed=args.seed)
@@ -47,15 +62,11 @@ def run_demo(config=None, log=print):
         f"{packed['splits']['val']['images']} validation images of {packed['num_classes']} "
         f"identities, {heldout} identities held out -> {prefix}.rec")
 
-    overrides = dict(data_train=prefix + '.rec', data_val=prefix + '_val.rec',
-                     model_prefix=os.path.join(work, args.network),
-                     num_epochs=args.num_epochs or DEMO_EPOCHS, load_epoch=None,
-                     input_size=args.input_size or min(DEMO_INPUT_SIZE, args.demo_size),
-                     optimizer=args.optimizer or DEMO_OPTIMIZER,
-                     lr=DEMO_LR if args.lr is None else args.lr)
-    if args.batch_size == 64:
-        overrides['batch_size'] = 32  # more updates per epoch on a small set
-    train_config = vars(args) | overrides
+    train_config = {name: getattr(args, name) for name in DEFAULTS if hasattr(args, name)}
+    train_config.update(data_train=prefix + '.rec',  # top-1 needs a classifier: none with triplet
+                        data_val=None if train_config.get('loss') == 'triplet' else prefix + '_val.rec',
+                        model_prefix=os.path.join(work, args.network),
+                        input_size=args.input_size or min(DEMO_CROP, args.demo_size))
     result = train(train_config, log=log)
 
     pairs_path = os.path.join(work, 'heldout_pairs.txt')
@@ -91,11 +102,8 @@ def run_demo(config=None, log=print):
 
 def _untrained_accuracy(train_config, checkpoint, pairs_path, images, work):
     """Verification accuracy of the initial weights: how much of the result training earned."""
-    import mxnet as mx
-    from models.checkpoint import load_metadata, save_checkpoint
-    from .trainer import build_network
     meta = load_metadata(checkpoint)
-    args = parse_config(train_config)
+    args = parse_training_config(train_config)
     pre = Preprocessing.from_dict(meta['preprocessing'])
     net = build_network(args, meta['num_classes'], pre, [mx.cpu()])
     stem = save_checkpoint(net, os.path.join(work, 'untrained', args.network),

@@ -1,5 +1,8 @@
 """Shared benchmark plumbing: thread pinning, interleaved timing, process RSS, tables and JSON.
 
+Benchmarks run as scripts (``python bench/NAME.py``), so they import this file and each other by plain
+name (``from harness import ...``); it is not called ``common`` so as not to hide the project's package.
+
 The machine these numbers come from is shared, so absolute speeds drift by 2x within minutes. Every
 benchmark therefore runs ours and its anchor in alternation (A B B A A B ...), each in its own
 long-lived worker process when the frameworks differ, and reports medians and the median of the
@@ -11,7 +14,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -72,8 +74,11 @@ def load():
 # --- workers: one framework per process, driven in alternation ------------------------------------
 
 def _serve(conn, module, factory, kwargs):
-    """Child side of :class:`Worker`: build the workload once, then time ``run(n)`` on request."""
-    sys.path.insert(0, str(REPO_ROOT))
+    """Child side of :class:`Worker`: build the workload once, then time ``run(n)`` on request.
+
+    ``module`` is a sibling of this file (e.g. ``bench_train``): a spawned child gets the parent's
+    ``sys.path``, whose first entry is ``bench/`` when a benchmark runs as ``python bench/NAME.py``.
+    """
     try:
         import importlib
         run = getattr(importlib.import_module(module), factory)(**kwargs)

@@ -1,4 +1,6 @@
-"""Closed- and open-set face identification from features ``.mat`` files (gallery vs probe, cosine).
+"""Closed- and open-set face identification by cosine from features ``.mat`` files (gallery vs probe).
+
+What ``lfw_verification/identify.py`` runs without ``--classifier`` (with it: :mod:`identification.report`).
 
 Closed set: every probe whose identity is in the gallery is ranked against the gallery identities, either by
 its best cosine to any gallery image ("image", nearest neighbour) or by its cosine to each identity's centroid
@@ -11,65 +13,19 @@ accuracy (known probes accepted and correct + unknown probes rejected, over all 
 threshold is the lowest one whose false-accept rate is ``<= far`` (same candidate rule as verification).
 
 The identity of an image is the folder part of its label (``Name/Name_0001.jpg`` -> ``Name``), after the
-same normalisation as verification (:func:`lfw_verification.evaluate.image_key`).
+same normalisation as verification (:func:`identification.gallery.identity_of`).
 """
 import json
 
 import numpy as np
 
-from common.cli import UsageError
-from lfw_verification.evaluate import check_output_paths, image_key, l2_normalize, load_features
-from lfw_verification.metrics import threshold_at_far
+from common.errors import UsageError
+from common.fileio import atomic_write, check_output_paths
+from common.verification import l2_normalize, threshold_at_far
+from identification.gallery import load_gallery_probe, skipped_lines
 
 METHODS = ('image', 'centroid')
 TOP_K = 5
-
-
-def identity_of(label):
-    """The identity folder of a label; UsageError for labels without one."""
-    key = image_key(label)
-    if '/' not in key:
-        raise UsageError(f'label {label!r} has no identity folder (expected Name/Name_0001.jpg)')
-    return key.split('/')[0]
-
-
-def split_by_index(labels, gallery_per_identity, unknown_fraction=0.0, seed=0):
-    """Split one set of images into gallery and probe rows.
-
-    Per identity the images are sorted by label; the first ``gallery_per_identity`` go to the gallery, the
-    rest are probes. A ``unknown_fraction`` of the identities (drawn with ``seed``) is left out of the gallery
-    entirely, all their images becoming unknown probes for the open-set test.
-
-    Returns
-    -------
-    (array, array, dict)
-        Gallery rows, probe rows, and counts (``identities``, ``unknown_identities``,
-        ``gallery_only_identities``: known identities with no image left to probe).
-    """
-    if gallery_per_identity < 1:
-        raise UsageError(f'--gallery-per-identity must be >= 1, got {gallery_per_identity}')
-    if not 0.0 <= unknown_fraction < 1.0:
-        raise UsageError(f'--unknown-fraction must be in [0, 1), got {unknown_fraction}')
-    by_identity = {}
-    for row, label in enumerate(labels):
-        by_identity.setdefault(identity_of(label), []).append(row)
-    names = sorted(by_identity)
-    n_unknown = int(round(unknown_fraction * len(names)))
-    unknown = set(np.random.default_rng(seed).permutation(names)[:n_unknown].tolist())
-    gallery, probe, gallery_only = [], [], 0
-    for name in names:
-        rows = sorted(by_identity[name], key=lambda r: labels[r])
-        if name in unknown:
-            probe += rows
-            continue
-        gallery += rows[:gallery_per_identity]
-        probe += rows[gallery_per_identity:]
-        gallery_only += len(rows) <= gallery_per_identity
-    if not gallery or not probe:
-        raise UsageError(f'splitting {len(labels)} images with --gallery-per-identity {gallery_per_identity} '
-                         f'leaves {len(gallery)} gallery and {len(probe)} probe images')
-    counts = {'identities': len(names), 'unknown_identities': n_unknown, 'gallery_only_identities': gallery_only}
-    return np.array(gallery), np.array(probe), counts
 
 
 def _rank_identities(similarity, top_k):
@@ -196,28 +152,21 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     if not 0.0 <= far <= 1.0:
         raise UsageError(f'--far must be in [0, 1], got {far}')
     check_output_paths(predictions_path, json_path)
-    data, labels = load_features(gallery_path)
-    ids = np.array([identity_of(label) for label in labels])
-    if probe_path is None:
-        g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
-        gallery, gallery_ids, probe, probe_ids = data[g_rows], ids[g_rows], data[p_rows], ids[p_rows]
-        probe_labels = [labels[r] for r in p_rows]
-    else:
-        probe, probe_labels = load_features(probe_path)
-        gallery, gallery_ids, split = data, ids, None
-        probe_ids = np.array([identity_of(label) for label in probe_labels])
-        if probe.shape[1] != gallery.shape[1]:
-            raise UsageError(f'gallery features are {gallery.shape[1]}-D but probe features {probe.shape[1]}-D')
+    gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
+        gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
     result = identify(gallery, gallery_ids, probe, probe_ids, far=far)
     result['split'] = split
+    result['skipped_at_extraction'] = [{'image': label, 'reason': reason} for label, reason in skipped]
     result['predictions'].insert(0, 'probe', probe_labels)
+    for line in skipped_lines(skipped):
+        print(line)
     print(format_report(result))
     if predictions_path:
-        result['predictions'].to_csv(predictions_path, index=False)
+        with atomic_write(predictions_path, 'w', encoding='utf-8', newline='') as f:
+            result['predictions'].to_csv(f, index=False)
         print(f'wrote {predictions_path}')
     if json_path:
-        with open(json_path, 'w', encoding='utf-8') as f:
+        with atomic_write(json_path, 'w', encoding='utf-8') as f:
             json.dump({k: v for k, v in result.items() if k != 'predictions'}, f, indent=1)
         print(f'wrote {json_path}')
     return result
-

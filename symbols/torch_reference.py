@@ -3,7 +3,8 @@ and the anchor the benchmarks time our Gluon nets against.
 
 Transcribed from the official ``light_cnn.py`` / ``light_cnn_v4.py`` (Wu et al., TIFS 2018) and
 ``lightcnn-pytorch`` 0.2.1 (not vendored): ``mfm`` = conv/linear to ``2 * out`` then ``torch.max`` of the two
-halves, module names as released so ``state_dict`` keys match. torch is an optional, test/bench-only dependency.
+halves, module names as released so ``state_dict`` keys match. torch is an optional, test/bench-only dependency:
+this is the only module of the project that imports it, and ``symbols/__init__.py`` does not import this one.
 """
 import torch
 import torch.nn.functional as F

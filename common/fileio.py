@@ -1,0 +1,229 @@
+"""Writing files so that a reader never sees half of one: the one implementation every stage uses.
+
+A file is written under a temporary name beside its final path (same folder, hence same file system)
+and renamed over it with :func:`os.replace`, which is atomic on POSIX and Windows. The temporary name
+carries the process id and a per-process counter, so parallel processes and threads writing the same
+path never share one; when the writing fails in any way (disk full, ``KeyboardInterrupt``, an exception
+from the caller's code) the temporary file is removed and the previous file, if any, is left intact.
+A full disk or a read-only file system while writing becomes one :class:`UsageError` naming the file.
+
+Also here: :func:`check_output_path` (an output path is checked before any work: not a folder, not under
+a file, its folder writable) and :func:`exclusive_lock` (one writer per output, ``fcntl.flock``).
+"""
+import contextlib
+import errno
+import fcntl
+import itertools
+import os
+
+from common.errors import UsageError, WriteError
+
+# errors of the writing itself (not of the caller's inputs): disk full, quota, file too large, read-only
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+_SERIAL = itertools.count()  # next() on a count is atomic under the GIL: unique per thread too
+
+
+def temporary_name(path):
+    """``PATH.<pid>-<n>.part``: a name beside ``path`` no other process or thread uses."""
+    return f'{os.fspath(path)}.{os.getpid()}-{next(_SERIAL)}.part'
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path to write; rename it over ``path`` when the block succeeds.
+
+    For writers that take a file name (``net.save_parameters``, ``mx.nd.save``,
+    ``trainer.save_states``). The parent folder is created. On any exception the temporary file is
+    removed and the exception propagates.
+    """
+    path = os.fspath(path)
+    make_parent(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in WRITE_ERRNOS and not isinstance(err, WriteError):
+            raise WriteError(err.errno, f'cannot write {path}: {err.strerror or err}') from None
+        raise
+    finally:
+        remove_quietly(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode='wb', **open_kwargs):
+    """Open a temporary file for writing; it replaces ``path`` only if the block completes.
+
+    Parameters
+    ----------
+    path : str or path-like
+    mode : str
+        ``'wb'`` (default) or ``'w'`` (text; pass ``encoding``/``newline`` in ``open_kwargs``).
+
+    Example::
+
+        with atomic_write('out.json', 'w', encoding='utf-8') as f:
+            json.dump(summary, f)
+    """
+    if not mode.startswith('w'):
+        raise ValueError(f"atomic_write writes a new file: mode must start with 'w', not {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+
+
+def remove_quietly(path):
+    """Remove a file if it exists; never raises (cleanup must not hide the error that made it necessary)."""
+    try:
+        if os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
+
+
+def _first_existing(path):
+    """The nearest ancestor of ``path`` (or ``path`` itself) that exists."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_output_prefix(prefix, what='output prefix'):
+    """Check an output *prefix* (``data/casia`` -> ``data/casia.rec``, ...): it must name a file stem, not end
+    in a folder separator; its folder is created. Returns it.
+
+    Raises
+    ------
+    UsageError
+        ``prefix`` ends with ``/`` (or is empty), is not valid UTF-8, or lies under a file or in a folder
+        that is not writable.
+    """
+    prefix = os.fspath(prefix)
+    if not prefix or prefix.endswith((os.sep, '/')) or os.path.basename(prefix) in ('', '.', '..'):
+        raise UsageError(f'{what} {prefix!r} names a folder; give folder/name (files become name.*)')
+    _check_name(prefix, what)
+    _check_folder(prefix, what, create_folder=True)
+    return prefix
+
+
+def _check_name(path, what):
+    try:
+        path.encode('utf-8')
+    except UnicodeEncodeError:
+        shown = path.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+        raise UsageError(f'{what} {shown}: the name is not valid UTF-8; choose a UTF-8 name') from None
+
+
+def _check_folder(path, what, create_folder):
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    existing = _first_existing(folder)
+    if not os.path.isdir(existing):
+        raise UsageError(f'{what} {path}: {existing} is a file, not a folder')
+    if existing != folder and not create_folder:
+        raise UsageError(f'output folder does not exist: {folder} (for {path})')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f'{what} {path}: folder {existing} is not writable')
+    if create_folder:
+        make_parent(full)
+
+
+def check_output_path(path, what='output', create_folder=True):
+    """Check, before any work, that ``path`` can be written as a file; returns it.
+
+    Parameters
+    ----------
+    path : str or path-like
+    what : str
+        What the file is, for the message (e.g. ``'--out'``).
+    create_folder : bool
+        Create missing parent folders (else a missing folder is an error).
+
+    Raises
+    ------
+    UsageError
+        ``path`` is an existing folder, a parent is a file (``out.txt/x.mat``), the folder is missing
+        (without ``create_folder``) or not writable, or the name is not valid UTF-8 (outputs record
+        their paths in UTF-8 JSON).
+    """
+    path = os.fspath(path)
+    if not path:
+        raise UsageError(f'{what}: empty path')
+    _check_name(path, what)
+    if os.path.isdir(path):
+        raise UsageError(f'{what} {path} is a folder; give a file name')
+    _check_folder(path, what, create_folder)
+    return path
+
+
+def check_output_paths(*paths):
+    """:func:`check_output_path` on each output a command was given (``None`` / empty ones skipped); the folder
+    must exist (``create_folder=False``), so a mistyped folder fails before any work."""
+    for path in paths:
+        if path:
+            check_output_path(path, 'output', create_folder=False)
+
+
+def make_parent(path):
+    """Create the folder of ``path``; one :class:`UsageError` when a file is in the way or it cannot be made."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f'cannot create folder {folder}: {_first_existing(folder)} is a file') from None
+    except OSError as err:
+        raise UsageError(f'cannot create folder {folder}: {err.strerror or err}') from None
+    return folder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path, what='this output'):
+    """Hold an exclusive, non-blocking ``fcntl.flock`` on the file ``path`` for the block.
+
+    Two processes writing the same output (``pack_rec.py --out`` twice) would interleave files; the
+    second one fails at once instead. The kernel releases the lock however the process ends (kill -9
+    too); a lock file left by a killed process is simply locked again by the next one. On a normal
+    release the file is removed while still locked, and a process that locked a file already removed
+    that way retries with the new one (it compares the inode), so two holders are impossible. The file
+    holds the holder's PID, for the message.
+
+    Raises
+    ------
+    UsageError
+        ``path`` is held by another process (named by its PID), or cannot be created.
+    """
+    path = os.fspath(path)
+    make_parent(path)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UsageError(f'cannot create lock file {path}: {err.strerror or err}') from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 32, 0).decode('ascii', 'replace').strip()
+            os.close(fd)
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                raise UsageError(f'cannot lock {path}: {err.strerror or err}') from None
+            holder = f'process {holder}' if holder.isdigit() else 'another process'
+            raise UsageError(f'{what} is being written by {holder} (it holds {path}); wait for it to '
+                             f'finish or choose another output') from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed this file after we opened it: lock the new one
+    try:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+        yield path
+    finally:
+        remove_quietly(path)  # still locked: whoever opened it meanwhile sees another inode and retries
+        os.close(fd)
