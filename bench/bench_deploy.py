@@ -202,7 +202,7 @@ def accuracy_row(label, fp32, int8, heldout_tree, per_fold):
 
 
 def run(images=DEFAULT_IMAGES, v4=DEFAULT_V4, lightcnn9=None, n=192, rounds=3, forwards=2, per_fold=300,
-        calibration_count=256, calibration_mode='entropy', accuracy=True, json_path=None, aligned=DEFAULT_ALIGNED,
+        calibration_count=256, calibration_mode='naive', accuracy=True, json_path=None, aligned=DEFAULT_ALIGNED,
         per_identity=60, exclude=()):
     threads = pin_threads()
     title = 'Deployment: INT8 and onnxruntime vs MXNet fp32 (CPU)'
@@ -306,7 +306,7 @@ def main(argv=None):
     parser.add_argument('--forwards', type=int, default=2, help='batch-64 forwards per forward round')
     parser.add_argument('--per-fold', type=int, default=300, help='matched (= mismatched) pairs per fold')
     parser.add_argument('--calibration-count', type=int, default=256)
-    parser.add_argument('--calibration-mode', default='entropy', choices=('naive', 'entropy'))
+    parser.add_argument('--calibration-mode', default='naive', choices=('naive', 'entropy'))
     parser.add_argument('--exclude', nargs='*', default=[], help='layers kept in fp32 (export.py --exclude)')
     parser.add_argument('--aligned', default=DEFAULT_ALIGNED, help='aligned PubFig83 (144 px) for accuracy')
     parser.add_argument('--per-identity', type=int, default=60, help='held-out images per identity at most')

@@ -91,6 +91,9 @@ def main(argv=None):
     parser.add_argument('--per-identity', type=int, default=60)
     parser.add_argument('--per-fold', type=int, default=300)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--draws', type=int, default=10, help='pair draws (seeds) over the same images')
+    parser.add_argument('--save-features', help='save each configuration\'s features as PREFIX_CONFIG.npz')
+    parser.add_argument('--fp32-cache', help='reuse the fp32 features saved at this path (same model and split)')
     parser.add_argument('--json', help='default: bench/results/int8_accuracy_<model>.json')
     args = parser.parse_args(argv)
     pin_threads(args.threads)
@@ -106,29 +109,41 @@ def main(argv=None):
     from models.quantize import _unprefixed
     dense = [_unprefixed(n['name']) for n in graph['nodes'] if n['op'] == 'FullyConnected']
     configs = [c for c in re.split(r'[;\s]+', args.configs) if c]
-    out_json = args.json or str(RESULTS_DIR / f'int8_accuracy_{os.path.basename(args.model)}.json')
+    out_json = args.json or str(RESULTS_DIR / f'int8_accuracy_{os.path.basename(args.model)}_{os.getpid()}.json')
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         calib, held = split_tree(args.images, args.per_identity, tmp)
-        pairs = make_pairs(held, folds=10, per_fold=args.per_fold, seed=0)
-        rels = sorted({p for pair in pairs for p in (pair.path1, pair.path2)})
+        rels = sorted(f'{d}/{f}' for d in os.listdir(held) for f in os.listdir(os.path.join(held, d)))
         row_of = {rel: i for i, rel in enumerate(rels)}
         paths = [os.path.join(held, rel) for rel in rels]
-        idx1 = np.array([row_of[p.path1] for p in pairs])
-        idx2 = np.array([row_of[p.path2] for p in pairs])
-        issame = np.array([p.issame for p in pairs])
-        folds = np.array([p.fold for p in pairs])
+        draws = []  # pair sets over the same images: seed 0 is the reported one, all give the spread
+        for seed in range(args.draws):
+            pairs = make_pairs(held, folds=10, per_fold=args.per_fold, seed=seed)
+            draws.append((np.array([row_of[p.path1] for p in pairs]), np.array([row_of[p.path2] for p in pairs]),
+                          np.array([p.issame for p in pairs]), np.array([p.fold for p in pairs])))
 
         def score(feats):
-            m = verification_metrics(pair_scores(feats.astype(np.float64), idx1, idx2), issame, folds)
-            return 100 * m['accuracy_mean'], m['auc']
+            out = []
+            for idx1, idx2, issame, folds in draws:
+                m = verification_metrics(pair_scores(feats.astype(np.float64), idx1, idx2), issame, folds)
+                out.append((100 * m['accuracy_mean'], m['auc']))
+            return np.array(out)
 
-        tic = time.perf_counter()
-        fp32 = load_model(args.model).embed(paths)
-        fp32_ips = len(paths) / (time.perf_counter() - tic)
-        acc0, auc0 = score(fp32)
+        cache = args.fp32_cache and f'{args.fp32_cache}.{len(paths)}.npz'
+        if cache and os.path.exists(cache):
+            with np.load(cache) as data:
+                fp32, fp32_ips = data['features'], float(data['ips'])
+        else:
+            tic = time.perf_counter()
+            fp32 = load_model(args.model).embed(paths)
+            fp32_ips = len(paths) / (time.perf_counter() - tic)
+            if cache:
+                np.savez(cache, features=fp32, ips=fp32_ips)
+        base = score(fp32)
+        acc0, auc0 = base[0]
         rows.append(dict(config='fp32', excluded=0, acc=acc0, auc=auc0, embed_ips=None,
-                         note=f'{len(pairs)} pairs, {len(paths)} images; fp32 {fp32_ips:.1f} img/s'))
+                         note=f'{len(draws[0][0])} pairs, {len(paths)} images; fp32 {fp32_ips:.1f} img/s; over '
+                              f'{len(draws)} pair draws accuracy {base[:, 0].mean():.2f} ± {base[:, 0].std():.2f}'))
         print(markdown_table(rows, COLUMNS), flush=True)
         for text in configs:
             mode, count, exclude = parse_config(text, pairs_of_layers, dense)
@@ -139,12 +154,19 @@ def main(argv=None):
             tic = time.perf_counter()
             feats = load_model(prefix).embed(paths)
             ips = len(paths) / (time.perf_counter() - tic)
-            acc, auc = score(feats)
+            if args.save_features:
+                np.savez(f'{args.save_features}_{text}.npz', features=feats, paths=np.array(rels))
+            got = score(feats)
+            acc, auc = got[0]
+            change = got[:, 0] - base[:, 0]
             cos = (feats * fp32).sum(1) / (np.linalg.norm(feats, axis=1) * np.linalg.norm(fp32, axis=1))
             rows.append(dict(config=text, excluded=len(exclude), acc=acc, change=acc - acc0, auc=auc,
                              cos_mean=float(cos.mean()), cos_p01=float(np.percentile(cos, 1)),
                              cos_min=float(cos.min()), quantize_s=qs, embed_ips=ips,
-                             note=f'x fp32 speed {ips / fp32_ips:.2f} (one pass each, not alternated)'))
+                             change_mean=float(change.mean()), change_std=float(change.std()),
+                             changes=change.tolist(),
+                             note=f'change over {len(draws)} draws {change.mean():+.3f} ± {change.std():.3f} '
+                                  f'(worst {change.min():+.2f}); x fp32 speed {ips / fp32_ips:.2f} (one pass)'))
             print(markdown_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
             with open(out_json, 'w') as f:
                 json.dump(dict(model=args.model, images=args.images, load=load(), rows=rows,

@@ -31,8 +31,8 @@ from symbols.quantized import is_quantized, save_params  # noqa: E402
 from models.deploy_graph import deploy_symbol  # noqa: E402
 from models.onnx_export import (EMBEDDING, LOGITS, ONNX_OPSET,  # noqa: E402,F401  (ONNX_OPSET: re-export)
                                 graph_to_onnx, onnxruntime_outputs)
-from models.quantize import (CALIBRATION_MODES, DEFAULT_CALIBRATION_IMAGES, GRANULARITIES,  # noqa: E402
-                             quantize_checkpoint)
+from models.quantize import (CALIBRATION_MODES, DEFAULT_CALIBRATION_IMAGES,  # noqa: E402
+                             DEFAULT_CALIBRATION_MODE, GRANULARITIES, quantize_checkpoint)
 
 QUANTIZE_DTYPES = ('int8',)
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
@@ -178,7 +178,7 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
 
 
 def quantize_model(model_spec, prefix=None, dtype='int8', calibration=None, count=DEFAULT_CALIBRATION_IMAGES,
-                   mode='entropy', granularity='channel-wise', exclude=(), center_crop=None):
+                   mode=DEFAULT_CALIBRATION_MODE, granularity='channel-wise', exclude=(), center_crop=None):
     """INT8 checkpoint of ``model_spec`` (:func:`models.quantize.quantize_checkpoint`); ``prefix``
     defaults to ``runs/NAME-int8``.
 
@@ -213,8 +213,8 @@ def main(argv=None):
                    help='calibration images: an image folder (recursive), a packed .rec, or a folder of .rec files')
     q.add_argument('--calibration-count', type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar='N',
                    help=f'images used, spread evenly over the set (default {DEFAULT_CALIBRATION_IMAGES})')
-    q.add_argument('--calibration-mode', choices=CALIBRATION_MODES, default='entropy',
-                   help='layer ranges from min/max (naive) or minimal KL divergence (entropy, default)')
+    q.add_argument('--calibration-mode', choices=CALIBRATION_MODES, default=DEFAULT_CALIBRATION_MODE,
+                   help='layer ranges from min/max (naive, default) or minimal KL divergence (entropy)')
     q.add_argument('--granularity', choices=GRANULARITIES, default='channel-wise',
                    help='weight scales per output channel (default) or per tensor')
     q.add_argument('--exclude', nargs='+', default=[], metavar='LAYER',

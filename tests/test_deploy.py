@@ -238,11 +238,11 @@ def test_int8_command_line_errors_are_one_line(checkpoints, tmp_path, capsys, ca
 
 
 @pytest.mark.slow
-def test_real_v4_int8_features_match_fp32_on_real_faces(tmp_path_factory, pubfig_root):
+def test_real_v4_int8_features_match_fp32_on_real_faces(tmp_path_factory, pubfig_root, real_v4):
     """V4 quantized as ``export.py --quantize int8`` does by default (entropy calibration), on 64 faces of 10
     identities; faces of 32 other identities keep cosine > 0.99 to fp32 on average. (Naive calibration
     lands at ~0.990: not enough margin for this bar; entropy gives 0.993 on 512 held-out faces.)"""
-    stem, _ = real_v4_stem(tmp_path_factory)
+    stem, _ = real_v4
     names = sorted(p.name for p in pubfig_root.iterdir() if p.is_dir())
     calib = tmp_path_factory.mktemp('calib')
     for name in names[:10]:
