@@ -203,8 +203,8 @@ def accuracy_row(label, fp32, int8, heldout_tree, per_fold):
 
 def run(images=DEFAULT_IMAGES, v4=DEFAULT_V4, lightcnn9=None, n=192, rounds=3, forwards=2, per_fold=300,
         calibration_count=256, calibration_mode='naive', accuracy=True, json_path=None, aligned=DEFAULT_ALIGNED,
-        per_identity=60, exclude=()):
-    threads = pin_threads()
+        per_identity=60, exclude=(), threads=None):
+    threads = pin_threads(*([threads] if threads else []))
     title = 'Deployment: INT8 and onnxruntime vs MXNet fp32 (CPU)'
     if not os.path.isdir(images):
         return finish('deploy', title, [skipped_row('all', f'dataset {images} absent')], COLUMNS, {}, json_path)
@@ -310,12 +310,13 @@ def main(argv=None):
     parser.add_argument('--exclude', nargs='*', default=[], help='layers kept in fp32 (export.py --exclude)')
     parser.add_argument('--aligned', default=DEFAULT_ALIGNED, help='aligned PubFig83 (144 px) for accuracy')
     parser.add_argument('--per-identity', type=int, default=60, help='held-out images per identity at most')
+    parser.add_argument('--threads', type=int, default=None, help='compute threads per worker (default 2)')
     parser.add_argument('--no-accuracy', action='store_true')
     parser.add_argument('--json', default=None, help='default: bench/results/deploy.json')
     args = parser.parse_args(argv)
     run(args.images, args.v4, args.lightcnn9, args.n, args.rounds, args.forwards, args.per_fold,
         args.calibration_count, args.calibration_mode, not args.no_accuracy, args.json, args.aligned,
-        args.per_identity, args.exclude)
+        args.per_identity, args.exclude, args.threads)
 
 
 if __name__ == '__main__':

@@ -94,7 +94,8 @@ def main(argv=None):
     parser.add_argument('--draws', type=int, default=10, help='pair draws (seeds) over the same images')
     parser.add_argument('--save-features', help='save each configuration\'s features as PREFIX_CONFIG.npz')
     parser.add_argument('--fp32-cache', help='reuse the fp32 features saved at this path (same model and split)')
-    parser.add_argument('--json', help='default: bench/results/int8_accuracy_<model>.json')
+    parser.add_argument('--json', help='default: bench/results/int8_accuracy_<model>.json (give one per '
+                                           'concurrent run)')
     args = parser.parse_args(argv)
     pin_threads(args.threads)
     from data_tools.pairs import make_pairs
@@ -109,7 +110,7 @@ def main(argv=None):
     from models.quantize import _unprefixed
     dense = [_unprefixed(n['name']) for n in graph['nodes'] if n['op'] == 'FullyConnected']
     configs = [c for c in re.split(r'[;\s]+', args.configs) if c]
-    out_json = args.json or str(RESULTS_DIR / f'int8_accuracy_{os.path.basename(args.model)}_{os.getpid()}.json')
+    out_json = args.json or str(RESULTS_DIR / f'int8_accuracy_{os.path.basename(args.model)}.json')
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         calib, held = split_tree(args.images, args.per_identity, tmp)
