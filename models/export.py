@@ -20,7 +20,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from common.errors import UsageError  # noqa: E402
+from common.errors import ParameterError, UsageError  # noqa: E402
 from common.fileio import atomic_path, atomic_write, check_output_prefix  # noqa: E402
 from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
@@ -35,6 +35,9 @@ from models.quantize import (CALIBRATION_MODES, DEFAULT_CALIBRATION_IMAGES,  # n
                              DEFAULT_CALIBRATION_MODE, GRANULARITIES, quantize_checkpoint)
 
 QUANTIZE_DTYPES = ('int8',)
+# library parameter -> the option that feeds it (errors name parameters; run_cli spells them as options)
+CLI_PARAMETERS = {'model_spec': 'model', 'prefix': 'out', 'fmt': 'format', 'dtype': 'quantize',
+                  'count': 'calibration_count', 'mode': 'calibration_mode'}
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,11 +147,11 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     MXNet and fails when the features differ by 1e-4 or more.
     """
     if fmt not in ('mxnet', 'onnx'):
-        raise UsageError(f"unknown format {fmt!r}; choose 'mxnet' or 'onnx'")
+        raise ParameterError(lambda n: f"unknown {n('fmt')} {fmt!r}; choose 'mxnet' or 'onnx'")
     stem = resolve_checkpoint(model_spec)
     if is_quantized(load_metadata(stem)):
         raise UsageError(f'{stem} is an INT8 checkpoint: export its fp32 source checkpoint instead')
-    prefix = check_output_prefix(prefix or default_prefix(model_spec), '--out')
+    prefix = check_output_prefix(prefix or default_prefix(model_spec), 'prefix')
     if fmt == 'mxnet':
         net, meta = load_feature_net(model_spec)
         outputs = [EMBEDDING]
@@ -166,11 +169,13 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     result = dict(files=files, max_abs_diff=None)
     if check:
         if fmt != 'onnx':
-            raise UsageError('--check compares onnxruntime with MXNet: use it with --format onnx')
+            raise ParameterError(lambda n: f'{n("check")} compares onnxruntime with MXNet: use it with '
+                                           f'{n("fmt")} onnx')
         python = find_deploy_python(deploy_python)
         if python is None:
-            raise UsageError(f'--check needs a deploy python with onnxruntime: create .venv-deploy '
-                             f'(pip install -r requirements-deploy.txt) or set {DEPLOY_PYTHON_ENV}')
+            raise ParameterError(lambda n: f'{n("check")} needs a deploy python with onnxruntime: create '
+                                           '.venv-deploy (pip install -r requirements-deploy.txt) or set '
+                                           f'{DEPLOY_PYTHON_ENV}')
         result['max_abs_diff'] = diff = check_onnx(net, meta, files[0], python)
         if not diff < 1e-4:
             raise UsageError(f'onnxruntime features differ from MXNet by {diff:.3g} (>= 1e-4)')
@@ -188,16 +193,18 @@ def quantize_model(model_spec, prefix=None, dtype='int8', calibration=None, coun
         ``dtype`` is not ``'int8'``, ``calibration`` is not given, or what ``quantize_checkpoint`` raises.
     """
     if dtype not in QUANTIZE_DTYPES:
-        raise UsageError(f"unknown quantize dtype {dtype!r}; choose {', '.join(map(repr, QUANTIZE_DTYPES))}")
+        choices = ', '.join(map(repr, QUANTIZE_DTYPES))
+        raise ParameterError(lambda n: f"unknown {n('dtype')} {dtype!r}; choose {choices}")
     if not calibration:
-        raise UsageError('INT8 quantization needs calibration: an image folder, a .rec or a folder of .rec files')
+        raise ParameterError(lambda n: f'INT8 quantization needs {n("calibration")}: an image folder, a .rec or '
+                                       'a folder of .rec files')
     stem = resolve_checkpoint(model_spec)
-    prefix = check_output_prefix(prefix or runs_dir(os.path.basename(stem) + '-int8'), '--out')
+    prefix = check_output_prefix(prefix or runs_dir(os.path.basename(stem) + '-int8'), 'prefix')
     return quantize_checkpoint(stem, prefix, calibration, count, mode, granularity, exclude, center_crop)
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters=CLI_PARAMETERS)
     parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument('--format', choices=('mxnet', 'onnx'))

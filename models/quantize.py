@@ -31,7 +31,7 @@ import tempfile
 import mxnet as mx
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.images import ImageError, decode_image
 from data_tools.records import iter_records
 from symbols.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -89,7 +89,7 @@ def calibration_images(source, preprocessing, count=DEFAULT_CALIBRATION_IMAGES, 
         ``source`` missing or neither images nor records, ``count`` < 1, or not one readable image.
     """
     if count < 1:
-        raise UsageError(f'calibration count must be >= 1, not {count}')
+        raise ParameterError(lambda n: f'{n("count")} must be >= 1, not {count}')
     source = os.fspath(source)
     records = _record_files(source)
     if records:
@@ -99,7 +99,8 @@ def calibration_images(source, preprocessing, count=DEFAULT_CALIBRATION_IMAGES, 
         try:
             items = items_from_tree(source)
         except UsageError as err:
-            raise UsageError(f'calibration set {source} is empty: {err}') from None
+            reason = str(err)  # bound now: the message is rendered after the except block ends
+            raise ParameterError(lambda n: f'{n("calibration")} {source} is empty: {reason}') from None
         kind, available = 'images', len(items)
         loaded, skipped = [], []
         for item in _evenly(items, count):
@@ -108,12 +109,14 @@ def calibration_images(source, preprocessing, count=DEFAULT_CALIBRATION_IMAGES, 
             except ImageError as err:
                 skipped.append([item.label, str(err)])
     elif not os.path.exists(source):
-        raise UsageError(f'calibration set {source} does not exist')
+        raise ParameterError(lambda n: f'{n("calibration")} {source} does not exist')
     else:
-        raise UsageError(f'calibration set {source} is neither an image folder nor a .rec file')
+        raise ParameterError(lambda n: f'{n("calibration")} {source} is neither an image folder nor a .rec '
+                                       'file')
     if not loaded:
-        raise UsageError(f'calibration set {source} has no readable image ({len(skipped)} unreadable'
-                         + (f', e.g. {skipped[0][0]}: {skipped[0][1]}' if skipped else '') + ')')
+        example = f', e.g. {skipped[0][0]}: {skipped[0][1]}' if skipped else ''
+        raise ParameterError(lambda n: f'{n("calibration")} {source} has no readable image '
+                                       f'({len(skipped)} unreadable{example})')
     info = dict(source=os.path.abspath(source), kind=kind, images=len(loaded), available=available,
                 skipped=skipped)
     return preprocessing.to_batch(loaded), info
@@ -167,9 +170,10 @@ def quantize_feature_net(net, data_shape, calibration, mode=DEFAULT_CALIBRATION_
         (``dense0_fwd`` or ``lightcnnv40_dense0_fwd``; see :func:`layer_names`).
     """
     if mode not in CALIBRATION_MODES:
-        raise UsageError(f"calibration mode must be one of {', '.join(CALIBRATION_MODES)}, not {mode!r}")
+        raise ParameterError(lambda n: f"{n('mode')} must be one of {', '.join(CALIBRATION_MODES)}, not {mode!r}")
     if granularity not in GRANULARITIES:
-        raise UsageError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
+        raise ParameterError(lambda n: f"{n('granularity')} must be one of {', '.join(GRANULARITIES)}, "
+                                       f"not {granularity!r}")
     if not mx.runtime.Features().is_enabled('MKLDNN'):
         raise UsageError('INT8 quantization needs an MXNet build with oneDNN (MKLDNN); this one has none')
     graph, params = deploy_symbol(net, data_shape)
@@ -283,8 +287,8 @@ def layer_names(graph, names):
         (found if full else missing).append(full or name)
     if missing:
         examples = ', '.join(list(by_short)[:3])
-        raise UsageError(f"exclude names no layer of the graph: {', '.join(missing)} (layers look like "
-                         f'{examples} ...)')
+        raise ParameterError(lambda n: f"{n('exclude')} names no layer of the graph: {', '.join(missing)} "
+                                       f'(layers look like {examples} ...)')
     return found
 
 
@@ -315,7 +319,7 @@ def quantize_checkpoint(model_spec, prefix, calibration, count=DEFAULT_CALIBRATI
     """
     stem = resolve_checkpoint(model_spec, epoch)
     if os.path.abspath(prefix) == os.path.abspath(stem):
-        raise UsageError(f'the INT8 checkpoint prefix {prefix} would overwrite its source checkpoint')
+        raise ParameterError(lambda n: f'{n("prefix")} {prefix} would overwrite the source checkpoint')
     net, meta = load_checkpoint(stem, features_only=True)
     if meta.get(QUANTIZATION_KEY):
         raise UsageError(f'{stem} is already quantized ({meta[QUANTIZATION_KEY].get("dtype")}); '

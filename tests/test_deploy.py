@@ -188,15 +188,15 @@ def test_int8_library_errors_are_usage_errors(int8_lightcnn9, checkpoints, faces
         export_model(int8_lightcnn9, 'onnx', str(tmp_path / 'x'))
     with pytest.raises(UsageError, match='CPU only'):
         load_checkpoint(int8_lightcnn9, ctx=mx.gpu(0))
-    with pytest.raises(UsageError, match='would overwrite its source'):
+    with pytest.raises(UsageError, match='prefix .* would overwrite the source checkpoint'):
         quantize_checkpoint(checkpoints['lightcnn9'], checkpoints['lightcnn9'], str(faces), 4)
     with pytest.raises(UsageError, match='exclude names no layer of the graph: nope'):
         quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(faces), 4, exclude=['nope'])
-    with pytest.raises(UsageError, match="unknown quantize dtype 'int4'"):
+    with pytest.raises(UsageError, match="unknown dtype 'int4'"):
         quantize_model(checkpoints['lightcnn9'], str(tmp_path / 'q'), 'int4', str(faces))
     with pytest.raises(UsageError, match='needs calibration'):
         quantize_model(checkpoints['lightcnn9'], str(tmp_path / 'q'), 'int8', None)
-    with pytest.raises(UsageError, match='calibration count must be >= 1'):
+    with pytest.raises(UsageError, match='^count must be >= 1'):
         quantize_checkpoint(checkpoints['lightcnn9'], str(tmp_path / 'q'), str(faces), 0)
     text = tmp_path / 'notes.txt'
     text.write_text('not images')
@@ -211,18 +211,22 @@ def test_int8_library_errors_are_usage_errors(int8_lightcnn9, checkpoints, faces
 
 
 @pytest.mark.parametrize('case, message', [
-    ('missing', 'calibration set {d}/missing does not exist'),
-    ('empty', 'calibration set {d}/empty is empty: no images'),
+    ('missing', 'error: --calibration {d}/missing does not exist'),
+    ('empty', 'error: --calibration {d}/empty is empty: no images'),
+    ('count', 'error: --calibration-count must be >= 1, not 0'),
+    ('exclude', 'error: --exclude names no layer of the graph: nope'),
     ('no_calibration', '--quantize int8 needs --calibration'),
     ('int4', "argument --quantize: invalid choice: 'int4'"),
     ('both', 'argument --quantize: not allowed with argument --format'),
 ])
-def test_int8_command_line_errors_are_one_line(checkpoints, tmp_path, capsys, case, message):
+def test_int8_command_line_errors_are_one_line(checkpoints, faces, tmp_path, capsys, case, message):
     (tmp_path / 'empty').mkdir()
     base = ['--model', checkpoints['lightcnn9'], '--out', str(tmp_path / 'q')]
     argv = {'missing': ['--quantize', 'int8', '--calibration', str(tmp_path / 'missing')],
             'empty': ['--quantize', 'int8', '--calibration', str(tmp_path / 'empty')],
             'no_calibration': ['--quantize', 'int8'],
+            'count': ['--quantize', 'int8', '--calibration', str(faces), '--calibration-count', '0'],
+            'exclude': ['--quantize', 'int8', '--calibration', str(faces), '--exclude', 'nope'],
             'int4': ['--quantize', 'int4', '--calibration', str(tmp_path / 'empty')],
             'both': ['--format', 'onnx', '--quantize', 'int8']}[case]
     try:
@@ -239,19 +243,20 @@ def test_int8_command_line_errors_are_one_line(checkpoints, tmp_path, capsys, ca
 
 @pytest.mark.slow
 def test_real_v4_int8_features_match_fp32_on_real_faces(tmp_path_factory, pubfig_root, real_v4):
-    """V4 quantized as ``export.py --quantize int8`` does by default (entropy calibration), on 64 faces of 10
-    identities; faces of 32 other identities keep cosine > 0.99 to fp32 on average. (Naive calibration
-    lands at ~0.990: not enough margin for this bar; entropy gives 0.993 on 512 held-out faces.)"""
+    """V4 quantized with entropy calibration on 24 faces of 8 identities: faces of 24 other identities keep
+    cosine > 0.99 to fp32 on average. (The default, naive, gives ~0.991 on aligned faces and ~0.990 on these
+    unaligned ones -- its verification accuracy is the better one, see bench_int8_accuracy.py -- so the
+    correlation bar is checked with entropy, which maximises it.)"""
     stem, _ = real_v4
     names = sorted(p.name for p in pubfig_root.iterdir() if p.is_dir())
     calib = tmp_path_factory.mktemp('calib')
-    for name in names[:10]:
+    for name in names[:8]:
         (calib / name).symlink_to(pubfig_root / name)
     prefix = str(tmp_path_factory.mktemp('v4int8') / 'v4-int8')
-    quantize_checkpoint(stem, prefix, str(calib), count=64, mode='entropy')
-    held_out = [sorted(glob.glob(str(pubfig_root / name / '*.jpg')))[0] for name in names[-32:]]
-    int8 = load_model(prefix).embed(held_out)
-    fp32 = load_model(stem).embed(held_out)
+    quantize_checkpoint(stem, prefix, str(calib), count=24, mode='entropy')
+    held_out = [sorted(glob.glob(str(pubfig_root / name / '*.jpg')))[0] for name in names[-24:]]
+    int8 = load_model(prefix).embed(held_out, batch_size=24)
+    fp32 = load_model(stem).embed(held_out, batch_size=24)
     cos = _cosine(int8, fp32)
     print(f'real V4 on PubFig83: INT8 vs fp32 cosine min {cos.min():.4f} mean {cos.mean():.4f}')
     assert cos.mean() > 0.99 and cos.min() > 0.97
