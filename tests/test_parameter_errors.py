@@ -244,6 +244,7 @@ LIBRARY = ['common', 'symbols', 'data_tools', 'training', 'models', 'extract_fea
 # Files other work is rewriting now; their messages still name flags. The lead shrinks this list.
 NOT_YET = {
     'data_tools/alignment.py': 'align_tree: --images / --out / --workers / --report',
+    'models/export.py': 'export: --check (tests/test_export.py asserts its wording)',
 }
 # Single flags left on purpose, with the reason.
 ALLOWED = {
