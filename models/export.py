@@ -169,8 +169,8 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     result = dict(files=files, max_abs_diff=None)
     if check:
         if fmt != 'onnx':
-            # the wording tests/test_export.py asserts (export.py stays on test_parameter_errors' NOT_YET list)
-            raise UsageError('--check compares onnxruntime with MXNet: use it with --format onnx')
+            raise ParameterError(lambda n: f"{n('check')} compares onnxruntime with MXNet: use it with "
+                                           f"{n('fmt')} onnx")
         python = find_deploy_python(deploy_python)
         if python is None:
             raise ParameterError(lambda n: f'{n("check")} needs a deploy python with onnxruntime: create '
