@@ -156,7 +156,8 @@ def resolve_checkpoint(spec, epoch=None):
     return stem
 
 
-CHECKPOINT_SUFFIXES = ('.json', '.params', '.states', '.head.params')
+# every file a checkpoint STEM may have: '-symbol.json' is the graph of an INT8 one (symbols.quantized.SYMBOL_SUFFIX)
+CHECKPOINT_SUFFIXES = ('.json', '.params', '.states', '.head.params', '-symbol.json')
 
 
 def checkpoint_files(spec, epoch=None):
