@@ -12,21 +12,19 @@ if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread poo
 import sys  # noqa: E402
 
 from common.cli import run_cli  # noqa: E402
-from common.errors import UsageError  # noqa: E402
 from demo import add_demo_options, run_demo  # noqa: E402
-from training import ParameterError, TrainingDiverged, build_parser, flag, train  # noqa: E402
+from training import TrainingDiverged, build_parser, flag, train  # noqa: E402
 
 
 def main(argv=None):
-    # one parser for --help and dispatch: the training options and the demo's
+    # one parser for --help and dispatch: the training options and the demo's; run_cli spells the parameters
+    # that library errors (ParameterError) name as this parser's options
     args = add_demo_options(build_parser()).parse_args(argv)
     try:
         if args.data_train or args.benchmark:
             train(args)
         else:
             run_demo(sys.argv[1:] if argv is None else argv)  # parsed again with the demo's own defaults
-    except ParameterError as err:  # library messages name parameters; the command line spells flags
-        raise UsageError(err.spelled(flag)) from None
     except TrainingDiverged as err:
         print(f'error: {err.spelled(flag)}', file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ a command can still size MXNet's threads first (:mod:`common.threads`).
 """
 import importlib
 
-_EXPORTS = {'UsageError': 'errors', 'ArgumentParser': 'cli', 'run_cli': 'cli', 'ImageError': 'images',
+_EXPORTS = {'UsageError': 'errors', 'ParameterError': 'errors', 'ArgumentParser': 'cli', 'run_cli': 'cli', 'ImageError': 'images',
             'read_image': 'images', 'Preprocessing': 'preprocessing', 'runs_dir': 'paths',
             'default_compute_threads': 'threads'}
 

@@ -2,23 +2,25 @@
 
 Every function that takes a count, a side in pixels, a fraction or a rate calls :func:`check_number`
 before using it, so each command line gets the same one-line ``error:`` for ``--size 0``,
-``--top-identities -1`` or ``--far nan`` without repeating the rule in the script.
+``--top-identities -1`` or ``--far nan`` without repeating the rule in the script. The message names the
+library's parameter (``size must be >= 1, got 0``); a command line spells it as its option
+(:class:`common.errors.ParameterError`).
 """
 import math
 import numbers
 
-from common.errors import UsageError
+from common.errors import ParameterError
 
 
 def check_number(value, name, *, minimum=None, maximum=None, integer=False, below=None, above=None,
-                 optional=False):
-    """Return ``value`` when it is a finite number in range, else raise :class:`UsageError`.
+                 optional=False, qualifier=''):
+    """Return ``value`` when it is a finite number in range, else raise :class:`~common.errors.ParameterError`.
 
     Parameters
     ----------
     value : int or float (or None when ``optional``)
     name : str
-        How the message names it (the library parameter, e.g. ``'top_identities'``, or the flag).
+        The library parameter the message names (``'top_identities'``); a command line spells it as its option.
     minimum, maximum : number, optional
         Inclusive bounds.
     below, above : number, optional
@@ -27,22 +29,33 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, belo
         Require an integral value (``True`` and ``False`` are not numbers here).
     optional : bool
         Accept ``None`` (an option left unset) and return it.
+    qualifier : str
+        Said after the name, e.g. ``' (a count when >= 1)'``.
 
     Raises
     ------
-    UsageError
-        ``'size must be >= 1, got 0'``, ``'far must be a finite number, got nan'``, ...
+    ParameterError
+        ``'size must be >= 1, got 0'``, ``'far must be a finite number, got nan'``, ... (a
+        :class:`~common.errors.UsageError`).
     """
     if value is None and optional:
         return None
+    problem = _problem(value, minimum, maximum, integer, below, above)
+    if problem:
+        raise ParameterError(lambda n: f'{n(name)}{qualifier} must be {problem}')
+    return value
+
+
+def _problem(value, minimum, maximum, integer, below, above):
+    """What is wrong with ``value`` (``'>= 1, got 0'``), or ``None``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise UsageError(f'{name} must be a number, got {value!r}')
+        return f'a number, got {value!r}'
     if not math.isfinite(value):
-        raise UsageError(f'{name} must be a finite number, got {value}')
+        return f'a finite number, got {value}'
     if integer and value != int(value):
-        raise UsageError(f'{name} must be a whole number, got {value}')
+        return f'a whole number, got {value}'
     for bound, ok, text in ((minimum, lambda v, b: v >= b, '>='), (maximum, lambda v, b: v <= b, '<='),
                             (above, lambda v, b: v > b, '>'), (below, lambda v, b: v < b, '<')):
         if bound is not None and not ok(value, bound):
-            raise UsageError(f'{name} must be {text} {bound:g}, got {value:g}')
-    return value
+            return f'{text} {bound:g}, got {value:g}'
+    return None

@@ -1,5 +1,14 @@
 """The one exception type for problems a user can fix; command lines print it as one ``error:`` line.
 
+Library code names its parameters as Python callers know them (``top_k must be >= 1``); a command line
+spells them as its own options (``--top-k must be >= 1``). A message that names parameters is a
+:class:`ParameterError`, whose text is a function of the spelling, so there is nothing to patch afterwards::
+
+    raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
+
+``str(err)`` names ``top_k``; :func:`common.cli.run_cli` prints ``err.spelled(...)`` with the option strings of
+the command's parser (``--top-k``, a positional's name, or the flag a differently named parameter is fed by).
+
 Also the one way to turn an MXNet error into such a line (:func:`mxnet_message`): ``str(MXNetError)``
 starts with ``Traceback (most recent call last):`` and a C++ file name, the message itself is last.
 """
@@ -25,6 +34,52 @@ class WriteError(UsageError, OSError):
 
     def __str__(self):
         return self.strerror
+
+
+def flag(name):
+    """``batch_size`` -> ``--batch-size``: the usual spelling of a parameter as an option (a name that already
+    starts with ``-`` is returned as it is)."""
+    return name if name.startswith('-') else '--' + name.replace('_', '-')
+
+
+def _as_is(name):
+    return name
+
+
+def _fixed(text):
+    return lambda name: text
+
+
+class ParameterMessage:
+    """Mixin: ``str(err)`` names parameters as they are; ``err.spelled(spell)`` as a command line does.
+
+    ``render(name)`` builds the message, calling ``name('parameter')`` for each parameter it names. A plain
+    string is a message spelled once and for all (what an error unpickled in another process carries).
+    """
+
+    def __init__(self, render):
+        if isinstance(render, str):
+            render = _fixed(render)
+        self.render = render
+        super().__init__(render(_as_is))
+
+    def spelled(self, spell):
+        """The message with every parameter name passed through ``spell`` (e.g. :func:`flag`)."""
+        return self.render(spell)
+
+    def __reduce__(self):  # render is a closure: another process gets the message as the library spells it
+        return type(self), (str(self),)
+
+
+class ParameterError(ParameterMessage, UsageError):
+    """A :class:`UsageError` whose message names the library's parameters; command lines spell their flags.
+
+    Examples
+    --------
+    >>> err = ParameterError(lambda n: f'{n("top_k")} must be >= 1, got 0')
+    >>> str(err), err.spelled(flag)
+    ('top_k must be >= 1, got 0', '--top-k must be >= 1, got 0')
+    """
 
 
 def mxnet_message(err):

@@ -16,7 +16,7 @@ import fcntl
 import itertools
 import os
 
-from common.errors import UsageError, WriteError
+from common.errors import ParameterError, UsageError, WriteError
 
 # errors of the writing itself (not of the caller's inputs): disk full, quota, file too large, read-only
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -95,6 +95,8 @@ def check_output_prefix(prefix, what='output prefix'):
     """Check an output *prefix* (``data/casia`` -> ``data/casia.rec``, ...): it must name a file stem, not end
     in a folder separator; its folder is created. Returns it.
 
+    ``what`` is the parameter the prefix was given as (``'out_prefix'``), or what it is.
+
     Raises
     ------
     UsageError
@@ -103,7 +105,7 @@ def check_output_prefix(prefix, what='output prefix'):
     """
     prefix = os.fspath(prefix)
     if not prefix or prefix.endswith((os.sep, '/')) or os.path.basename(prefix) in ('', '.', '..'):
-        raise UsageError(f'{what} {prefix!r} names a folder; give folder/name (files become name.*)')
+        raise ParameterError(lambda n: f'{n(what)} {prefix!r} names a folder; give folder/name (files become name.*)')
     _check_name(prefix, what)
     _check_folder(prefix, what, create_folder=True)
     return prefix
@@ -114,7 +116,7 @@ def _check_name(path, what):
         path.encode('utf-8')
     except UnicodeEncodeError:
         shown = path.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
-        raise UsageError(f'{what} {shown}: the name is not valid UTF-8; choose a UTF-8 name') from None
+        raise ParameterError(lambda n: f'{n(what)} {shown}: the name is not valid UTF-8; choose a UTF-8 name') from None
 
 
 def _check_folder(path, what, create_folder):
@@ -122,11 +124,11 @@ def _check_folder(path, what, create_folder):
     folder = os.path.dirname(full)
     existing = _first_existing(folder)
     if not os.path.isdir(existing):
-        raise UsageError(f'{what} {path}: {existing} is a file, not a folder')
+        raise ParameterError(lambda n: f'{n(what)} {path}: {existing} is a file, not a folder')
     if existing != folder and not create_folder:
         raise UsageError(f'output folder does not exist: {folder} (for {path})')
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f'{what} {path}: folder {existing} is not writable')
+        raise ParameterError(lambda n: f'{n(what)} {path}: folder {existing} is not writable')
     if create_folder:
         make_parent(full)
 
@@ -138,7 +140,8 @@ def check_output_path(path, what='output', create_folder=True):
     ----------
     path : str or path-like
     what : str
-        What the file is, for the message (e.g. ``'--out'``).
+        The parameter the path was given as (``'csv_path'``; a command line spells it as its option), or what
+        the file is (``'pairs file'``).
     create_folder : bool
         Create missing parent folders (else a missing folder is an error).
 
@@ -151,10 +154,10 @@ def check_output_path(path, what='output', create_folder=True):
     """
     path = os.fspath(path)
     if not path:
-        raise UsageError(f'{what}: empty path')
+        raise ParameterError(lambda n: f'{n(what)}: empty path')
     _check_name(path, what)
     if os.path.isdir(path):
-        raise UsageError(f'{what} {path} is a folder; give a file name')
+        raise ParameterError(lambda n: f'{n(what)} {path} is a folder; give a file name')
     _check_folder(path, what, create_folder)
     return path
 

@@ -43,7 +43,7 @@ import numpy as np
 from sklearn.metrics import auc as _trapezoid_auc
 from sklearn.metrics import roc_curve
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.images import image_key
 
 TAR_FARS = (1e-2, 1e-3, 0.0)
@@ -98,9 +98,10 @@ def match_pairs(labels, pairs, skipped=(), skip_missing=False):
     missing = sorted({p for pair in pairs for p in (pair.path1, pair.path2) if image_key(p) not in rows})
     unrecorded = [p for p in missing if image_key(p) not in recorded]
     if unrecorded and not skip_missing:
-        raise UsageError(f'{len(unrecorded)} images named by the pairs are not in the features file, '
-                         f'e.g. {", ".join(unrecorded[:5])} (labels look like {labels[0] if labels else None!r}); '
-                         f'extract them, or pass skip_missing to score only the pairs whose images are there')
+        raise ParameterError(lambda n: f'{len(unrecorded)} images named by the pairs are not in the features file, '
+                                       f'e.g. {", ".join(unrecorded[:5])} (labels look like '
+                                       f'{labels[0] if labels else None!r}); extract them, or pass '
+                                       f'{n("skip_missing")} to score only the pairs whose images are there')
     kept, dropped = [], []
     for k, pair in enumerate(pairs):
         reasons = [f'{p}: ' + (f'skipped at extraction ({recorded[image_key(p)]})' if image_key(p) in recorded

@@ -14,8 +14,8 @@ from data_tools.pairs import (few_identities_warning, identities_from, make_pair
                               write_pairs)
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters={'images_root': 'images'})
     parser.add_argument('--images', required=True, help='root with one folder per identity')
     parser.add_argument('--out', required=True, help='pairs file to write (LFW pairs.txt format)')
     parser.add_argument('--folds', type=int, default=10, help='identity-disjoint folds (default 10)')
@@ -25,7 +25,11 @@ def main(argv=None):
                         help="only these identities: a pack_rec PREFIX.json (its held-out identities) "
                              "or a text file with one folder name per line")
     parser.add_argument('--seed', type=int, default=0, help='random seed; same seed -> same file')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     check_output_path(args.out, '--out')
     identities = identities_from(args.identities_from) if args.identities_from else None
     pairs = make_pairs(args.images, folds=args.folds, per_fold=args.per_fold, seed=args.seed,

@@ -15,7 +15,8 @@ from data_tools.packing import pack_records, summary_line  # noqa: E402
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0],
+                       parameters={'images_root': 'images', 'out_prefix': 'out', 'list_path': 'list'})
     p.add_argument('--images', help='tree with one folder per identity, or the root of the list paths')
     p.add_argument('--list', help='"path label" list (MS-Celeb clean list), im2rec .lst or insightface .lst '
                                   '(format detected from the lines); labels are re-indexed densely '

@@ -27,7 +27,7 @@ import cv2
 from tqdm import tqdm
 
 from common.checks import check_number
-from common.errors import UsageError, WriteError
+from common.errors import ParameterError, UsageError, WriteError
 from common.fileio import (WRITE_ERRNOS, check_output_prefix, exclusive_lock, make_parent, remove_quietly,
                            temporary_name)
 from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file, walk_tree
@@ -235,8 +235,8 @@ def read_list(list_path, strip_prefix=0):
         if strip_prefix:
             parts = [p for p in path.split('/') if p]
             if len(parts) <= strip_prefix:
-                raise UsageError(f'{list_path}:{n}: --strip-prefix {strip_prefix} leaves nothing '
-                                 f'of {path!r}')
+                raise ParameterError(lambda name, at=n: f'{list_path}:{at}: {name("strip_prefix")} {strip_prefix} '
+                                                        f'leaves nothing of {path!r}')
             path = '/'.join(parts[strip_prefix:])
         problem = line_field_problem(path)
         if problem:
@@ -268,8 +268,9 @@ def _holdout(identities, val_identities, rng):
         return []
     count = int(val_identities) if val_identities >= 1 else round(val_identities * len(identities))
     if not 0 < count < len(identities):
-        raise UsageError(f'--val-identities {val_identities} holds out {count} of {len(identities)} '
-                         f'identities; need at least one held out and one left for training')
+        raise ParameterError(lambda n: f'{n("val_identities")} {val_identities} holds out {count} of '
+                                       f'{len(identities)} identities; need at least one held out and one left '
+                                       f'for training')
     return sorted(rng.sample(identities, count))
 
 
@@ -492,8 +493,9 @@ def write_splits(plan, out_prefix, encoder, workers, progress=True):
             else:
                 writers[split].write(label, rel, jpeg)
         if writers['train'].count == 0:
-            raise UsageError(f'no image could be packed ({_reason_summary(failed)}); check --images'
-                             + (' and --strip-prefix' if plan.list_path else ''))
+            raise ParameterError(lambda n: f'no image could be packed ({_reason_summary(failed)}); check '
+                                           f'{n("images_root")}'
+                                           + (f' and {n("strip_prefix")}' if plan.list_path else ''))
         for writer in writers.values():
             writer.close()
     except OSError as err:
@@ -595,7 +597,7 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
                           seed=seed, min_images_per_identity=min_images_per_identity, strip_prefix=strip_prefix,
                           top_identities=top_identities)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    check_output_prefix(out_prefix, '--out')
+    check_output_prefix(out_prefix, 'out_prefix')
     encoder = ImageEncoder(size, color, quality, min_size, image_filter)
     plan = plan_packing(images_root, list_path, val_per_identity=val_per_identity, val_ratio=val_ratio,
                         val_identities=val_identities, seed=seed, min_images_per_identity=min_images_per_identity,
@@ -629,31 +631,33 @@ def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, va
     Raises
     ------
     UsageError
-        Naming the option as the command line spells it (``--top-identities must be >= 1, got -1``).
+        Naming the parameter (``top_identities must be >= 1, got -1``); a command line spells its option
+        (:class:`~common.errors.ParameterError`).
     """
-    check_number(size, '--size', minimum=1, integer=True)
-    check_number(quality, '--quality', minimum=1, maximum=100, integer=True)
-    check_number(min_size, '--min-size', minimum=1, integer=True)
-    check_number(workers, '--workers', minimum=0, integer=True, optional=True)
-    check_number(val_per_identity, '--val-per-identity', minimum=0, integer=True)
-    check_number(val_ratio, '--val-ratio', minimum=0, below=1)
-    check_number(val_identities, '--val-identities', minimum=0)
+    check_number(size, 'size', minimum=1, integer=True)
+    check_number(quality, 'quality', minimum=1, maximum=100, integer=True)
+    check_number(min_size, 'min_size', minimum=1, integer=True)
+    check_number(workers, 'workers', minimum=0, integer=True, optional=True)
+    check_number(val_per_identity, 'val_per_identity', minimum=0, integer=True)
+    check_number(val_ratio, 'val_ratio', minimum=0, below=1)
+    check_number(val_identities, 'val_identities', minimum=0)
     if val_identities >= 1:
-        check_number(val_identities, '--val-identities (a count when >= 1)', integer=True)
-    check_number(seed, '--seed', integer=True)
-    check_number(min_images_per_identity, '--min-images-per-identity', minimum=1, integer=True)
-    check_number(strip_prefix, '--strip-prefix', minimum=0, integer=True)
-    check_number(top_identities, '--top-identities', minimum=1, integer=True, optional=True)
+        check_number(val_identities, 'val_identities', integer=True, qualifier=' (a count when >= 1)')
+    check_number(seed, 'seed', integer=True)
+    check_number(min_images_per_identity, 'min_images_per_identity', minimum=1, integer=True)
+    check_number(strip_prefix, 'strip_prefix', minimum=0, integer=True)
+    check_number(top_identities, 'top_identities', minimum=1, integer=True, optional=True)
     if val_per_identity and val_ratio:
-        raise UsageError('give --val-per-identity or --val-ratio, not both')
+        raise ParameterError(lambda n: f'give {n("val_per_identity")} or {n("val_ratio")}, not both')
 
 
 def _check_list_resolves(entries, images_root, list_path):
-    """Fail fast on a wrong ``--images``/``--strip-prefix``: none of the first listed files exist."""
+    """Fail fast on a wrong ``images_root``/``strip_prefix``: none of the first listed files exist."""
     probe = entries[:50]
     if not any(os.path.isfile(os.path.join(images_root, rel)) for rel, _ in probe):
-        raise UsageError(f'none of the first {len(probe)} files of {list_path} exist under {images_root} '
-                         f'(e.g. {os.path.join(images_root, probe[0][0])}); check --images and --strip-prefix')
+        raise ParameterError(lambda n: f'none of the first {len(probe)} files of {list_path} exist under '
+                                       f'{images_root} (e.g. {os.path.join(images_root, probe[0][0])}); check '
+                                       f'{n("images_root")} and {n("strip_prefix")}')
 
 
 def _identity_names(keys, by_identity, from_list):

@@ -22,7 +22,7 @@ import random
 import re
 from collections import namedtuple
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.checks import check_number
 from common.fileio import atomic_write, check_output_path
 from common.images import IMAGE_EXTENSIONS, is_image_file
@@ -131,7 +131,7 @@ def identities_from(path):
     if path.endswith('.json'):
         names = read_dataset_info(path).get('heldout_identities')
         if not names:
-            raise UsageError(f'{path} lists no held-out identities (pack with --val-identities)')
+            raise UsageError(f'{path} lists no held-out identities (pack with pack_rec.py --val-identities)')
         return names
     names = [line.strip() for _, line in read_lines(path, 'identities file') if line.strip()]
     if not names:
@@ -183,9 +183,9 @@ def make_pairs(images_root, folds=10, per_fold=300, seed=0, identities=None):
     UsageError
         When a fold cannot hold ``per_fold`` distinct pairs (names the maximum to ask for).
     """
-    check_number(folds, '--folds', minimum=1, integer=True)
-    check_number(per_fold, '--per-fold', minimum=1, integer=True)
-    check_number(seed, '--seed', integer=True)
+    check_number(folds, 'folds', minimum=1, integer=True)
+    check_number(per_fold, 'per_fold', minimum=1, integer=True)
+    check_number(seed, 'seed', integer=True)
     found = list_identities(images_root)
     if identities is not None:
         missing = sorted(set(identities) - set(found))
@@ -196,8 +196,9 @@ def make_pairs(images_root, folds=10, per_fold=300, seed=0, identities=None):
     identities = found
     names = sorted(identities)
     if len(names) < 2 * folds:
-        raise UsageError(f'{len(names)} identities under {images_root} cannot fill {folds} identity-disjoint '
-                         f'folds (need at least 2 per fold); use --folds {max(1, len(names) // 2)} or fewer')
+        raise ParameterError(lambda n: f'{len(names)} identities under {images_root} cannot fill {folds} '
+                                       f'identity-disjoint folds (need at least 2 per fold); use {n("folds")} '
+                                       f'{max(1, len(names) // 2)} or fewer')
     rng = random.Random(seed)
     rng.shuffle(names)
     pairs = []
@@ -264,8 +265,9 @@ def _draw_matched(rng, members, identities, per_fold, fold):
     eligible = [n for n in members if len(identities[n]) >= 2]
     possible = sum(len(identities[n]) * (len(identities[n]) - 1) // 2 for n in eligible)
     if possible < per_fold:
-        raise UsageError(f'fold {fold + 1} can hold only {possible} distinct matched pairs '
-                         f'(identities with >= 2 images); use a smaller --per-fold or fewer --folds')
+        raise ParameterError(lambda n: f'fold {fold + 1} can hold only {possible} distinct matched pairs '
+                                       f'(identities with >= 2 images); use a smaller {n("per_fold")} or fewer '
+                                       f'{n("folds")}')
     if per_fold * 2 > possible:  # dense: enumerate and sample, rejection would stall
         every = [(n, a, b) for n in eligible for k, a in enumerate(identities[n]) for b in identities[n][k + 1:]]
         return rng.sample(every, per_fold)
@@ -281,8 +283,8 @@ def _draw_mismatched(rng, members, identities, per_fold, fold):
     total = sum(len(identities[n]) for n in members)
     possible = (total * total - sum(len(identities[n]) ** 2 for n in members)) // 2
     if possible < per_fold:
-        raise UsageError(f'fold {fold + 1} can hold only {possible} distinct mismatched pairs; '
-                         f'use a smaller --per-fold or fewer --folds')
+        raise ParameterError(lambda n: f'fold {fold + 1} can hold only {possible} distinct mismatched pairs; '
+                                       f'use a smaller {n("per_fold")} or fewer {n("folds")}')
     if per_fold * 2 > possible:
         every = [(n1, a, n2, b) for k, n1 in enumerate(members) for n2 in members[k + 1:]
                  for a in identities[n1] for b in identities[n2]]

@@ -22,7 +22,7 @@ from extract_features.extraction import extract_to_mat, failure_report_path  # n
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0], parameters={'num_workers': 'workers'})
     p.add_argument('--model', required=True,
                    help='checkpoint: PREFIX (with --epoch, else its latest epoch), a stem such as '
                         'runs/pretrained/lightcnn-v4, or a .params file next to its .json')

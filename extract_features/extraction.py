@@ -9,7 +9,7 @@ import numpy as np
 
 from common.checks import check_number
 from common.devices import parse_device
-from common.errors import UsageError
+from common.errors import ParameterError
 from common.features_mat import write_features
 from common.fileio import atomic_write, check_output_path
 from data_tools.alignment import make_aligner
@@ -52,12 +52,12 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     """
     chosen = [x is not None for x in (img_list, images, pairs)]
     if sum(chosen) != 1:
-        raise UsageError('give exactly one of --img-list, --images, --pairs')
-    check_number(center_crop, '--center-crop', minimum=1, integer=True, optional=True)
-    check_number(batch_size, '--batch-size', minimum=1, integer=True)
-    check_number(num_workers, '--workers', minimum=0, integer=True)
-    check_number(epoch, '--epoch', minimum=0, integer=True, optional=True)
-    for path, what in ((out, '--out'), (npy, '--npy'), (csv, '--csv')):
+        raise ParameterError(lambda n: f'give exactly one of {n("img_list")}, {n("images")}, {n("pairs")}')
+    check_number(center_crop, 'center_crop', minimum=1, integer=True, optional=True)
+    check_number(batch_size, 'batch_size', minimum=1, integer=True)
+    check_number(num_workers, 'num_workers', minimum=0, integer=True)
+    check_number(epoch, 'epoch', minimum=0, integer=True, optional=True)
+    for path, what in ((out, 'out'), (npy, 'npy'), (csv, 'csv')):
         if path is not None:
             check_output_path(path, what)
     ignored = []
@@ -67,7 +67,7 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
         items = items_from_tree(images, ignored)
     else:
         items = items_from_pairs(pairs, root)
-    context = parse_device(ctx) if ctx is None or isinstance(ctx, str) else ctx
+    context = parse_device(ctx, 'ctx') if ctx is None or isinstance(ctx, str) else ctx
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     pre = meta['preprocessing']
     if align is True:

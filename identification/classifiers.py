@@ -34,7 +34,7 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.safe_pickle import UnsafePickleError, numpy_array_globals
 from common.verification import far_measurable, l2_normalize, threshold_at_far, unmeasurable_far_note
 
@@ -161,6 +161,10 @@ def impostor_scores(kind, features, identities, folds=5, seed=0):
     shuffled = np.random.default_rng(seed).permutation(len(names))[codes]
     out = np.empty(len(features))
     for train, test in GroupKFold(n_splits=folds).split(features, groups=shuffled):
+        if kind in ('svm', 'logreg') and len(np.unique(identities[train])) < 2:
+            raise UsageError(f'the open-set threshold of the {kind} classifier holds identities out in turn and '
+                             f'needs at least 3 gallery identities, got {n_groups} (enrol more identities, or use '
+                             f'the knn or centroid classifier)')
         est = make_estimator(kind, seed).fit(features[train], identities[train])
         out[test] = estimator_scores(est, features[test]).max(axis=1)
     return out
@@ -179,7 +183,7 @@ def open_set_threshold(impostor, far):
     impostor = np.asarray(impostor, dtype=np.float64)
     n = len(impostor)
     if not 0.0 <= far <= 1.0:
-        raise UsageError(f'far must be in [0, 1], got {far}')
+        raise ParameterError(lambda n: f'{n("far")} must be in [0, 1], got {far}')
     if n == 0:
         raise UsageError('no impostor scores to choose an open-set threshold from')
     # threshold_at_far wants both classes; one dummy positive above everything never changes the choice
@@ -286,7 +290,8 @@ def fit_classifier(features, identities, kind='svm', far=0.01, threshold_folds=5
     Raises
     ------
     UsageError
-        Fewer than 2 identities, mismatched shapes, non-finite features, an unknown ``kind``.
+        Fewer than 2 identities (3 for an svm/logreg open-set threshold), mismatched shapes, non-finite
+        features, an unknown ``kind``.
     """
     features, identities = _check_training_set(features, identities)
     make_estimator(kind, seed)  # validates kind before any work

@@ -22,7 +22,7 @@ import numpy as np
 from common.errors import UsageError
 from common.fileio import atomic_write, check_output_paths
 from common.verification import l2_normalize, threshold_at_far
-from identification.gallery import load_gallery_probe, skipped_lines
+from identification.gallery import check_gallery_probe, load_gallery_probe, skipped_lines
 
 METHODS = ('image', 'centroid')
 TOP_K = 5
@@ -145,12 +145,7 @@ def format_report(result):
 def run_identification(gallery_path, probe_path=None, gallery_per_identity=None, unknown_fraction=0.0,
                        seed=0, far=0.01, predictions_path=None, json_path=None):
     """What ``identify.py`` does: load, split if asked, identify, print, write the predictions CSV / JSON."""
-    if (probe_path is None) == (gallery_per_identity is None):
-        raise UsageError('give either --probe P.mat or --gallery-per-identity K (to split --gallery by image index)')
-    if probe_path is not None and unknown_fraction:
-        raise UsageError('--unknown-fraction only applies when splitting one file (--gallery-per-identity)')
-    if not 0.0 <= far <= 1.0:
-        raise UsageError(f'--far must be in [0, 1], got {far}')
+    check_gallery_probe(probe_path, gallery_per_identity, unknown_fraction, far)
     check_output_paths(predictions_path, json_path)
     gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)

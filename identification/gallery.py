@@ -7,7 +7,7 @@ identification of ``identify.py`` (:mod:`identification.cosine`) and by the clas
 """
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
 from common.verification import image_key
 
@@ -34,9 +34,9 @@ def split_by_index(labels, gallery_per_identity, unknown_fraction=0.0, seed=0):
         ``gallery_only_identities``: known identities with no image left to probe).
     """
     if gallery_per_identity < 1:
-        raise UsageError(f'--gallery-per-identity must be >= 1, got {gallery_per_identity}')
+        raise ParameterError(lambda n: f'{n("gallery_per_identity")} must be >= 1, got {gallery_per_identity}')
     if not 0.0 <= unknown_fraction < 1.0:
-        raise UsageError(f'--unknown-fraction must be in [0, 1), got {unknown_fraction}')
+        raise ParameterError(lambda n: f'{n("unknown_fraction")} must be in [0, 1), got {unknown_fraction}')
     by_identity = {}
     for row, label in enumerate(labels):
         by_identity.setdefault(identity_of(label), []).append(row)
@@ -53,10 +53,30 @@ def split_by_index(labels, gallery_per_identity, unknown_fraction=0.0, seed=0):
         probe += rows[gallery_per_identity:]
         gallery_only += len(rows) <= gallery_per_identity
     if not gallery or not probe:
-        raise UsageError(f'splitting {len(labels)} images with --gallery-per-identity {gallery_per_identity} '
-                         f'leaves {len(gallery)} gallery and {len(probe)} probe images')
+        raise ParameterError(lambda n: f'splitting {len(labels)} images with {n("gallery_per_identity")} '
+                                       f'{gallery_per_identity} leaves {len(gallery)} gallery and {len(probe)} '
+                                       f'probe images')
     counts = {'identities': len(names), 'unknown_identities': n_unknown, 'gallery_only_identities': gallery_only}
     return np.array(gallery), np.array(probe), counts
+
+
+def check_gallery_probe(probe_path=None, gallery_per_identity=None, unknown_fraction=0.0, far=None):
+    """The choice of probes :func:`load_gallery_probe` takes, and the target ``far``, checked before any work.
+
+    Raises
+    ------
+    ParameterError
+        Neither or both of ``probe_path`` and ``gallery_per_identity``; ``unknown_fraction`` with a
+        ``probe_path``; ``far`` (unless ``None``) outside [0, 1].
+    """
+    if (probe_path is None) == (gallery_per_identity is None):
+        raise ParameterError(lambda n: f'give either {n("probe_path")} P.mat or {n("gallery_per_identity")} K '
+                                       f'(to split {n("gallery_path")} by image index)')
+    if probe_path is not None and unknown_fraction:
+        raise ParameterError(lambda n: f'{n("unknown_fraction")} only applies when splitting one file '
+                                       f'({n("gallery_per_identity")})')
+    if far is not None and not 0.0 <= far <= 1.0:
+        raise ParameterError(lambda n: f'{n("far")} must be in [0, 1], got {far}')
 
 
 def load_gallery_probe(gallery_path, probe_path=None, gallery_per_identity=None, unknown_fraction=0.0, seed=0):

@@ -11,8 +11,9 @@ from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.plots import run_embedding_plots  # noqa: E402
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
+                            parameters={'features_path': 'features', 'out_prefix': 'out', 'what': 'only'})
     parser.add_argument('--features', required=True, help='.mat with data (N x D) and label (N x 1 cell)')
     parser.add_argument('--out', required=True, metavar='PREFIX', help='writes PREFIX_tsne.png, _pca.png, _kmeans.png')
     k = parser.add_mutually_exclusive_group()
@@ -26,7 +27,11 @@ def main(argv=None):
     parser.add_argument('--perplexity', type=float, default=30.0, help='t-SNE perplexity (default 30)')
     parser.add_argument('--k-max', type=int, help='largest k of the SSE curve (default 2 x identities, <= 200)')
     parser.add_argument('--only', nargs='+', choices=('tsne', 'pca', 'kmeans'), help='draw only these')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     run_embedding_plots(args.features, args.out, args.known_from, args.unknown_last, args.seed, args.max_points,
                         args.perplexity, args.k_max, tuple(args.only or ('tsne', 'pca', 'kmeans')))
 

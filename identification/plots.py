@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
 from common.textio import read_lines
 from identification.classifiers import l2_rows
@@ -30,7 +30,7 @@ def subsample(n, max_points, seed=0):
     if max_points is None or n <= max_points:
         return np.arange(n)
     if max_points < 2:
-        raise UsageError(f'max_points (--max-points) must be >= 2, got {max_points}')
+        raise ParameterError(lambda n: f'{n("max_points")} must be >= 2, got {max_points}')
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
@@ -203,7 +203,7 @@ def embedding_plots(features, identities, out_prefix, known=None, seed=0, max_po
         n_ids = out['n_identities']
         top = int(min(k_max or min(2 * n_ids, 200), len(rows) - 1))
         if top < 1:
-            raise UsageError(f'k_max (--k-max) must be >= 1, got {k_max}')
+            raise ParameterError(lambda n: f'{n("k_max")} must be >= 1, got {k_max}')
         ks = sorted(set(np.unique(np.round(np.geomspace(1, top, 14)).astype(int)).tolist()) | ({n_ids} if n_ids <= top
                                                                                                    else set()))
         out['sse'] = kmeans_sse(sub, ks, seed)
@@ -217,7 +217,7 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
                         perplexity=30.0, k_max=None, what=('tsne', 'pca', 'kmeans')):
     """What ``plot_embeddings.py`` does: load a features ``.mat``, decide known identities, draw, print."""
     if known_from is not None and unknown_last is not None:
-        raise UsageError('give known_from (--known-from) or unknown_last (--unknown-last), not both')
+        raise ParameterError(lambda n: f'give {n("known_from")} or {n("unknown_last")}, not both')
     data, labels = read_features(features_path)
     identities = np.array([identity_of(label) for label in labels])
     names = sorted(set(identities))
@@ -228,8 +228,8 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
             raise UsageError(f'none of the {len(known)} identities of {known_from} is in {features_path}')
     elif unknown_last is not None:
         if not 0 < unknown_last < len(names):
-            raise UsageError(f'unknown_last (--unknown-last) must be in 1..{len(names) - 1} '
-                             f'({len(names)} identities), got {unknown_last}')
+            raise ParameterError(lambda n: f'{n("unknown_last")} must be in 1..{len(names) - 1} '
+                                           f'({len(names)} identities), got {unknown_last}')
         known = set(names[:len(names) - unknown_last])
     result = embedding_plots(data, identities, out_prefix, known, seed, max_points, perplexity, k_max, what)
     print(f'{features_path}: drew {result["n_points"]} of {result["n_total"]} images'

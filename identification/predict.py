@@ -13,8 +13,9 @@ from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.predicting import run_prediction  # noqa: E402
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
+                            parameters={'classifier_path': 'classifier', 'csv_path': 'csv'})
     parser.add_argument('--classifier', required=True, help='a .joblib written by identify.py --save-classifier')
     parser.add_argument('images', nargs='*', help='image files (with --model)')
     parser.add_argument('--images', dest='tree', metavar='ROOT', help='every image under ROOT (with --model)')
@@ -26,6 +27,11 @@ def main(argv=None):
     parser.add_argument('--top-k', type=int, default=1, help='also list the K best identities (default 1)')
     parser.add_argument('--closed-set', action='store_true', help='never answer "unknown"')
     parser.add_argument('--csv', help='write one row per image here')
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.features and (args.images or args.tree or args.model):
         parser.error('give --features, or --model with images / --images, not both')

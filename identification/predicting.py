@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
 from common.fileio import check_output_paths
 from common.images import list_images
@@ -28,7 +28,7 @@ def run_prediction(classifier_path, features=None, model=None, images=(), tree=N
     """Load the classifier, embed or load the faces, identify, print (and write ``csv_path``)."""
     check_output_paths(csv_path)
     if top_k < 1:
-        raise UsageError(f'top_k (--top-k) must be >= 1, got {top_k}')
+        raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
     clf = load_classifier(classifier_path)
     if features is not None:
         data, labels = read_features(features)

@@ -18,10 +18,10 @@ import os
 
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.fileio import atomic_write, check_output_paths
 from identification.classifiers import UNKNOWN, fit_classifier
-from identification.gallery import load_gallery_probe, skipped_lines
+from identification.gallery import check_gallery_probe, load_gallery_probe, skipped_lines
 
 
 def closed_set_report(clf, features, identities, top_k=5):
@@ -168,7 +168,7 @@ def score_classifier(clf, features, identities, top_k=5):
         raise UsageError(f'probe features must be N x D with one identity each, got {features.shape} and '
                          f'{len(identities)} identities')
     if top_k < 1:
-        raise UsageError(f'top_k must be >= 1, got {top_k}')
+        raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
     known = np.isin(identities, clf.names)
     if not known.any():
         raise UsageError('no probe identity is in the gallery: nothing to identify (check the labels)')
@@ -199,14 +199,11 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
         :func:`score_classifier`'s result plus ``classifier``, ``threshold`` (value and how it was chosen),
         ``fit_seconds`` and the counts; ``model`` is the fitted :class:`IdentityClassifier`.
     """
-    if (probe_path is None) == (gallery_per_identity is None):
-        raise UsageError('give either probe_path (--probe) or gallery_per_identity (--gallery-per-identity)')
-    if probe_path is not None and unknown_fraction:
-        raise UsageError('unknown_fraction only applies when splitting one file (gallery_per_identity)')
-    if far is not None and not 0.0 <= far <= 1.0:
-        raise UsageError(f'far (--far) must be in [0, 1], got {far}')
+    check_gallery_probe(probe_path, gallery_per_identity, unknown_fraction, far)
     if threshold_folds < 2:
-        raise UsageError(f'threshold_folds (--threshold-folds) must be >= 2, got {threshold_folds}')
+        raise ParameterError(lambda n: f'{n("threshold_folds")} must be >= 2, got {threshold_folds}')
+    if top_k < 1:
+        raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
     check_output_paths(predictions_path, json_path, per_class_path, confusion_path, save_path)
     gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)

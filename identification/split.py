@@ -1,7 +1,7 @@
 """Gallery / probe splits of one features file by identity (known identities enrolled, the rest unknown)."""
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError
 from common.features_mat import read_features, write_features
 from common.fileio import check_output_paths
 from identification.gallery import identity_of
@@ -30,16 +30,16 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
         by_identity.setdefault(identity_of(label), []).append(row)
     names = sorted(by_identity)
     if not 0 <= unknown_last <= len(names) - 2:
-        raise UsageError(f'unknown_last (--unknown-last) must leave at least 2 known identities: '
-                         f'{len(names)} identities, '
-                         f'unknown_last={unknown_last}')
+        raise ParameterError(lambda n: f'{n("unknown_last")} must leave at least 2 known identities: '
+                                       f'{len(names)} identities, {n("unknown_last")} {unknown_last}')
     if probes_per_identity < 0:
-        raise UsageError(f'probes_per_identity (--probes-per-identity) must be >= 0, got {probes_per_identity}')
+        raise ParameterError(lambda n: f'{n("probes_per_identity")} must be >= 0, got {probes_per_identity}')
     known = names[:len(names) - unknown_last]
     short = [(n, len(by_identity[n])) for n in known if len(by_identity[n]) <= probes_per_identity]
     if short:
-        raise UsageError(f'{len(short)} known identities have <= {probes_per_identity} images and would enrol '
-                         f'none, e.g. {short[0][0]!r} ({short[0][1]} images); lower probes_per_identity')
+        raise ParameterError(lambda n: f'{len(short)} known identities have <= {probes_per_identity} images and '
+                                       f'would enrol none, e.g. {short[0][0]!r} ({short[0][1]} images); lower '
+                                       f'{n("probes_per_identity")}')
     gallery, probe = [], []
     for n in names:
         rows = sorted(by_identity[n], key=lambda r: labels[r])

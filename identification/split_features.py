@@ -11,8 +11,9 @@ from common.cli import ArgumentParser, run_cli  # noqa: E402
 from identification.split import split_features  # noqa: E402
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
+                            parameters={'features_path': 'features', 'gallery_out': 'gallery', 'probe_out': 'probe'})
     parser.add_argument('--features', required=True, help='.mat with data (N x D) and label (N x 1 cell)')
     parser.add_argument('--gallery', required=True, help='gallery .mat to write')
     parser.add_argument('--probe', required=True, help='probe .mat to write')
@@ -20,7 +21,11 @@ def main(argv=None):
                         help='the last N identities (sorted) are unknown: all their images are probes (default 20)')
     parser.add_argument('--probes-per-identity', type=int, default=20,
                         help='the last K images (by label) of each known identity are probes (default 20)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     split_features(args.features, args.gallery, args.probe, args.unknown_last, args.probes_per_identity)
 
 

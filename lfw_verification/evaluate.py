@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from common.checks import check_number
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
 from common.fileio import atomic_write, check_output_paths
 from common.verification import (METRICS, TAR_FARS, VAL_FAR, image_key, l2_normalize, match_pairs, pair_scores,
@@ -32,14 +32,14 @@ def fold_pca_scores(features, idx1, idx2, folds, n_components, metric='cosine', 
     from sklearn.decomposition import PCA
     fold_ids = np.unique(folds)
     if len(fold_ids) < 2:
-        raise UsageError('--pca needs at least 2 folds (it is fitted on the training folds)')
+        raise ParameterError(lambda n: f'{n("pca")} needs at least 2 folds (it is fitted on the training folds)')
     fold_scores = np.empty((len(fold_ids), len(idx1)))
     for k, fold in enumerate(fold_ids):
         train = folds != fold
         train_rows = np.union1d(idx1[train], idx2[train])
         if n_components > min(len(train_rows), features.shape[1]):
-            raise UsageError(f'--pca {n_components} exceeds what fold {fold} can fit: {len(train_rows)} training '
-                             f'images of dimension {features.shape[1]}')
+            raise ParameterError(lambda n: f'{n("pca")} {n_components} exceeds what fold {fold} can fit: '
+                                           f'{len(train_rows)} training images of dimension {features.shape[1]}')
         pca = PCA(n_components=n_components, svd_solver='full').fit(features[train_rows])
         projected = pca.transform(features).astype(np.float64)
         if l2:

@@ -17,7 +17,9 @@ from identification.report import run_classifier_identification  # noqa: E402
 
 
 def build_parser():
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters={
+        'gallery_path': 'gallery', 'probe_path': 'probe', 'predictions_path': 'predictions', 'json_path': 'json',
+        'per_class_path': 'per_class', 'confusion_path': 'confusion', 'save_path': 'save_classifier'})
     parser.add_argument('--gallery', required=True, help='.mat (data, label) of the enrolled images')
     parser.add_argument('--probe', help='.mat of the query images (identities absent from the gallery = unknown)')
     parser.add_argument('--gallery-per-identity', type=int, metavar='K',

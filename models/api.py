@@ -75,12 +75,9 @@ class FaceModel:
                                              hybridize=not self._embedders)
         try:
             return embed_images(self._embedders[size], items, center_crop, align, flip, num_workers=2)
-        except ImageLoadError as err:  # its message suggests the CLI's --skip-missing
-            shown = '; '.join(f'{label} ({reason})' for label, reason in err.failures[:5])
-            err.args = (f'{len(err.failures)} image(s) missing or unreadable: {shown}'
-                        + (f' ... and {len(err.failures) - 5} more' if len(err.failures) > 5 else '')
-                        + ' (the .failures attribute lists them all; remove them from images and retry)',)
-            raise
+        except ImageLoadError as err:  # the API has no skip_missing: say what a caller of embed() can do
+            raise ImageLoadError(err.failures, advice=lambda n: 'the .failures attribute lists them all; remove '
+                                 f'them from {n("images")} and retry') from None
 
     def embed(self, images, batch_size=64, flip=False, center_crop=None, align=None, normalize=None):
         """256-d features of ``images`` as float32 ``(N, 256)``.

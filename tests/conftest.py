@@ -38,6 +38,14 @@ def repo_root():
     return ROOT
 
 
+@pytest.fixture(scope='module')
+def tiny_rec(tmp_path_factory):
+    """36 training records (6 identities x 6, 36 px gray, labels 0..5) and a _val.rec of 12; one per test
+    module (:func:`helpers.synthetic_rec`)."""
+    from helpers import synthetic_rec
+    return synthetic_rec(tmp_path_factory.mktemp('tiny'))
+
+
 @pytest.fixture(scope='session')
 def real_v4(tmp_path_factory):
     """``(stem, pth_path)``: the official LightCNN-V4 checkpoint, downloaded once with pip (cached) and

@@ -108,3 +108,24 @@ def write_tiny_rec(images_root, prefix, size=SIZE, val_per_identity=0, color='gr
     pack_records(images_root, prefix, size=size, color=color, workers=0, progress=False,
                  val_per_identity=val_per_identity, seed=0)
     return prefix + '.rec'
+
+
+def synthetic_rec(root, identities=6, images=8, size=SIZE, seed=3, val_per_identity=2):
+    """Synthetic faces (:func:`data_tools.synthetic.make_synthetic_faces`) in ``root/images`` packed into
+    ``root/faces.rec`` (+ ``faces_val.rec`` of ``val_per_identity`` images per identity); returns the .rec.
+
+    The defaults are the trainer tests' set: 6 identities x 8 gray images, 36 px, 36 training records.
+    """
+    from data_tools.synthetic import make_synthetic_faces
+    make_synthetic_faces(root / 'images', num_identities=identities, images_per_identity=images, size=size,
+                         seed=seed)
+    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), size=size, val_per_identity=val_per_identity)
+
+
+def train_config(rec, prefix, **overrides):
+    """Training options (a dict for :func:`training.train`) for a tiny run: 32 px crops, batch 8, 2 epochs,
+    one data thread, seed 1; ``overrides`` replace or add options."""
+    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=8,
+                  num_epochs=2, lr=0.01, data_nthreads=1, disp_batches=2, seed=1)
+    config.update(overrides)
+    return config

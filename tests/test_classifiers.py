@@ -164,6 +164,24 @@ def test_bad_inputs_name_python_arguments():
         fit_classifier(data, ids, 'centroid', far=2.0)
 
 
+@pytest.mark.parametrize('kind', ['svm', 'logreg'])
+def test_two_identity_gallery_threshold_is_one_error_line(kind, tmp_path, capsys):
+    """svm/logreg cannot fit a held-out fold of one identity: a clear error before any fit, not sklearn's."""
+    data, labels = synthetic_features(n_identities=2, images_per_identity=3, dim=8, seed=1)
+    ids = np.array([lb.split('/')[0] for lb in labels])
+    with pytest.raises(UsageError, match='at least 3 gallery identities, got 2'):
+        fit_classifier(data, ids, kind)
+    assert fit_classifier(data, ids, kind, far=None).threshold is None  # closed set still fits
+    write_features(str(tmp_path / 'g.mat'), data, labels)
+    argv = ['--gallery', str(tmp_path / 'g.mat'), '--gallery-per-identity', '1', '--classifier', kind]
+    assert run_cli(identify_cli.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error:') and err.count('\n') == 1 and 'Traceback' not in err
+    # --top-k is checked before the classifier is fitted (no fit, no threshold search on bad options)
+    assert run_cli(identify_cli.main, argv[:-1] + ['centroid', '--top-k', '0']) == 2
+    assert '--top-k must be >= 1' in capsys.readouterr().err
+
+
 def test_identify_cli_classifier_outputs(tmp_path, repo_root):
     data, labels = synthetic_features(n_identities=10, images_per_identity=8, dim=32, noise=1.2, seed=5)
     g = np.arange(len(labels)) % 8 < 5

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from common import threads
-from data_tools.synthetic import make_synthetic_faces
 from symbols.checkpoint import load_checkpoint
-from helpers import SIZE, write_tiny_rec
+from helpers import synthetic_rec
 from tools.launch import launch, role_env
 
 
@@ -34,8 +33,7 @@ def test_launcher_propagates_a_failing_worker_and_stops_the_rest():
 
 def _train_two_workers(tmp_path, repo_root, *options):
     """2 workers + 1 server train 1 epoch of 32 tiny records (batch 4 each) into ``tmp_path/w{rank}``."""
-    make_synthetic_faces(tmp_path / 'images', num_identities=4, images_per_identity=8, size=SIZE, seed=5)
-    rec = write_tiny_rec(str(tmp_path / 'images'), str(tmp_path / 'faces'))
+    rec = synthetic_rec(tmp_path, identities=4, seed=5, val_per_identity=0)
     cmd = [sys.executable, '-m', 'tools.launch', '-n', '2', '-s', '1', '--timeout', '600', '--',
            sys.executable, 'train_lightcnn.py', '--kv-store', 'dist_sync', '--data-train', rec,
            '--input-size', '32', '--batch-size', '4', '--num-epochs', '1', '--data-nthreads', '1',

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from common.preprocessing import Preprocessing
-from data_tools.synthetic import make_synthetic_faces
 from helpers import PRE, SIZE, make_checkpoint, save_image, write_tiny_rec
 from models.checkpoint import load_checkpoint, load_metadata
 from training import Callback, ParameterError, setup, train
@@ -31,13 +30,6 @@ def colour_tree(root, identities=4, images=6, size=SIZE, seed=0):
             img = np.clip(base + noise, 0, 255).astype(np.uint8)
             save_image(root / f'id_{k}' / f'{j}.png', img)
     return root
-
-
-@pytest.fixture(scope='module')
-def gray_rec(tmp_path_factory):
-    root = tmp_path_factory.mktemp('gray')
-    make_synthetic_faces(root / 'images', num_identities=6, images_per_identity=8, size=SIZE, seed=3)
-    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), val_per_identity=2)
 
 
 @pytest.fixture(scope='module')
@@ -72,15 +64,15 @@ def _backbone(params):
     return {k: v for k, v in params.items() if not k.startswith('fc2.')}
 
 
-def test_backbone_is_copied_by_name_and_the_classifier_is_new(gray_rec, source, tmp_path):
-    run = setup(parse_config(_config(gray_rec, tmp_path / 'ft', pretrained=source)), **QUIET)
+def test_backbone_is_copied_by_name_and_the_classifier_is_new(tiny_rec, source, tmp_path):
+    run = setup(parse_config(_config(tiny_rec, tmp_path / 'ft', pretrained=source)), **QUIET)
     got, src = _params(run.net), _source_params(source)
     assert _backbone(got).keys() == _backbone(src).keys() and len(_backbone(got)) == 20
     for key, value in _backbone(got).items():
         np.testing.assert_array_equal(value, src[key], err_msg=key)
     assert src['fc2.weight'].shape == (9, 256) and got['fc2.weight'].shape == (6, 256)
     # the new classifier is initialised as a run from scratch initialises it (same seed: same values)
-    scratch = setup(parse_config(_config(gray_rec, tmp_path / 'scratch', input_size=32)), **QUIET)
+    scratch = setup(parse_config(_config(tiny_rec, tmp_path / 'scratch', input_size=32)), **QUIET)
     for key in ('fc2.weight', 'fc2.bias'):
         np.testing.assert_array_equal(got[key], _params(scratch.net)[key])
     assert run.args.network == 'lightcnn9' and run.preprocessing == PRE  # taken from the checkpoint
@@ -100,28 +92,28 @@ class GradReqs(Callback):
         self.seen[epoch] = (params['features.0.filter.weight'].grad_req, params['fc2.weight'].grad_req)
 
 
-def test_backbone_lr_mult_zero_freezes_the_backbone_bit_for_bit(gray_rec, source, tmp_path):
+def test_backbone_lr_mult_zero_freezes_the_backbone_bit_for_bit(tiny_rec, source, tmp_path):
     lines, reqs = [], GradReqs()
-    result = train(_config(gray_rec, tmp_path / 'frozen', pretrained=source, backbone_lr_mult=0.0,
+    result = train(_config(tiny_rec, tmp_path / 'frozen', pretrained=source, backbone_lr_mult=0.0,
                            num_epochs=2, lr=0.05, wd=1e-3), log=lines.append, callbacks=[reqs])
     trained = _params(load_checkpoint(result['checkpoint'])[0])
     src = _source_params(source)
     for key, value in _backbone(trained).items():
         assert np.array_equal(value, src[key]), key  # no update at all, weight decay included
     assert np.abs(trained['fc2.weight'] - _params(setup(parse_config(
-        _config(gray_rec, tmp_path / 'init', pretrained=source)), **QUIET).net)['fc2.weight']).max() > 1e-4
+        _config(tiny_rec, tmp_path / 'init', pretrained=source)), **QUIET).net)['fc2.weight']).max() > 1e-4
     assert reqs.seen == {0: ('null', 'write'), 1: ('null', 'write')}
     assert any('backbone frozen for good' in line for line in lines)
     assert load_metadata(result['checkpoint'])['lr_schedule']['backbone_lr_mult'] == 0.0
 
 
-def test_backbone_lr_mult_scales_the_backbone_update(gray_rec, source, tmp_path):
+def test_backbone_lr_mult_scales_the_backbone_update(tiny_rec, source, tmp_path):
     # one plain-SGD update (36 records, batch 36) from the same weights on the same batch: the backbone
     # moves by backbone_lr_mult x the full update, the classifier by the same amount in both runs
     common = dict(pretrained=source, batch_size=36, optimizer='sgd', mom=0.0, wd=0.0, dropout=0.0, lr=0.05,
                   warmup_epochs=0.0, freeze_epochs=0, clip_gradient=0.0)
-    full = train(_config(gray_rec, tmp_path / 'full', backbone_lr_mult=1.0, **common), **QUIET)
-    part = train(_config(gray_rec, tmp_path / 'part', backbone_lr_mult=0.25, **common), **QUIET)
+    full = train(_config(tiny_rec, tmp_path / 'full', backbone_lr_mult=1.0, **common), **QUIET)
+    part = train(_config(tiny_rec, tmp_path / 'part', backbone_lr_mult=0.25, **common), **QUIET)
     src = _source_params(source)
     a = _params(load_checkpoint(full['checkpoint'])[0])
     b = _params(load_checkpoint(part['checkpoint'])[0])
@@ -131,15 +123,15 @@ def test_backbone_lr_mult_scales_the_backbone_update(gray_rec, source, tmp_path)
         # float32 rounding of w - lr * g: a few ulps of |w|
         np.testing.assert_allclose(step_part, 0.25 * step_full, rtol=0,
                                    atol=4 * np.finfo(np.float32).eps * np.abs(src[key]).max(), err_msg=key)
-    init = _params(setup(parse_config(_config(gray_rec, tmp_path / 'init', **common)), **QUIET).net)
+    init = _params(setup(parse_config(_config(tiny_rec, tmp_path / 'init', **common)), **QUIET).net)
     np.testing.assert_allclose(b['fc2.weight'] - init['fc2.weight'], a['fc2.weight'] - init['fc2.weight'],
                                rtol=1e-4, atol=1e-7)
 
 
-def test_two_stage_schedule_unfreezes_after_freeze_epochs(gray_rec, source, tmp_path):
+def test_two_stage_schedule_unfreezes_after_freeze_epochs(tiny_rec, source, tmp_path):
     lines, reqs = [], GradReqs()
     prefix = tmp_path / 'two'
-    train(_config(gray_rec, prefix, pretrained=source, freeze_epochs=2, backbone_lr_mult=1.0, num_epochs=3),
+    train(_config(tiny_rec, prefix, pretrained=source, freeze_epochs=2, backbone_lr_mult=1.0, num_epochs=3),
           log=lines.append, callbacks=[reqs])
     assert reqs.seen == {0: ('null', 'write'), 1: ('null', 'write'), 2: ('write', 'write')}
     src = _source_params(source)
@@ -155,12 +147,12 @@ def test_two_stage_schedule_unfreezes_after_freeze_epochs(gray_rec, source, tmp_
         'Epoch[2] backbone unfrozen: trained at lr x 1']
 
 
-def test_resuming_a_fine_tuning_run_is_exact(gray_rec, source, tmp_path):
+def test_resuming_a_fine_tuning_run_is_exact(tiny_rec, source, tmp_path):
     common = dict(pretrained=source, freeze_epochs=1, dropout=0.3)
-    straight = train(_config(gray_rec, tmp_path / 'straight', num_epochs=3, **common), **QUIET)
-    train(_config(gray_rec, tmp_path / 'resumed', num_epochs=1, **common), **QUIET)
+    straight = train(_config(tiny_rec, tmp_path / 'straight', num_epochs=3, **common), **QUIET)
+    train(_config(tiny_rec, tmp_path / 'resumed', num_epochs=1, **common), **QUIET)
     lines = []
-    resumed = train(_config(gray_rec, tmp_path / 'resumed', num_epochs=3, load_epoch=1, **common),
+    resumed = train(_config(tiny_rec, tmp_path / 'resumed', num_epochs=3, load_epoch=1, **common),
                     log=lines.append)
     assert 'Epoch[1] backbone trained at lr x 0.1' in lines  # the default mult with pretrained
     a, meta_a = load_checkpoint(straight['checkpoint'])
@@ -172,10 +164,10 @@ def test_resuming_a_fine_tuning_run_is_exact(gray_rec, source, tmp_path):
     assert meta_b['pretrained'] == meta_a['pretrained']
 
 
-def test_mismatches_are_one_clear_error_naming_both_sides(gray_rec, bgr_rec, source, tmp_path, repo_root):
+def test_mismatches_are_one_clear_error_naming_both_sides(tiny_rec, bgr_rec, source, tmp_path, repo_root):
     def error(**overrides):
         with pytest.raises(ParameterError) as info:
-            train(_config(overrides.pop('rec', gray_rec), tmp_path / 'x', **overrides), **QUIET)
+            train(_config(overrides.pop('rec', tiny_rec), tmp_path / 'x', **overrides), **QUIET)
         return str(info.value)
 
     assert error(pretrained=source, network='lightcnn29') == (
@@ -186,12 +178,12 @@ def test_mismatches_are_one_clear_error_naming_both_sides(gray_rec, bgr_rec, sou
     assert error(pretrained=source, input_size=28).startswith('input_size 28 differs from the 32 px input '
                                                               'of pretrained')
     big = make_checkpoint(tmp_path / 'big', num_classes=3, pre=Preprocessing(input_size=40, record_size=44))
-    assert error(pretrained=big).startswith(f'{gray_rec} holds {SIZE} px records, smaller than the 40 px '
+    assert error(pretrained=big).startswith(f'{tiny_rec} holds {SIZE} px records, smaller than the 40 px '
                                             'input of pretrained')
     assert error(pretrained=str(tmp_path / 'nothing')).startswith(f'pretrained {tmp_path / "nothing"}: '
                                                                   'no checkpoint at')
     assert error(network='lightcnn_v4', input_size=32).startswith(
-        f'{gray_rec} holds gray records but the network takes bgr input')
+        f'{tiny_rec} holds gray records but the network takes bgr input')
     # weights that do not fit the network the JSON names: every parameter listed, nothing trained
     odd = make_checkpoint(tmp_path / 'odd', num_classes=3, network='lightcnn29')
     meta = load_metadata(odd)
@@ -200,9 +192,9 @@ def test_mismatches_are_one_clear_error_naming_both_sides(gray_rec, bgr_rec, sou
     from common.errors import UsageError
     with pytest.raises(UsageError, match=r'tiny.params does not fit the backbone of lightcnn9: missing: '
                                          r'features\.0\.filter\.weight, '):
-        train(_config(gray_rec, tmp_path / 'y', pretrained=odd), **QUIET)
+        train(_config(tiny_rec, tmp_path / 'y', pretrained=odd), **QUIET)
     # the command line: one line, exit 2, flags spelled as flags
-    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', gray_rec, '--pretrained',
+    proc = subprocess.run([sys.executable, 'train_lightcnn.py', '--data-train', tiny_rec, '--pretrained',
                            source, '--network', 'lightcnn29'], cwd=repo_root, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr

@@ -10,8 +10,7 @@ import pytest
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from data_tools.synthetic import make_synthetic_faces
-from helpers import SIZE, write_tiny_rec
+from helpers import train_config
 from models import load_model
 from models.checkpoint import load_checkpoint
 from symbols import default_preprocessing
@@ -76,6 +75,18 @@ def _nd(a, ctx=None):
     return mx.nd.array(a, ctx=ctx or mx.cpu(), dtype='float32')
 
 
+def _forward_backward(block, x, labels):
+    """``block(x, labels)`` recorded and back-propagated from its first output (the loss): ``(outputs as a
+    tuple, gradient w.r.t. x as numpy)``; ``x`` and ``labels`` are numpy or NDArray (``x`` is copied)."""
+    x = x.copy() if isinstance(x, mx.nd.NDArray) else _nd(x)
+    x.attach_grad()
+    with autograd.record():
+        out = block(x, labels if isinstance(labels, mx.nd.NDArray) else _nd(labels))
+        out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    out[0].backward()
+    return out, x.grad.asnumpy()
+
+
 # --- combined margin ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('margins', ALL_MARGINS)
@@ -130,19 +141,15 @@ def test_margin_softmax_loss_and_gradients_against_numpy(margins):
     block.initialize()
     block.classifier.weight.set_data(_nd(weight))
     block.hybridize()
-    xs = _nd(x)
-    xs.attach_grad()
-    with autograd.record():
-        loss, logits = block(xs, _nd(labels))
-    loss.backward()
+    (loss, logits), grad = _forward_backward(block, x, labels)
     ref, ref_logits = np_margin_loss(x, weight, labels, s, margins)
     np.testing.assert_allclose(loss.asnumpy()[:5], ref[:5], rtol=1e-4, atol=1e-4)
     # cos = +-1 exactly: the floor/clip keeping the gradient finite moves psi by < 1e-3 (s * 1e-3 in logits)
     np.testing.assert_allclose(loss.asnumpy()[5:], ref[5:], atol=s * 1e-3)
     np.testing.assert_allclose(logits.asnumpy(), ref_logits, rtol=1e-5, atol=1e-4)
-    assert np.isfinite(xs.grad.asnumpy()).all()
+    assert np.isfinite(grad).all()
     assert np.isfinite(block.classifier.weight.grad().asnumpy()).all()
-    assert np.abs(xs.grad.asnumpy()[:5]).max() > 0
+    assert np.abs(grad[:5]).max() > 0
 
 
 def test_margin_is_what_separates_arcface_from_plain_cosine_softmax():
@@ -227,14 +234,10 @@ def test_triplet_mining_against_brute_force(mining):
     assert gaps[gaps > 0].min() > 1e-4  # no near-ties that float32 could order differently
     block = TripletLoss(10, margin=0.3, mining=mining)
     block.hybridize()
-    x = _nd(emb)
-    x.attach_grad()
-    with autograd.record():
-        loss, onehot = block(x, _nd(labels))
-    loss.backward()
+    (loss, onehot), grad = _forward_backward(block, emb, labels)
     np.testing.assert_allclose(loss.asnumpy(), ref, rtol=1e-4, atol=1e-5)
     assert ref[:12].max() > 0 and ref[12] == 0
-    assert np.isfinite(x.grad.asnumpy()).all() and np.abs(x.grad.asnumpy()).max() > 0
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
     # one_hot marks the label of the nearest other sample (in-batch 1-NN)
     d_self = d + np.eye(len(labels)) * 10
     np.testing.assert_array_equal(onehot.asnumpy().argmax(axis=1), labels[d_self.argmin(axis=1)])
@@ -272,14 +275,8 @@ def test_hybridized_equals_imperative(make):
         block.initialize(mx.init.Normal(0.5))
         if hybrid:
             block.hybridize(static_alloc=True, static_shape=True)
-        xi = x.copy()
-        xi.attach_grad()
-        with autograd.record():
-            out = block(xi, labels)
-            out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-            loss = out[0]
-        loss.backward()
-        results.append([o.asnumpy() for o in out] + [xi.grad.asnumpy()])
+        out, grad = _forward_backward(block, x, labels)
+        results.append([o.asnumpy() for o in out] + [grad])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -397,13 +394,6 @@ def test_sampler_fills_the_last_batches_when_few_identities_are_left():
     assert (seen >= 1).all() and seen.sum() == 16
 
 
-@pytest.fixture(scope='module')
-def tiny_rec(tmp_path_factory):
-    root = tmp_path_factory.mktemp('tiny_losses')
-    make_synthetic_faces(root / 'images', num_identities=6, images_per_identity=8, size=SIZE, seed=3)
-    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), val_per_identity=2)
-
-
 def test_identity_batches_decode_the_sampled_records(tiny_rec):
     pre = record_preprocessing(default_preprocessing('lightcnn9'), tiny_rec, 32)
     batches = IdentityBatches(tiny_rec, pre, p=3, k=2, seed=0, threads=2)
@@ -431,10 +421,7 @@ def test_identity_batches_decode_the_sampled_records(tiny_rec):
 # --- training, checkpoints, resume --------------------------------------------------------------------------
 
 def _config(rec, prefix, **overrides):
-    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=8, num_epochs=2,
-                  lr=0.01, data_nthreads=1, disp_batches=2, seed=1, dropout=0.3)
-    config.update(overrides)
-    return config
+    return train_config(rec, prefix, **{'dropout': 0.3, **overrides})  # tiny runs; the data is conftest's tiny_rec
 
 
 def _all_params(stem):

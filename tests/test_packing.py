@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.errors import UsageError
+from common.errors import UsageError, flag
 from data_tools.packing import ImageEncoder, pack_records, read_list, select_identities
 from data_tools.records import iter_records
 from helpers import ODD_NAMES as NAMES
@@ -200,8 +200,9 @@ def test_malformed_list_line_is_usage_error_with_line(tmp_path, text, line):
 
 def test_strip_prefix_too_long_and_unresolvable_list(tmp_path):
     root, lst = _msceleb(tmp_path)
-    with pytest.raises(UsageError, match='strip-prefix'):
+    with pytest.raises(UsageError, match='strip_prefix 9 leaves nothing') as err:  # the parameter; CLIs: the flag
         read_list(str(lst), strip_prefix=9)
+    assert ': --strip-prefix 9 leaves nothing' in err.value.spelled(flag)
     with pytest.raises(UsageError, match='none of the first'):
         pack_records(str(root), str(tmp_path / 'x'), str(lst), strip_prefix=0, workers=0, progress=False)
 

@@ -71,4 +71,4 @@ def test_cli_says_the_count(feats, tmp_path, repo_root):
     bad = subprocess.run([sys.executable, str(repo_root / 'identification' / 'plot_embeddings.py'), '--features',
                           str(tmp_path / 'f.mat'), '--out', str(tmp_path / 'p'), '--unknown-last', '8'],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith('error:') and 'unknown_last' in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith('error:') and '--unknown-last must be in 1..7' in bad.stderr

@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from common.errors import UsageError
+from common.errors import UsageError, flag
 from models import pretrained
 from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.import_pretrained import main as import_main
@@ -240,8 +240,9 @@ def test_malformed_checkpoint_names_the_key(tmp_path, mutate, message):
 
 def test_wrong_network_suggests_the_right_one(tmp_path):
     path = checkpoint(tmp_path, random_state('lightcnn29v2', num_classes=5, seed=5))
-    with pytest.raises(UsageError, match='keys look like lightcnn29v2; pass --network lightcnn29v2'):
+    with pytest.raises(UsageError, match='keys look like lightcnn29v2; pass network lightcnn29v2') as err:
         import_checkpoint(path, 'lightcnn29', str(tmp_path / 'x'))
+    assert 'keys look like lightcnn29v2; pass --network lightcnn29v2' in err.value.spelled(flag)  # the CLI's
 
 
 def test_unreadable_files_are_one_line_errors(tmp_path, capsys):

@@ -10,24 +10,12 @@ import numpy as np
 import pytest
 
 from data_tools.pairs import make_pairs, write_pairs
-from data_tools.synthetic import make_synthetic_faces
-from helpers import SIZE, write_tiny_rec
+from helpers import SIZE, train_config
 from symbols.checkpoint import load_checkpoint
 from training import TrainingDiverged, train
 from training.trainer import make_lr_scheduler, parse_config
 
-@pytest.fixture(scope='module')
-def tiny_rec(tmp_path_factory):
-    root = tmp_path_factory.mktemp('tiny')
-    make_synthetic_faces(root / 'images', num_identities=6, images_per_identity=8, size=SIZE, seed=3)
-    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), val_per_identity=2)
-
-
-def _config(rec, prefix, **overrides):
-    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=8,
-                  num_epochs=2, lr=0.01, data_nthreads=1, disp_batches=2, seed=1)
-    config.update(overrides)
-    return config
+_config = train_config  # tiny runs (helpers.train_config); the data is conftest's tiny_rec
 
 
 def _params(net):

@@ -21,8 +21,7 @@ import pytest
 
 from common.errors import UsageError
 from data_tools.pairs import make_pairs, read_pairs, write_pairs
-from data_tools.synthetic import make_synthetic_faces
-from helpers import SIZE, write_tiny_rec
+from helpers import SIZE, synthetic_rec
 from models.checkpoint import file_digest, list_epochs, load_checkpoint, load_metadata
 from training import Callback, ParameterError, train
 from training.config import parse_config
@@ -33,19 +32,9 @@ QUIET = dict(log=lambda _: None)
 
 
 @pytest.fixture(scope='module')
-def tiny_rec(tmp_path_factory):
-    """36 training records (6 identities x 6, 36 px gray, labels 0..5) and a _val.rec of 12."""
-    root = tmp_path_factory.mktemp('tiny')
-    make_synthetic_faces(root / 'images', num_identities=6, images_per_identity=8, size=SIZE, seed=3)
-    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), val_per_identity=2)
-
-
-@pytest.fixture(scope='module')
 def other_rec(tmp_path_factory):
-    """The same kind of data packed at 44 px: its offsets differ from tiny_rec's."""
-    root = tmp_path_factory.mktemp('other')
-    make_synthetic_faces(root / 'images', num_identities=6, images_per_identity=8, size=44, seed=4)
-    return write_tiny_rec(str(root / 'images'), str(root / 'faces'), size=44)
+    """The same kind of data packed at 44 px: its offsets differ from tiny_rec's (conftest)."""
+    return synthetic_rec(tmp_path_factory.mktemp('other'), size=44, seed=4, val_per_identity=0)
 
 
 def _config(rec, prefix, **overrides):

@@ -13,8 +13,7 @@ from common.errors import UsageError
 from data_tools.bin_sets import make_bin
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.records import scan_records
-from data_tools.synthetic import make_synthetic_faces
-from helpers import PRE, SIZE, write_tiny_rec
+from helpers import PRE, synthetic_rec, train_config
 from lfw_verification.bin_eval import evaluate_bin
 from symbols.checkpoint import load_checkpoint, load_metadata
 from training import train
@@ -30,9 +29,8 @@ IDS, PER_ID = 6, 8
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp('targets')
+    rec = synthetic_rec(root, IDS, PER_ID)
     images = root / 'images'
-    make_synthetic_faces(images, num_identities=IDS, images_per_identity=PER_ID, size=SIZE, seed=3)
-    rec = write_tiny_rec(str(images), str(root / 'faces'), val_per_identity=2)
     pairs = str(root / 'pairs.txt')
     write_pairs(pairs, make_pairs(str(images), folds=2, per_fold=6, seed=0), 2, 6)
     tiny_bin = str(root / 'tiny.bin')
@@ -43,11 +41,7 @@ def data(tmp_path_factory):
                 other=other_bin)
 
 
-def _config(rec, prefix, **overrides):
-    config = dict(data_train=rec, model_prefix=str(prefix), input_size=32, batch_size=8,
-                  num_epochs=2, lr=0.01, data_nthreads=1, disp_batches=2, seed=1)
-    config.update(overrides)
-    return config
+_config = train_config  # tiny runs (helpers.train_config)
 
 
 class ConstantNet(mx.gluon.Block):
