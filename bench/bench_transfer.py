@@ -125,6 +125,8 @@ CONFIGS = {c.name: c for c in [
            dict(SCRATCH, loss='arcface'), implicit=dict(FEW_CLASS_SCALE)),
     Config('scratch_triplet', 'LightCNN-9 from scratch, triplet', 'ours', 'gray72',
            dict(SCRATCH, loss='triplet')),
+    Config('scratch_softmax_bn', 'LightCNN-9 from scratch, softmax + embedding BN', 'ours', 'gray72',
+           dict(SCRATCH, embedding_bn='on'), implicit=dict(loss='softmax')),
     Config('untrained', 'LightCNN-9 untrained (floor)', 'untrained', 'gray72'),
     Config('torch_reference', 'LightCNN-9 from scratch, official PyTorch recipe', 'reference', 'gray72'),
 ]}
