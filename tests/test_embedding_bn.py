@@ -14,7 +14,7 @@ from models import load_model
 from models.export import export_model
 from symbols import LightCNNInit, get_model
 from symbols.checkpoint import load_checkpoint, load_metadata, save_checkpoint
-from training import train
+from training import ParameterError, train
 from training.config import build_parser, embedding_bn, parse_config
 from training.finetune import copy_backbone, read_pretrained
 
@@ -150,6 +150,13 @@ def test_arcface_from_scratch_trains_and_saves_the_bn(tiny_rec, tmp_path):
     assert np.isfinite(running).all() and np.abs(running).max() > 0  # statistics of the real batches
     softmax = train(_config(tiny_rec, tmp_path / 'soft'), **QUIET)
     assert load_metadata(softmax['checkpoint'])['embedding_bn'] is False
+    # resuming keeps the checkpoint's choice; asking for the other is one error naming the option
+    resumed = train(_config(tiny_rec, tmp_path / 'arc', loss='arcface', margin_s=16.0, num_epochs=2, load_epoch=1),
+                    **QUIET)
+    assert load_metadata(resumed['checkpoint'])['embedding_bn'] is True
+    with pytest.raises(ParameterError, match='embedding_bn on, not off'):
+        train(_config(tiny_rec, tmp_path / 'arc', loss='arcface', margin_s=16.0, num_epochs=3, load_epoch=2,
+                      embedding_bn='off'), **QUIET)
 
 
 def test_fine_tuning_adds_a_new_bn_to_a_checkpoint_without_one(tmp_path):
