@@ -8,6 +8,7 @@ benchmark therefore runs ours and its anchor in alternation (A B B A A B ...), e
 long-lived worker process when the frameworks differ, and reports medians and the median of the
 per-round ratios: drift hits both sides of a round alike and cancels in the ratio.
 """
+import contextlib
 import json
 import multiprocessing
 import os
@@ -18,17 +19,21 @@ import threading
 import time
 from pathlib import Path
 
+from common.workers import environment
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / 'results'
 THREADS = 2
-_THREAD_ENV = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MXNET_CPU_WORKER_NTHREADS',
-               'MXNET_ENGINE_TYPE', 'MXNET_SUBGRAPH_BACKEND', 'MXNET_MKLDNN_ENABLED')
+_THREAD_ENV = ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
+               'MXNET_CPU_WORKER_NTHREADS', 'MXNET_ENGINE_TYPE', 'MXNET_SUBGRAPH_BACKEND', 'MXNET_MKLDNN_ENABLED')
 
 
 def pin_threads(threads=THREADS):
-    """Give every framework the same compute threads (set before mxnet/torch are imported)."""
+    """Give every framework the same compute threads (set before mxnet/torch are imported), waiting passively
+    as the project's commands do (``common.threads``) unless the caller chose otherwise."""
     os.environ['OMP_NUM_THREADS'] = str(threads)
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     os.environ.setdefault('MKL_NUM_THREADS', str(threads))
     os.environ.setdefault('OPENBLAS_NUM_THREADS', str(threads))
     os.environ.setdefault('MXNET_STORAGE_FALLBACK_LOG_VERBOSE', '0')
@@ -101,13 +106,17 @@ class Worker:
 
     ``module.factory(**kwargs)`` runs in the child and returns ``run(n) -> dict`` (e.g. seconds for ``n``
     steps). Between calls the child blocks on its pipe, so only one side computes at a time.
+
+    ``env`` (name -> value, None unsets) is the environment the child starts with, e.g. its OpenMP threads.
+    A workload that starts processes of its own needs ``daemon=False``.
     """
 
-    def __init__(self, module, factory, **kwargs):
+    def __init__(self, module, factory, env=None, daemon=True, **kwargs):
         ctx = multiprocessing.get_context('spawn')
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, module, factory, kwargs), daemon=True)
-        self._proc.start()
+        self._proc = ctx.Process(target=_serve, args=(child, module, factory, kwargs), daemon=daemon)
+        with environment(env or {}):
+            self._proc.start()
         child.close()  # so a crashed child shows as EOFError here instead of a hang
         status, self.error = self._receive()
 
@@ -133,6 +142,46 @@ class Worker:
             self._proc.join(30)
             if self._proc.is_alive():
                 self._proc.terminate()
+
+
+# --- a competitor of known size: what a busy machine does to a stage ---------------------------------
+
+def _spin(counter, stop):
+    """One core's worth of pure-Python work until ``stop`` is set; ``counter`` counts blocks of 1e5 steps."""
+    while not stop.is_set():
+        n = 0
+        for _ in range(100_000):
+            n += 1
+        with counter.get_lock():
+            counter.value += 1
+
+
+@contextlib.contextmanager
+def competitor(processes=1):
+    """Run ``processes`` CPU-bound processes (a pure-Python loop each: one core's demand, no memory traffic)
+    for the duration of the block; they are started here, and stopped and joined on exit.
+
+    Yields a dict that holds, after the block, ``competitor_blocks_per_s``: the competitors' own progress
+    (1e5-step loop blocks per second, summed), which shows they ran and how much CPU they got.
+    """
+    ctx = multiprocessing.get_context('spawn')
+    stop, counter = ctx.Event(), ctx.Value('q', 0)
+    procs = [ctx.Process(target=_spin, args=(counter, stop), daemon=True) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    deadline = time.time() + 30
+    while counter.value < processes and time.time() < deadline:  # running before the clock starts
+        time.sleep(0.01)
+    info, start, base = {}, time.perf_counter(), counter.value
+    try:
+        yield info
+    finally:
+        info['competitor_blocks_per_s'] = (counter.value - base) / max(time.perf_counter() - start, 1e-9)
+        stop.set()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
 
 
 def timed(fn, *args, **kwargs):
@@ -176,39 +225,64 @@ def paired_ratio(ours, anchor, count_key, time_key='seconds'):
 
 # --- external processes: wall time and peak RSS of the whole process tree ----------------------------
 
-def _tree_rss_kb(pid):
-    total, stack = 0, [pid]
+def _tree(pid):
+    """``pid`` and its descendants (Linux /proc)."""
+    found, stack = [], [pid]
     while stack:
         p = stack.pop()
+        found.append(p)
         try:
-            with open(f'/proc/{p}/status') as f:
-                for line in f:
-                    if line.startswith('VmRSS:'):
-                        total += int(line.split()[1])
-                        break
             for task in os.listdir(f'/proc/{p}/task'):
                 with open(f'/proc/{p}/task/{task}/children') as f:
                     stack.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
+        except OSError:
             continue
-    return total
+    return found
+
+
+def _rss_kb(pid):
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of one process so far (all its threads), or None when it is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def run_process(cmd, cwd=None, env=None, interval=0.05):
-    """Run ``cmd``; return wall seconds and peak RSS in MB summed over its process tree.
+    """Run ``cmd``; return wall seconds, peak RSS in MB summed over its process tree, and the tree's CPU.
 
-    Sampled every ``interval`` s from /proc, so worker processes (im2rec's, ours) are counted together.
-    Raises ``RuntimeError`` with the tail of stderr when the command fails.
+    Sampled every ``interval`` s from /proc, so worker processes (im2rec's, ours -- also those a forkserver
+    starts) are counted together; ``cpu_seconds`` sums each process's last sampled user + system time (a
+    process that ends between two samples loses at most ``interval`` s). Raises ``RuntimeError`` with the
+    tail of stderr when the command fails.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    peak = [0]
+    peak, cpu = [0], {}
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            tree = _tree(proc.pid)
+            peak[0] = max(peak[0], sum(_rss_kb(p) for p in tree))
+            for p in tree:
+                seconds = _cpu_seconds(p)
+                if seconds is not None:
+                    cpu[p] = max(cpu.get(p, 0.0), seconds)
             done.wait(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -219,7 +293,8 @@ def run_process(cmd, cwd=None, env=None, interval=0.05):
     sampler.join()
     if proc.returncode:
         raise RuntimeError(f'{" ".join(map(str, cmd))} failed ({proc.returncode}): {stderr.strip()[-600:]}')
-    return {'seconds': seconds, 'peak_rss_mb': peak[0] / 1024, 'stdout': stdout, 'stderr': stderr}
+    return {'seconds': seconds, 'peak_rss_mb': peak[0] / 1024, 'cpu_seconds': sum(cpu.values()),
+            'stdout': stdout, 'stderr': stderr}
 
 
 # --- output ----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Align every face image under a tree to the LightCNN template (MTCNN + 5-point similarity).
 
-    python data_tools/align.py --images ROOT --out OUT_ROOT [--size 144|128] [--color gray|bgr]
+    python data_tools/align.py --images ROOT --out OUT_ROOT [--size 144|128] [--scale S] [--color gray|bgr]
                                [--workers N] [--fallback center] [--method similarity|eyes-mouth]
 
 Mirrors ROOT into OUT_ROOT; images without a face are listed in OUT_ROOT.align_report.{json,csv} beside
@@ -21,8 +21,12 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='root of the aligned tree (created)')
     parser.add_argument('--size', type=int, choices=(144, 128), default=144,
                         help='144: training records (ec_y 48); 128: network input (ec_y 40)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='face size relative to the official template (default 1; 1.1 fits LightCNN-V4 best)')
     parser.add_argument('--color', choices=('gray', 'bgr'), default='gray')
-    parser.add_argument('--workers', type=int, default=1, help='processes (each loads its own MTCNN)')
+    parser.add_argument('--workers', type=int, default=None,
+                        help='processes, each with its own MTCNN and one OpenMP thread (default: one per '
+                             'physical core from 200 images on, else 1 = this process)')
     parser.add_argument('--fallback', choices=('center',), default=None,
                         help='centre-crop images without a detected face instead of skipping them')
     parser.add_argument('--method', choices=('similarity', 'eyes-mouth'), default='similarity',
@@ -36,9 +40,11 @@ def main(argv=None):
                              f'from the full image)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
+    if not args.scale > 0:
+        parser.error('--scale must be > 0')
     check_number(args.max_detect_side, '--max-detect-side', minimum=48, integer=True)
     aligner = FaceAligner(size=args.size, color=args.color, fallback=args.fallback, method=args.method,
-                          max_detect_side=args.max_detect_side)
+                          max_detect_side=args.max_detect_side, scale=args.scale)
     summary = align_tree(args.images, args.out, workers=args.workers, aligner=aligner,
                          progress=not args.quiet, report=args.report)
     print(summary_line(summary))

@@ -25,7 +25,6 @@ When several faces are found the **largest** box is taken; boxes within 10 % of 
 among them the one whose centre is closest to the image centre wins.
 """
 import csv
-import ctypes
 import json
 import math
 import os
@@ -33,24 +32,29 @@ import time
 from dataclasses import dataclass, field
 
 import cv2
-import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
 from common.checks import check_number
-from common.errors import UsageError
+from common.errors import ParameterError
 from common.fileio import atomic_write, check_output_path
 from common.images import ImageError, read_image, scan_images
 from common.preprocessing import crop_resize
+from common.threads import compute_env, physical_cores
 from common.textio import printable
 from common.workers import process_pool
 
 from .mtcnn import MTCNN
 
 __all__ = ['template', 'similarity_transform', 'eyes_mouth_transform', 'choose_face', 'center_crop',
-           'FaceAligner', 'AlignResult', 'make_aligner', 'align_tree', 'TRAIN_SIZE', 'TEST_SIZE']
+           'FaceAligner', 'AlignResult', 'make_aligner', 'align_tree', 'TRAIN_SIZE', 'TEST_SIZE', 'V4_SCALE']
 
 TRAIN_SIZE, TEST_SIZE = 144, 128
+# Face scale of the 128 test crop fitted to LightCNN-V4 (bench/bench_alignment_accuracy.py, 1,000 held-out
+# PubFig83 pairs: 10-fold accuracy 98.3 / 99.0 / 98.7 / 98.9 / 98.2 % at scales 1.0 / 1.1 / 1.2 / 1.3 / 1.4,
+# AUC 0.9966 / 0.9966 / 0.9963 / 0.9965 / 0.9950; ORL pairs 100 % up to 1.3, 99.5 % at 1.4)
+V4_SCALE = 1.1
+FITTED_SCALES = {'lightcnn_v4': V4_SCALE}  # network -> the scale extraction's --align uses (others: 1)
 EC_Y, EC_MC_Y = 48.0, 48.0           # in the 144 crop (official LightCNN preprocessing)
 # Mean-face proportions from InsightFace's 112x112 arcface_src, symmetrised:
 _REF = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -60,16 +64,19 @@ HALF_EYE_DISTANCE = (_REF[1, 0] - _REF[0, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 HALF_MOUTH_WIDTH = (_REF[4, 0] - _REF[3, 0]) / 2 * EC_MC_Y / _REF_EC_MC
 NOSE_BELOW_EYES = (_REF[2, 1] - _REF[:2].mean(0)[1]) * EC_MC_Y / _REF_EC_MC
 REPORT_NAME = 'align_report'
+CHUNK = 32  # images per detector call in align_tree (and per worker task): MTCNN runs each stage once for all
+POOL_MIN_IMAGES = 200  # align_tree's default: worker processes from this many images on
 MAX_DETECT_SIDE = 1280  # longer side the detector sees (see FaceAligner)
 
 
-def template(size=TRAIN_SIZE):
-    """The five template points ``(5, 2)`` (x, y) for a ``size`` square crop (see module doc)."""
+def template(size=TRAIN_SIZE, scale=1.0):
+    """The five template points ``(5, 2)`` (x, y) for a ``size`` square crop (see module doc); ``scale``
+    enlarges the face about the crop centre (1: the official geometry, ``ec_mc_y`` 48)."""
     cx = (TRAIN_SIZE - 1) / 2.0
     points = np.array([[cx - HALF_EYE_DISTANCE, EC_Y], [cx + HALF_EYE_DISTANCE, EC_Y],
                        [cx, EC_Y + NOSE_BELOW_EYES],
                        [cx - HALF_MOUTH_WIDTH, EC_Y + EC_MC_Y], [cx + HALF_MOUTH_WIDTH, EC_Y + EC_MC_Y]])
-    return points + (size - TRAIN_SIZE) / 2.0
+    return (points - cx) * scale + (size - 1) / 2.0
 
 
 def similarity_transform(src, dst):
@@ -89,7 +96,7 @@ def similarity_transform(src, dst):
     return np.hstack([scale * rotation, shift[:, None]])
 
 
-def eyes_mouth_transform(landmarks, size=TRAIN_SIZE):
+def eyes_mouth_transform(landmarks, size=TRAIN_SIZE, scale=1.0):
     """The official constraints as a 2x3 matrix: eyes level, ec->mc vertical 48, eye centre on template."""
     pts = np.asarray(landmarks, np.float64)
     eye_c, mouth_c = pts[:2].mean(0), pts[3:5].mean(0)
@@ -99,8 +106,8 @@ def eyes_mouth_transform(landmarks, size=TRAIN_SIZE):
     vertical = (rot @ (mouth_c - eye_c))[1]
     if vertical <= 0:
         raise ValueError('mouth is not below the eyes')
-    matrix = rot * (EC_MC_Y / vertical)
-    target = template(size)[:2].mean(0)
+    matrix = rot * (EC_MC_Y * scale / vertical)
+    target = template(size, scale)[:2].mean(0)
     return np.hstack([matrix, (target - matrix @ eye_c)[:, None]])
 
 
@@ -115,9 +122,15 @@ def choose_face(boxes, image_shape, tie=0.9):
     return int(np.argmin(distance))
 
 
-def center_crop(image, size):
-    """Largest central square of the image resized to ``size`` (the no-face fallback)."""
-    return crop_resize(image, size, crop=min(image.shape[:2]))
+def center_crop(image, size, scale=1.0):
+    """The no-face fallback: the largest central square of the image, narrowed by ``scale`` (the aligner's
+    template scale), resized to ``size``.
+
+    An aligned crop shows, on face crops, about that square: the median over the 203 ORL and PubFig83 images
+    of ``tests/fixtures/mtcnn_reference.json`` of (aligned face scale x shorter side / crop side) is 1.00 at
+    template scale 1 (ORL 0.95, PubFig83 1.28), so the fallback zooms in as the template does.
+    """
+    return crop_resize(image, size, crop=max(1, int(round(min(image.shape[:2]) / scale))))
 
 
 @dataclass
@@ -161,6 +174,9 @@ class FaceAligner:
     detector : MTCNN, optional
         Default ``MTCNN(min_face_size=20)``; the nets load lazily in each process, so an aligner can be
         pickled into multiprocessing workers.
+    scale : float
+        Face size relative to the official template (1: ``ec_mc_y`` 48 in the 144 crop), about the crop
+        centre; the no-face fallback zooms by the same factor (:func:`center_crop`).
     max_detect_side : int or None
         Images whose longer side exceeds this many pixels are shrunk to it (``INTER_AREA``) for the
         detector only; boxes and landmarks are mapped back and the crop is warped from the full image.
@@ -170,7 +186,7 @@ class FaceAligner:
     """
 
     def __init__(self, size=TRAIN_SIZE, color='gray', fallback=None, method='similarity', border='replicate',
-                 retry_margin=0.25, detector=None, max_detect_side=MAX_DETECT_SIDE):
+                 retry_margin=0.25, detector=None, max_detect_side=MAX_DETECT_SIDE, scale=1.0):
         if color not in ('gray', 'bgr'):
             raise ValueError(f"color must be 'gray' or 'bgr', not {color!r}")
         if fallback not in (None, 'center'):
@@ -183,14 +199,16 @@ class FaceAligner:
             raise ValueError(f'max_detect_side must be None or >= 48 pixels, not {max_detect_side}')
         if detector is None:
             detector = MTCNN(min_face_size=20)
-        self.size, self.color, self.fallback = int(size), color, fallback
+        if not scale > 0:
+            raise ValueError(f'scale must be > 0, not {scale!r}')
+        self.size, self.color, self.fallback, self.scale = int(size), color, fallback, float(scale)
         self.retry_margin = retry_margin
         self.method, self.border, self.detector = method, border, detector
         self.max_detect_side = max_detect_side
 
     def __repr__(self):
         return (f'FaceAligner(size={self.size}, color={self.color!r}, fallback={self.fallback!r}, '
-                f'method={self.method!r})')
+                f'method={self.method!r}, scale={self.scale:g})')
 
     def __call__(self, image):
         """Aligned uint8 face (or the fallback crop), or None when no face is found."""
@@ -199,8 +217,8 @@ class FaceAligner:
     def transform(self, landmarks):
         """2x3 matrix taking image coordinates to the template crop."""
         if self.method == 'eyes-mouth':
-            return eyes_mouth_transform(landmarks, self.size)
-        return similarity_transform(landmarks, template(self.size))
+            return eyes_mouth_transform(landmarks, self.size, self.scale)
+        return similarity_transform(landmarks, template(self.size, self.scale))
 
     def warp(self, image, landmarks):
         """Warp ``image`` so ``landmarks`` land on the template; returns ``(crop, matrix)``."""
@@ -212,17 +230,16 @@ class FaceAligner:
 
     def align(self, image):
         """Full details for one uint8 image (gray or BGR): an :class:`AlignResult`."""
-        image = np.asarray(image)
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        boxes, landmarks = self.detect(image)
-        if len(boxes) == 0:
-            if self.fallback == 'center':
-                return AlignResult(center_crop(self._to_color(image), self.size), 'center')
-            return AlignResult()
-        k = choose_face(boxes, image.shape)
-        crop, matrix = self.warp(image, landmarks[k])
-        return AlignResult(crop, 'aligned', len(boxes), k, float(boxes[k, 4]), boxes[k, :4], landmarks[k], matrix)
+        return self.align_batch([image])[0]
+
+    def align_batch(self, images):
+        """:meth:`align` for several images, the detector run once for all of them (:meth:`detect_batch`).
+
+        Results equal :meth:`align` on each image (to float rounding).
+        """
+        images = [self._squeeze(image) for image in images]
+        return [self._result(image, boxes, landmarks)
+                for image, (boxes, landmarks) in zip(images, self.detect_batch(images))]
 
     def detect(self, image):
         """Boxes ``(n, 5)`` and landmarks ``(n, 5, 2)`` in ``image``'s pixel coordinates.
@@ -230,23 +247,60 @@ class FaceAligner:
         Runs the detector on the image shrunk to ``max_detect_side`` when it is larger (coordinates mapped
         back through pixel centres), once more with ``retry_margin`` padding when nothing is found.
         """
+        return self.detect_batch([self._squeeze(image)])[0]
+
+    def detect_batch(self, images):
+        """:meth:`detect` for a list of images: the detector runs once for all of them (MTCNN's
+        ``detect_batch``: each stage batched across images), then once more for those without a face (retry
+        margin). A detector without ``detect_batch`` is called image by image."""
+        inputs = [self._detector_input(image) for image in images]
+        smalls = [small for small, _ in inputs]
+        found = self._run_detector(smalls)
+        retry = [k for k, (boxes, _) in enumerate(found) if len(boxes) == 0] if self.retry_margin else []
+        if retry:
+            for k, again in zip(retry, self._run_detector([smalls[k] for k in retry], self.retry_margin)):
+                found[k] = again
+        return [self._map_back(boxes, landmarks, factor) for (boxes, landmarks), (_, factor) in zip(found, inputs)]
+
+    def _detector_input(self, image):
+        """``(image the detector sees, (sx, sy))``: shrunk to ``max_detect_side`` when larger."""
         h, w = image.shape[:2]
-        small, sx, sy = image, 1.0, 1.0
         if self.max_detect_side and max(h, w) > self.max_detect_side:
             factor = self.max_detect_side / max(h, w)
             sw, sh = max(1, round(w * factor)), max(1, round(h * factor))
-            small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-            sx, sy = sw / w, sh / h
-        boxes, landmarks = self.detector.detect(small)
-        if len(boxes) == 0 and self.retry_margin:
-            boxes, landmarks = self.detector.detect(small, margin=self.retry_margin)
-        if (sx, sy) != (1.0, 1.0) and len(boxes):
+            return cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA), (sw / w, sh / h)
+        return image, (1.0, 1.0)
+
+    @staticmethod
+    def _map_back(boxes, landmarks, factor):
+        """Detections in the shrunk image -> the full image's pixel coordinates (through pixel centres)."""
+        if factor != (1.0, 1.0) and len(boxes):
             boxes, landmarks = np.array(boxes, np.float64), np.array(landmarks, np.float64)
-            scale = np.array([sx, sy])
+            scale = np.array(factor)
             boxes[:, 0:2] = (boxes[:, 0:2] + 0.5) / scale - 0.5
             boxes[:, 2:4] = (boxes[:, 2:4] + 0.5) / scale - 0.5
             landmarks = (landmarks + 0.5) / scale - 0.5
         return boxes, landmarks
+
+    def _run_detector(self, images, margin=None):
+        if hasattr(self.detector, 'detect_batch'):
+            return self.detector.detect_batch(images, margin)
+        return [self.detector.detect(image) if margin is None else self.detector.detect(image, margin=margin)
+                for image in images]
+
+    @staticmethod
+    def _squeeze(image):
+        image = np.asarray(image)
+        return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+
+    def _result(self, image, boxes, landmarks):
+        if len(boxes) == 0:
+            if self.fallback == 'center':
+                return AlignResult(center_crop(self._to_color(image), self.size, self.scale), 'center')
+            return AlignResult()
+        k = choose_face(boxes, image.shape)
+        crop, matrix = self.warp(image, landmarks[k])
+        return AlignResult(crop, 'aligned', len(boxes), k, float(boxes[k, 4]), boxes[k, :4], landmarks[k], matrix)
 
     def _to_color(self, image):
         if self.color == 'gray' and image.ndim == 3:
@@ -256,11 +310,13 @@ class FaceAligner:
         return image
 
 
-def make_aligner(input_size=TEST_SIZE, color='bgr', **kwargs):
+def make_aligner(input_size=TEST_SIZE, color='bgr', network=None, scale=None, **kwargs):
     """The aligner extraction uses (``extract_features.py --align``): crops of the network input side
-    (128 -> ``ec_y`` 40, the centre of the 144 training geometry), BGR so the model's own preprocessing
-    picks the channels."""
-    return FaceAligner(size=input_size, color=color, **kwargs)
+    (128: the centre of the 144 training geometry, ``ec_y`` 40 at scale 1), BGR so the model's own
+    preprocessing picks the channels. ``scale`` defaults to the one fitted to ``network``
+    (:data:`FITTED_SCALES`: LightCNN-V4 1.1), else 1 -- the geometry of this project's own training records."""
+    scale = FITTED_SCALES.get(network, 1.0) if scale is None else scale
+    return FaceAligner(size=input_size, color=color, scale=scale, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- trees
@@ -268,36 +324,45 @@ def make_aligner(input_size=TEST_SIZE, color='bgr', **kwargs):
 _WORKER = {}
 
 
-def _init_worker(aligner, one_thread=True):
-    """Per-process state: the aligner (its nets load on first use); in pool workers one OpenMP/OpenCV
-    thread each, so N workers do not fight over the cores."""
-    if one_thread:
-        mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(1))
-        cv2.setNumThreads(1)
+def _init_worker(aligner):
+    """Per-process state of a pool worker: the aligner (its nets load on first use), one OpenCV thread.
+    OpenMP threads come from the environment the pool started the worker with (``compute_env``)."""
+    cv2.setNumThreads(1)
     _WORKER['aligner'] = aligner
 
 
-def _align_one(task):
-    """Align ``src`` into ``dst``; a report row (never raises for a bad image)."""
-    rel, src, dst = task
-    row = {'path': printable(rel), 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '', 'landmarks': ''}
-    try:
-        image = read_image(src, 'bgr')
-    except ImageError as err:
-        row.update(status='unreadable', reason=str(err))
-        return row
-    result = _WORKER['aligner'].align(image)
-    row.update(status=result.status, faces=result.num_faces)
-    if result.status == 'aligned':
-        row.update(score=round(result.score, 4), box=' '.join(f'{v:.1f}' for v in result.box),
-                   landmarks=' '.join(f'{v:.1f}' for v in result.landmarks.ravel()))
-    else:
-        row['reason'] = 'no face' + (' (centre-cropped instead)' if result.status == 'center' else '')
-    if result.image is not None:
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if not cv2.imwrite(dst, result.image):
-            row.update(status='unwritable', reason=f'cv2.imwrite failed for {dst}')
-    return row
+def _align_chunk(tasks):
+    """Align each ``(rel, src, dst)`` of ``tasks`` (the detector batched over them); report rows, in order.
+    Never raises for a bad image."""
+    rows, readable = [], []
+    for rel, src, dst in tasks:
+        row = {'path': printable(rel), 'status': None, 'reason': '', 'faces': 0, 'score': '', 'box': '',
+               'landmarks': ''}
+        rows.append(row)
+        try:
+            readable.append((row, dst, read_image(src, 'bgr')))
+        except ImageError as err:
+            row.update(status='unreadable', reason=str(err))
+    results = _WORKER['aligner'].align_batch([image for _, _, image in readable]) if readable else []
+    for (row, dst, _), result in zip(readable, results):
+        row.update(status=result.status, faces=result.num_faces)
+        if result.status == 'aligned':
+            row.update(score=round(result.score, 4), box=' '.join(f'{v:.1f}' for v in result.box),
+                       landmarks=' '.join(f'{v:.1f}' for v in result.landmarks.ravel()))
+        else:
+            row['reason'] = 'no face' + (' (centre-cropped instead)' if result.status == 'center' else '')
+        if result.image is not None:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if not cv2.imwrite(dst, result.image):
+                row.update(status='unwritable', reason=f'cv2.imwrite failed for {dst}')
+    return rows
+
+
+def default_workers(images):
+    """Alignment processes for a tree of ``images`` files: one per physical core (one OpenMP thread each,
+    see ``common.threads``), or this process alone below :data:`POOL_MIN_IMAGES` images, where starting
+    workers (each loads MXNet and the nets, ~2 s) costs more than it saves."""
+    return physical_cores() if images >= POOL_MIN_IMAGES else 1
 
 
 def _output_name(rel, color):
@@ -316,9 +381,13 @@ def report_paths(out, report=None):
     return stem + '.json', stem + '.csv'
 
 
-def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=None, method='similarity',
-               aligner=None, progress=True, report=None):
+def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallback=None, method='similarity',
+               aligner=None, progress=True, report=None, scale=1.0):
     """Mirror the image tree ``images`` into ``out`` with aligned faces; write the report; return a summary.
+
+    ``workers`` processes (default :func:`default_workers`) align chunks of :data:`CHUNK` images, each
+    with ``common.threads.compute_env('align', workers)`` (one OpenMP thread unless the user set
+    ``OMP_NUM_THREADS``); with 1, this process aligns them itself.
 
     Images without a face are not written (or, with ``fallback='center'``, written centre-cropped) and are
     listed with undecodable files in the report beside the tree (:func:`report_paths`:
@@ -328,31 +397,42 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=N
     """
     images, out = os.path.abspath(images), os.path.abspath(out)
     if not os.path.isdir(images):
-        raise UsageError(f'--images: no such directory: {images}')
+        raise ParameterError(lambda n: f'{n("images")}: no such directory: {images}')
     if out == images or out.startswith(images + os.sep):
-        raise UsageError('--out must not be inside --images (the tree would be read while written)')
-    check_number(workers, '--workers', minimum=1, integer=True)
+        raise ParameterError(lambda n: f'{n("out")} must not be inside {n("images")} (the tree would be read while written)')
+    if workers is not None:
+        check_number(workers, 'workers', minimum=1, integer=True)
     json_path, csv_path = report_paths(out, report)
     for path in (json_path, csv_path):
-        check_output_path(path, '--report')
+        check_output_path(path, 'report')
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f'--out {out} is a file, not a folder')
+        raise ParameterError(lambda n: f'{n("out")} {out} is a file, not a folder')
     files, ignored = scan_images(images)
     if not files:
-        raise UsageError(f'--images: no image files under {images}')
-    aligner = aligner or FaceAligner(size=size, color=color, fallback=fallback, method=method)
+        raise ParameterError(lambda n: f'{n("images")}: no image files under {images}')
+    workers = default_workers(len(files)) if workers is None else workers
+    aligner = aligner or FaceAligner(size=size, color=color, fallback=fallback, method=method, scale=scale)
     tasks = [(rel, os.path.join(images, rel), os.path.join(out, _output_name(rel, aligner.color)))
              for rel in files]
     os.makedirs(out, exist_ok=True)
     start = time.time()
-    bar = dict(total=len(tasks), desc='align', unit='img', disable=not progress)
-    if workers == 1:
-        _init_worker(aligner, one_thread=False)
-        rows = [_align_one(t) for t in tqdm(tasks, **bar)]
-    else:
-        # no preload: each worker imports MXNet itself, after starting clean, and loads its own nets
-        with process_pool(workers, _init_worker, (aligner,)) as pool:
-            rows = list(tqdm(pool.imap(_align_one, tasks, chunksize=8), **bar))
+    chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
+    rows = []
+    with tqdm(total=len(tasks), desc='align', unit='img', disable=not progress) as bar:
+        if workers == 1:
+            _WORKER['aligner'] = aligner
+            done = map(_align_chunk, chunks)
+        else:  # spawned with their thread settings; each imports MXNet itself and loads its own nets
+            pool = process_pool(workers, _init_worker, (aligner,), env=compute_env('align', workers))
+            done = pool.imap(_align_chunk, chunks)
+        try:
+            for chunk_rows in done:
+                rows += chunk_rows
+                bar.update(len(chunk_rows))
+        finally:
+            if workers > 1:
+                pool.terminate()
+                pool.join()
     seconds = time.time() - start
     total = len(rows)
     rows += [{'path': printable(rel), 'status': 'ignored', 'reason': reason, 'faces': 0, 'score': '', 'box': '',
@@ -360,10 +440,10 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=1, fallback=N
     counts = {}
     for row in rows:
         counts[row['status']] = counts.get(row['status'], 0) + 1
-    summary = {'images': images, 'out': out, 'size': aligner.size, 'color': aligner.color,
+    summary = {'images': images, 'out': out, 'size': aligner.size, 'scale': aligner.scale, 'color': aligner.color,
                'fallback': aligner.fallback, 'method': aligner.method, 'total': total, 'counts': counts,
                'seconds': round(seconds, 2), 'images_per_second': round(total / max(seconds, 1e-9), 2),
-               'template': template(aligner.size).round(3).tolist(),
+               'template': template(aligner.size, aligner.scale).round(3).tolist(),
                'not_aligned': [r for r in rows if r['status'] != 'aligned'],
                'report': {'json': json_path, 'csv': csv_path}}
     with atomic_write(json_path, 'w', encoding='utf-8') as f:

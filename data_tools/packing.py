@@ -32,6 +32,7 @@ from common.fileio import (WRITE_ERRNOS, check_output_prefix, exclusive_lock, ma
                            temporary_name)
 from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file, walk_tree
 from common.preprocessing import crop_resize
+from common.threads import compute_env
 from common.textio import line_field_problem, printable, read_lines
 from common.workers import process_pool
 from data_tools.dataset_info import FORMAT, SPLITS, info_path, split_prefix, write_dataset_info
@@ -74,24 +75,45 @@ class ImageEncoder:
     def __call__(self, path):
         """Return ``(jpeg_bytes, None)`` or ``(None, reason)``."""
         try:
-            with open(path, 'rb') as f:
-                buf = f.read()
-            img = decode_image(buf, self.decode_color, path)
-            if min(img.shape[:2]) < self.min_size:
-                raise ImageError(f'too small ({img.shape[1]}x{img.shape[0]} < {self.min_size})')
+            img = self._decode(path)
             if self.image_filter is not None:
                 img = self.image_filter(img)
                 if img is None:
                     return None, _NO_FACE
-            return encode_jpeg(self._channels(crop_resize(img, self.size)), self.quality), None
-        except ImageError as err:
-            return None, str(err)
-        except cv2.error as err:  # OpenCV rejects some malformed headers by raising instead of returning None
-            return None, f'not a decodable image (OpenCV: {str(err).strip().splitlines()[-1][:80]})'
-        except FileNotFoundError:
-            return None, 'file not found'
-        except OSError as err:
-            return None, f'unreadable ({err.strerror or err})'
+            return self._encode(img), None
+        except (ImageError, cv2.error, OSError) as err:
+            return None, _reason(err)
+
+    def encode_many(self, paths):
+        """``[self(path) for path in paths]``; an image filter with ``align_batch`` (``FaceAligner``) runs
+        once for all the decodable images of ``paths`` (MTCNN batched across them)."""
+        align_batch = getattr(self.image_filter, 'align_batch', None)
+        if align_batch is None:
+            return [self(path) for path in paths]
+        out, decoded = [], []
+        for path in paths:
+            try:
+                decoded.append((len(out), self._decode(path)))
+                out.append(None)
+            except (ImageError, cv2.error, OSError) as err:
+                out.append((None, _reason(err)))
+        for (k, _), result in zip(decoded, align_batch([img for _, img in decoded]) if decoded else []):
+            try:
+                out[k] = (None, _NO_FACE) if result.image is None else (self._encode(result.image), None)
+            except (ImageError, cv2.error) as err:
+                out[k] = (None, _reason(err))
+        return out
+
+    def _decode(self, path):
+        with open(path, 'rb') as f:
+            buf = f.read()
+        img = decode_image(buf, self.decode_color, path)
+        if min(img.shape[:2]) < self.min_size:
+            raise ImageError(f'too small ({img.shape[1]}x{img.shape[0]} < {self.min_size})')
+        return img
+
+    def _encode(self, img):
+        return encode_jpeg(self._channels(crop_resize(img, self.size)), self.quality)
 
     def _channels(self, img):
         if img.ndim == 3 and img.shape[2] == 1:
@@ -101,6 +123,17 @@ class ImageEncoder:
         if self.color == 'bgr' and img.ndim == 2:
             return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         return img
+
+
+def _reason(err):
+    """The skip reason for an image that could not be read or decoded."""
+    if isinstance(err, cv2.error):  # OpenCV rejects some malformed headers by raising instead of returning None
+        return f'not a decodable image (OpenCV: {str(err).strip().splitlines()[-1][:80]})'
+    if isinstance(err, FileNotFoundError):
+        return 'file not found'
+    if isinstance(err, OSError):
+        return f'unreadable ({err.strerror or err})'
+    return str(err)
 
 
 _worker_encoder = None
@@ -114,7 +147,7 @@ def _init_worker(encoder):
 
 
 def _encode_chunk(paths):
-    return [_worker_encoder(p) for p in paths]
+    return _worker_encoder.encode_many(paths)
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -446,12 +479,13 @@ def _run_encoders(encoder, images_root, jobs, workers, progress):
     try:
         if workers == 0:
             for chunk in chunks:
-                for job in chunk:
-                    yield job, encoder(os.path.join(images_root, job[0]))
+                yield from zip(chunk, encoder.encode_many([os.path.join(images_root, job[0]) for job in chunk]))
                 bar.update(len(chunk))
             return
-        # The server imports this module once, so workers start warm (common.workers: why not fork).
-        with process_pool(workers, _init_worker, (encoder,), preload=[__name__]) as pool:
+        # The server imports this module once, so workers start warm (common.workers: why not fork). An
+        # image filter (MTCNN alignment) runs MXNet in the workers: they start with its thread settings.
+        env = compute_env('align', workers) if encoder.image_filter is not None else None
+        with process_pool(workers, _init_worker, (encoder,), preload=[__name__], env=env) as pool:
             pending = collections.deque()
             for chunk in chunks:
                 paths = [os.path.join(images_root, job[0]) for job in chunk]

@@ -44,7 +44,7 @@ class IndexedRecordWriter:
     """
 
     def __init__(self, idx_path, rec_path):
-        self.rec = open(rec_path, 'wb')
+        self.rec = open(rec_path, 'wb', buffering=1 << 20)  # records of a few kB: one write call per MiB
         self.idx = open(idx_path, 'w', encoding='ascii', newline='\n')
         self.pos = 0
 
@@ -52,11 +52,18 @@ class IndexedRecordWriter:
         if len(buf) >= 1 << 29:
             raise ValueError('a RecordIO record must be smaller than 512 MiB')
         cuts = list(_aligned(buf, _MAGIC))
-        starts, ends = [0] + [at + 4 for at in cuts], cuts + [len(buf)]
-        flags = [0] if not cuts else [1] + [2] * (len(cuts) - 1) + [3]
-        data = b''.join(_MAGIC + struct.pack('<I', flag << 29 | (end - start)) + buf[start:end]
-                        for flag, start, end in zip(flags, starts, ends)) + bytes(-len(buf) % 4)
+        pad = bytes(-len(buf) % 4)
         self.idx.write(f'{key}\t{self.pos}\n')
+        if not cuts:  # the usual case: one part, written without joining a copy
+            self.rec.write(_MAGIC + struct.pack('<I', len(buf)))
+            self.rec.write(buf)
+            self.rec.write(pad)
+            self.pos += 8 + len(buf) + len(pad)
+            return
+        starts, ends = [0] + [at + 4 for at in cuts], cuts + [len(buf)]
+        flags = [1] + [2] * (len(cuts) - 1) + [3]
+        data = b''.join(_MAGIC + struct.pack('<I', flag << 29 | (end - start)) + buf[start:end]
+                        for flag, start, end in zip(flags, starts, ends)) + pad
         self.rec.write(data)
         self.pos += len(data)
 

@@ -71,7 +71,7 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     pre = meta['preprocessing']
     if align is True:
-        align = make_aligner(pre.input_size)
+        align = make_aligner(pre.input_size, network=meta['network'])
     embedder = Embedder(net, pre, context, min(batch_size, len(items)))
     result = embed_images(embedder, items, center_crop, align, flip, skip_missing, num_workers,
                           progress, report_file=failure_report_path(out))

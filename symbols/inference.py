@@ -236,26 +236,51 @@ def image_loader(preprocessing, center_crop=None, align=None):
     """``source -> uint8 HxWxC`` in the net's pixels, raising :class:`ImageError` with a reason.
 
     ``source`` is a path or a decoded uint8 array (gray HxW[x1] or BGR HxWx3). ``align``
-    (``BGR uint8 -> aligned uint8 or None``) runs after decoding and before the geometry fit.
+    (``BGR uint8 -> aligned uint8 or None``) runs after decoding and before the geometry fit. When it also
+    has ``align_batch`` (``data_tools.alignment.FaceAligner``: one detector run for many images), the
+    loader's ``many(sources)`` aligns a whole batch at once; it returns images or :class:`ImageError` objects,
+    as :func:`prefetch_batches` wants.
     """
     color = 'bgr' if align is not None or preprocessing.channels != 'gray' else 'gray'
 
-    def load(source):
+    def decode(source):
         if source is None:
             raise ImageError('file not found')
         if isinstance(source, np.ndarray):
             img = _check_array(source)
             if align is not None and img.ndim == 2:
                 img = np.repeat(img[:, :, None], 3, axis=2)
-        elif align is None:
+            return img
+        return read_image(source, color)
+
+    def fit(aligned):
+        if aligned is None:
+            raise ImageError('no face found by the aligner')
+        return preprocessing.decoded(aligned, center_crop)
+
+    def load(source):
+        if align is None and source is not None and not isinstance(source, np.ndarray):
             return preprocessing.load(source, center_crop)
-        else:
-            img = read_image(source, color)
-        if align is not None:
-            img = align(img)
-            if img is None:
-                raise ImageError('no face found by the aligner')
-        return preprocessing.decoded(img, center_crop)
+        img = decode(source)
+        return fit(align(img)) if align is not None else preprocessing.decoded(img, center_crop)
+
+    def many(sources):
+        out = []
+        for source in sources:
+            try:
+                out.append(decode(source))
+            except ImageError as err:
+                out.append(err)
+        todo = [k for k, img in enumerate(out) if not isinstance(img, ImageError)]
+        for k, result in zip(todo, align.align_batch([out[k] for k in todo]) if todo else []):
+            try:
+                out[k] = fit(result.image)
+            except ImageError as err:
+                out[k] = err
+        return out
+
+    if align is not None and hasattr(align, 'align_batch'):
+        load.many = many
     return load
 
 
@@ -266,6 +291,8 @@ def _check_array(img):
 
 
 def _load_batch(load, sources):
+    if hasattr(load, 'many'):  # e.g. face alignment, batched across the images
+        return load.many(sources)
     out = []
     for source in sources:
         try:

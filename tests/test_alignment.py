@@ -124,8 +124,31 @@ def test_no_face_none_or_center_fallback():
     np.testing.assert_array_equal(center_crop(image, 100), image[10:110])
 
 
+def test_template_scale_enlarges_the_face_about_the_crop_centre_and_the_fallback_alike():
+    centre = np.array([63.5, 63.5])
+    np.testing.assert_allclose(template(128, 1.1) - centre, 1.1 * (template(128) - centre))
+    t = template(144, 1.25)
+    assert t[3:, 1].mean() - t[:2, 1].mean() == pytest.approx(48 * 1.25)      # ec_mc_y scaled
+    known = _similarity(-12, 0.8, (20, 5))
+    landmarks = _apply(known, template())
+    stub = StubDetector([[0, 0, 150, 150, .99]], [landmarks])
+    for method in ('similarity', 'eyes-mouth'):
+        aligner = FaceAligner(size=128, scale=1.1, method=method, detector=stub)
+        np.testing.assert_allclose(_apply(aligner.transform(landmarks), landmarks)[[0, 1]],
+                                   template(128, 1.1)[[0, 1]], atol=1e-9)
+    image = np.arange(120 * 100, dtype=np.uint32).reshape(120, 100).astype(np.uint8)
+    np.testing.assert_array_equal(center_crop(image, 80, scale=1.25), image[20:100, 10:90])  # 100/1.25 = 80
+    none = StubDetector(np.zeros((0, 5)), np.zeros((0, 5, 2)))
+    result = FaceAligner(size=80, scale=1.25, fallback='center', detector=none).align(image)
+    np.testing.assert_array_equal(result.image, image[20:100, 10:90])
+    from data_tools.alignment import V4_SCALE, make_aligner
+    assert make_aligner(128, network='lightcnn_v4').scale == V4_SCALE
+    assert make_aligner(128, network='lightcnn9').scale == make_aligner(128).scale == 1.0
+
+
 def test_bad_options_raise():
-    for kwargs in [dict(color='rgb'), dict(fallback='zoom'), dict(method='affine'), dict(border='wrap')]:
+    for kwargs in [dict(color='rgb'), dict(fallback='zoom'), dict(method='affine'), dict(border='wrap'),
+                   dict(scale=0)]:
         with pytest.raises(ValueError):
             FaceAligner(detector=StubDetector([], []), **kwargs)
 
@@ -176,6 +199,13 @@ def test_align_tree_with_workers_and_report(tmp_path, orl_root, weights_ready):
     assert len((tmp_path / 'aligned.align_report.csv').read_text().strip().splitlines()) == 1 + 6
 
 
+def test_align_tree_default_workers(monkeypatch):
+    from data_tools import alignment
+    monkeypatch.setattr(alignment, 'physical_cores', lambda: 6)
+    assert alignment.default_workers(alignment.POOL_MIN_IMAGES - 1) == 1
+    assert alignment.default_workers(alignment.POOL_MIN_IMAGES) == 6
+
+
 def test_cli_fallback_center_and_errors(tmp_path, orl_root, weights_ready, repo_root):
     root = _small_tree(tmp_path, orl_root)
     out = tmp_path / 'aligned'
@@ -189,6 +219,22 @@ def test_cli_fallback_center_and_errors(tmp_path, orl_root, weights_ready, repo_
     bad = subprocess.run([sys.executable, script, '--images', str(tmp_path / 'missing'), '--out', str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith('error:') and len(bad.stderr.splitlines()) == 1
+
+
+def test_align_batch_equals_align_one_by_one(orl_root, weights_ready):
+    """Batched detection (and its retry on the padded frame for faceless images) changes no result."""
+    from common.images import read_image
+    aligner = FaceAligner(size=128, fallback='center')
+    images = [read_image(orl_root / ident / f'{i}.pgm', 'bgr') for ident in ('s2', 's7') for i in (3, 8)]
+    images.insert(2, np.full((112, 92, 3), 90, np.uint8))   # no face: retried, then centre-cropped
+    batch = aligner.align_batch(images)
+    assert [r.status for r in batch] == ['aligned', 'aligned', 'center', 'aligned', 'aligned']
+    for image, ours in zip(images, batch):
+        alone = aligner.align(image)
+        assert ours.status == alone.status and ours.num_faces == alone.num_faces
+        np.testing.assert_array_equal(ours.image, alone.image)
+        if alone.status == 'aligned':
+            np.testing.assert_allclose(ours.landmarks, alone.landmarks, atol=1e-3)
 
 
 def test_aligned_orl_landmarks_land_near_template(orl_root, weights_ready):
@@ -229,6 +275,33 @@ def test_extraction_loader_aligns_to_network_input(orl_root, weights_ready):
     assert img.shape == (128, 128, 1) and img.dtype == np.uint8
     expected = cv2.cvtColor(aligner(cv2.imread(str(orl_root / 's3' / '4.pgm'))), cv2.COLOR_BGR2GRAY)
     np.testing.assert_array_equal(img[:, :, 0], expected)
+
+
+def test_extraction_loader_aligns_a_batch_at_once_with_the_same_images(orl_root, weights_ready):
+    """The decoding threads hand a whole batch to the aligner (one MTCNN run); images, faceless images and
+    missing files come out as one by one."""
+    from common.images import ImageError
+    from common.preprocessing import Preprocessing
+    from data_tools.alignment import make_aligner
+    from symbols.inference import _load_batch, image_loader
+    pre = Preprocessing(channels='gray', input_size=128)
+    aligner = make_aligner(pre.input_size)
+    calls = []
+    batch_align = aligner.align_batch
+    aligner.align_batch = lambda images: calls.append(len(images)) or batch_align(images)
+    load = image_loader(pre, align=aligner)
+    sources = [str(orl_root / 's3' / '4.pgm'), np.full((112, 92), 90, np.uint8), None,
+               str(orl_root / 's8' / '2.pgm')]
+    batch = _load_batch(load, sources)
+    assert calls == [3]                                          # one detector run for the decodable three
+    assert [type(x).__name__ for x in batch] == ['ndarray', 'ImageError', 'ImageError', 'ndarray']
+    assert str(batch[1]) == 'no face found by the aligner' and str(batch[2]) == 'file not found'
+    for ours, source in zip(batch, sources):
+        if isinstance(ours, np.ndarray):
+            np.testing.assert_array_equal(ours, load(source))
+        else:
+            with pytest.raises(ImageError):
+                load(source)
 
 
 # ------------------------------------------------------------------------- large inputs: a bounded detector
@@ -272,6 +345,10 @@ def test_large_real_face_aligns_like_its_small_original(orl_root, weights_ready)
         def detect(self, image, margin=None):
             seen.append(image.shape[:2])
             return super().detect(image, margin)
+
+        def detect_batch(self, images, margin=None):  # what FaceAligner calls (one run for a batch)
+            seen.extend(image.shape[:2] for image in images)
+            return super().detect_batch(images, margin)
     aligner = FaceAligner(size=144, detector=Spy(min_face_size=20))
     result = aligner.align(big)
     assert result.status == 'aligned' and max(max(s) for s in seen) <= 1280

@@ -1,4 +1,5 @@
 """The shared pieces: image decoding with reasons, the one preprocessing definition, CLI conventions."""
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,33 @@ def test_command_lines_use_every_physical_core_unless_told(repo_root):
     assert _threads_seen(repo_root, THREADS_FIRST, OMP_NUM_THREADS='3') == '3'
     assert _threads_seen(repo_root, THREADS_FIRST, MXNET_OMP_MAX_THREADS='3') == 'None'
     assert _threads_seen(repo_root, 'import mxnet; ' + THREADS_FIRST) == 'None'  # too late to change: left alone
+
+
+def _compute_env_seen(repo_root, **env):
+    base = {k: v for k, v in os.environ.items()
+            if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    code = ('import json; from common.threads import compute_env, default_compute_threads; '
+            'stages = {s: compute_env(s, 2) for s in ("align", "train", None)}; default_compute_threads(); '
+            'import os; stages["main"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}; '
+            'print(json.dumps(stages))')
+    run = subprocess.run([sys.executable, '-c', code], cwd=repo_root, env={**base, **env}, capture_output=True,
+                         text=True, check=True)
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_threads_per_stage_and_the_users_settings_win(repo_root):
+    """MTCNN workers get one thread each, other stages a share of the cores, all a passive OpenMP wait; the
+    user's OMP_NUM_THREADS / OMP_WAIT_POLICY (or MXNET_OMP_MAX_THREADS) always win."""
+    share = str(max(1, physical_cores() // 2))
+    seen = _compute_env_seen(repo_root)
+    assert seen['align'] == {'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE'}
+    assert seen['train'] == seen['null'] == {'OMP_NUM_THREADS': share, 'OMP_WAIT_POLICY': 'PASSIVE'}
+    assert seen['main'] == {'OMP_NUM_THREADS': str(physical_cores()), 'OMP_WAIT_POLICY': 'PASSIVE'}
+    seen = _compute_env_seen(repo_root, OMP_NUM_THREADS='3', OMP_WAIT_POLICY='ACTIVE')
+    assert seen['align'] == seen['train'] == seen['main'] == {'OMP_NUM_THREADS': '3', 'OMP_WAIT_POLICY': 'ACTIVE'}
+    seen = _compute_env_seen(repo_root, MXNET_OMP_MAX_THREADS='3')
+    assert seen['align'] == {'OMP_WAIT_POLICY': 'PASSIVE'}      # MXNet reads the user's variable instead
+    assert seen['main'] == {'OMP_NUM_THREADS': None, 'OMP_WAIT_POLICY': 'PASSIVE'}
 
 
 def test_importing_library_code_sets_no_threads(repo_root):
@@ -178,10 +206,44 @@ def test_every_script_sizes_threads_before_mxnet(repo_root, tmp_path, script):
     assert threads == str(physical_cores()), f'{script}: OMP_NUM_THREADS={threads} (mxnet loaded: {mxnet_loaded})'
 
 
+# As _SPY, noting the OpenMP wait policy when MXNet is first imported; run_name 'main' runs the command,
+# anything else only imports the script.
+_WAIT_SPY = """
+import os, runpy, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == 'mxnet' and not seen:
+            seen.append(os.environ.get('OMP_WAIT_POLICY'))
+sys.meta_path.insert(0, Spy())
+script, run_name = sys.argv[1], sys.argv[2]
+sys.argv = [script, '--help']
+try:
+    runpy.run_path(script, run_name='__main__' if run_name == 'main' else run_name)
+except SystemExit:
+    pass
+print('wait', seen[0] if seen else os.environ.get('OMP_WAIT_POLICY'))
+"""
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_command_waits_passively_and_importing_it_does_not(repo_root, tmp_path, script):
+    """OMP_WAIT_POLICY=PASSIVE from a command's first statement, before MXNet loads (libgomp's spinning
+    threads made small networks collapse on a busy machine, common/threads.py); importing the script as a
+    module leaves the environment alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    seen = {}
+    for run_name in ('main', 'imported_script'):
+        run = subprocess.run([sys.executable, '-c', _WAIT_SPY, str(repo_root / script), run_name], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, check=True)
+        seen[run_name] = run.stdout.split()[-1]
+    assert seen == {'main': 'PASSIVE', 'imported_script': 'None'}, script
+
+
 @pytest.mark.parametrize('command', [['-m', 'tools.launch'], ['bench/run_all.py'], ['bench/bench_eval.py'],
                                      ['bench/bench_pack.py'], ['bench/bench_input.py'], ['bench/bench_extract.py'],
                                      ['bench/bench_train.py'], ['bench/bench_align.py'],
-                                     ['bench/bench_alignment_accuracy.py']])
+                                     ['bench/bench_alignment_accuracy.py'], ['bench/bench_busy.py']])
 def test_tools_and_benchmarks_start_from_any_folder(repo_root, tmp_path, command):
     """No sys.path edits: the installed project (pip install -r requirements.txt) is found from anywhere."""
     args = command if command[0] == '-m' else [str(repo_root / command[0])]

@@ -117,6 +117,19 @@ def test_process_pool_runs_in_other_processes():
     assert os.getpid() not in pids
 
 
+def test_process_pool_workers_start_with_their_environment(monkeypatch):
+    """Thread settings must be in a worker's environment from its start (MXNet reads them once, at import);
+    the parent's own environment is left as it was."""
+    monkeypatch.setenv('OMP_NUM_THREADS', '7')
+    monkeypatch.setenv('LIGHTCNN_TEST_UNSET_ME', 'parent')
+    env = {'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE', 'LIGHTCNN_TEST_UNSET_ME': None}
+    keys = ['OMP_NUM_THREADS', 'OMP_WAIT_POLICY', 'LIGHTCNN_TEST_UNSET_ME']
+    with process_pool(2, env=env) as pool:
+        seen = pool.map(os.getenv, keys)
+    assert seen == ['1', 'PASSIVE', None]
+    assert os.environ['OMP_NUM_THREADS'] == '7' and os.environ['LIGHTCNN_TEST_UNSET_ME'] == 'parent'
+
+
 # ----------------------------------------------------------------------------------- crop and resize
 def _old_to_square(img, size):  # data_tools.packing.to_square before it became crop_resize
     h, w = img.shape[:2]

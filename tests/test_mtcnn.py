@@ -1,6 +1,7 @@
 """MTCNN in Gluon: NMS and box maths by hand, weight conversion against a numpy TF-layout reference,
 detection recall and landmark sanity on the real datasets."""
 import collections
+import json
 import os
 import pickle
 
@@ -135,6 +136,108 @@ def test_gluon_nets_match_numpy_tf_reference(tf_weights, name, shape):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
+def _pnet_random(seed=0):
+    """A P-Net with random weights and PReLU slopes of both signs (also > 1): the masking argument holds
+    for any weights."""
+    import mxnet as mx
+    net = NETS['pnet']()
+    net.initialize(mx.init.Uniform(0.5))
+    rng = np.random.RandomState(seed)
+    for name, param in net.collect_params().items():
+        if name.endswith('alpha'):
+            param.set_data(mx.nd.array(rng.uniform(-1.3, 1.3, param.shape)))
+    return net
+
+
+@pytest.mark.parametrize('shape, spatial', [((2, 6, 5, 7), True), ((3, 6), False)])
+def test_prelu_equals_mxnet_prelu(shape, spatial):
+    """x + (alpha - 1) * min(x, 0) is PReLU for slopes of any sign, hybridized or not."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from data_tools.mtcnn import PReLU
+    rng = np.random.RandomState(2)
+    x = mx.nd.array(rng.uniform(-3, 3, shape))
+    alpha = mx.nd.array([-1.2, -0.3, 0.0, 0.25, 1.0, 1.3])
+    ours, theirs = PReLU(spatial=spatial, in_channels=6), nn.PReLU(in_channels=6)
+    for block in (ours, theirs):
+        block.initialize()
+        block.alpha.set_data(alpha)
+    expected = theirs(x).asnumpy()
+    slope = alpha.asnumpy().reshape((1, -1) + (1,) * (len(shape) - 2))
+    np.testing.assert_allclose(expected, np.where(x.asnumpy() > 0, x.asnumpy(), slope * x.asnumpy()), rtol=1e-6)
+    np.testing.assert_allclose(ours(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
+    ours.hybridize()
+    np.testing.assert_allclose(ours(x).asnumpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('slopes', [(-1.2, -0.3, 0.0, 0.25, 0.9, 1.0), (-0.5, 0.0, 0.3, 1.0, 1.3, 2.0)])
+def test_conv_prelu_rewrite_equals_conv_then_prelu(slopes):
+    """ConvPReLU (two convolutions, ReLU and sum fused by oneDNN) is conv + PReLU for slopes of any sign,
+    with (second case) and without (first case) slopes above 1, on batches of another size than the sample."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    from data_tools.mtcnn import ConvPReLU, PReLU
+    rng = np.random.RandomState(3)
+    conv, prelu = nn.Conv2D(6, 3, in_channels=4), PReLU(in_channels=6)
+    conv.initialize(mx.init.Uniform(0.5))
+    conv.bias.set_data(mx.nd.array(rng.uniform(-0.5, 0.5, 6)))
+    prelu.initialize()
+    prelu.alpha.set_data(mx.nd.array(slopes))
+    fused = ConvPReLU(conv, prelu)
+    assert fused.rescale == (max(slopes) > 1)
+    fused.optimize_for(mx.nd.zeros((1, 4, 9, 9)), backend='MKLDNN', static_alloc=True)
+    for shape in [(5, 4, 11, 13), (2, 4, 9, 9)]:
+        x = mx.nd.array(rng.uniform(-2, 2, shape))
+        expected = prelu(conv(x)).asnumpy()
+        assert (expected < 0).any() and (expected > 0).any()
+        np.testing.assert_allclose(fused(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_nets_equal_the_plain_nets(tf_weights):
+    """load_nets' nets (layers rewritten, padded to 16 channels, oneDNN fusion) give the plain nets' outputs,
+    P-Net with and without a mask."""
+    import mxnet as mx
+    from data_tools.mtcnn import MASKED, load_nets
+    fused, plain = load_nets(fuse=True), load_nets(fuse=False)
+    assert all(fused[name]._fused and not plain[name]._fused for name in fused)
+    assert fused['rnet']._fused[1].linear.weight.shape[0] == 32               # 28 channels padded
+    rng = np.random.RandomState(4)
+    mask = np.zeros((7, 1, 35, 35), np.float32)
+    mask[:, :, 30:] = MASKED
+    for name, side, extra in [('pnet', 37, []), ('pnet_masked', 37, [mx.nd.array(mask)]), ('rnet', 24, []),
+                              ('onet', 48, [])]:
+        x = mx.nd.array(rng.uniform(-1, 1, (7, 3, side, side)))
+        for ours, theirs in zip(fused[name](x, *extra), plain[name](x, *extra)):
+            np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_pnet_padded_batch_with_mask_equals_each_level_alone():
+    """Levels of odd and even sides, zero-padded into one batch, give every output cell of the level alone;
+    without the mask the ceil-mode pool sees padding at odd edges and cells there change."""
+    import mxnet as mx
+    from data_tools.mtcnn import MASKED, pnet_output_side
+    net = _pnet_random()
+    rng = np.random.RandomState(1)
+    levels = [rng.uniform(-1, 1, (3, h, w)).astype(np.float32) for h, w in [(17, 23), (24, 12), (31, 32), (12, 13)]]
+    side = 32
+    batch = np.zeros((len(levels), 3, side, side), np.float32)
+    mask = np.full((len(levels), 1, side - 2, side - 2), MASKED, np.float32)
+    for k, level in enumerate(levels):
+        batch[k, :, :level.shape[1], :level.shape[2]] = level
+        mask[k, :, :level.shape[1] - 2, :level.shape[2] - 2] = 0
+    masked = [o.asnumpy() for o in net(mx.nd.array(batch), mx.nd.array(mask))]
+    unmasked = [o.asnumpy() for o in net(mx.nd.array(batch))]
+    differs = False
+    for k, level in enumerate(levels):
+        alone = [o.asnumpy()[0] for o in net(mx.nd.array(level[None]))]
+        ho, wo = pnet_output_side(level.shape[1]), pnet_output_side(level.shape[2])
+        assert alone[0].shape == (2, ho, wo)
+        for ours, theirs, plain in zip(masked, alone, unmasked):
+            np.testing.assert_allclose(ours[k, :, :ho, :wo], theirs, rtol=1e-5, atol=1e-6)
+            differs |= not np.allclose(plain[k, :, :ho, :wo], theirs, rtol=1e-5, atol=1e-6)
+    assert differs  # the mask is what makes padding harmless
+
+
 def test_first_conv_layer_matches_numpy(tf_weights):
     import mxnet as mx
     net = _gluon('pnet', tf_weights)
@@ -202,6 +305,42 @@ def test_recall_and_landmarks_orl_all_and_pubfig_subset(detector, orl_root, pubf
         assert spread < 0.15, spread
 
 
+@pytest.mark.slow
+def test_batched_detector_matches_reference(detector, orl_root, pubfig_root):
+    """Every box and landmark of tests/fixtures/mtcnn_reference.json -- found by the unbatched cascade before
+    batching (120 ORL + 83 PubFig83 images, made by make_mtcnn_reference.py) -- comes out of
+    ``detect_batch`` on mixed-size batches (ORL 92x112 beside PubFig83 100x100: padded P-Net buckets), and
+    out of ``detect`` one image at a time, to the fixture's rounding (1e-3 px)."""
+    from common.images import read_image
+    with open(os.path.join(os.path.dirname(__file__), 'fixtures', 'mtcnn_reference.json')) as f:
+        reference = json.load(f)['images']
+    roots = {'orl_faces': orl_root, 'pubfig83': pubfig_root}
+    orl = [r for r in reference if r['dataset'] == 'orl_faces']
+    pubfig = [r for r in reference if r['dataset'] == 'pubfig83']
+    assert len(orl) == 120 and len(pubfig) == 83
+    mixed = [r for pair in zip(orl, pubfig) for r in pair] + orl[len(pubfig):]
+    images = [read_image(os.path.join(roots[r['dataset']], r['path']), 'bgr') for r in mixed]
+    found = []
+    for start in range(0, len(images), 16):
+        chunk = images[start:start + 16]
+        batch = detector.detect_batch(chunk)
+        retry = [k for k, (boxes, _) in enumerate(batch) if not len(boxes)]
+        results = [(0.0, boxes, points) for boxes, points in batch]
+        for k, (boxes, points) in zip(retry, detector.detect_batch([chunk[k] for k in retry], margin=0.25)):
+            results[k] = (0.25, boxes, points)
+        found += results
+    singles = {k: detector.detect(images[k], margin=mixed[k]['margin']) for k in range(0, len(images), 10)}
+    for k, (ref, (margin, boxes, points)) in enumerate(zip(mixed, found)):
+        where = f"{ref['dataset']}/{ref['path']}"
+        assert margin == ref['margin'], where
+        expected_boxes = np.asarray(ref['boxes'], float).reshape(-1, 5)
+        expected_points = np.asarray(ref['landmarks'], float).reshape(-1, 5, 2)
+        for got_boxes, got_points in [(boxes, points)] + ([singles[k]] if k in singles else []):
+            assert got_boxes.shape == expected_boxes.shape, where
+            np.testing.assert_allclose(got_boxes, expected_boxes, atol=1.5e-3, err_msg=where)
+            np.testing.assert_allclose(got_points, expected_points, atol=1.5e-3, err_msg=where)
+
+
 def test_weights_from_local_npy_or_wheel_and_bad_files(tf_weights, tmp_path):
     import zipfile
     from data_tools.mtcnn_weights import WEIGHTS_MEMBER, WHEEL_NAME, converted_params
@@ -222,3 +361,34 @@ def test_weights_from_local_npy_or_wheel_and_bad_files(tf_weights, tmp_path):
         load_tf_weights(str(bad))
     with pytest.raises(UsageError, match='not found'):
         load_tf_weights(str(tmp_path / 'missing.npy'))
+
+
+@pytest.mark.slow
+def test_aligned_crops_unchanged_by_batching(detector, orl_root, pubfig_root):
+    """FaceAligner.align_batch on mixed chunks gives the crop the unbatched cascade's landmarks give
+    (tests/fixtures/mtcnn_reference.json, the face the aligner chooses warped to the template): the same face,
+    the same pixels but where the fixture's 1e-3 px rounding of the landmarks moves a sample across
+    warpAffine's 1/32 px fixed-point grid (measured: <= 1 % of the pixels, by <= 5 grey levels)."""
+    from common.images import read_image
+    from data_tools.alignment import FaceAligner, choose_face
+    with open(os.path.join(os.path.dirname(__file__), 'fixtures', 'mtcnn_reference.json')) as f:
+        reference = json.load(f)['images']
+    roots = {'orl_faces': orl_root, 'pubfig83': pubfig_root}
+    images = [read_image(os.path.join(roots[r['dataset']], r['path']), 'bgr') for r in reference]
+    aligner = FaceAligner(size=144, detector=detector)
+    results = []
+    for start in range(0, len(images), 32):
+        results += aligner.align_batch(images[start:start + 32])
+    worst = 0
+    assert len(results) == len(reference) == 203
+    for ref, image, result in zip(reference, images, results):
+        boxes = np.asarray(ref['boxes'], float).reshape(-1, 5)
+        points = np.asarray(ref['landmarks'], float).reshape(-1, 5, 2)
+        assert result.status == 'aligned', ref['path']
+        k = choose_face(boxes, image.shape)
+        assert result.chosen == k
+        expected, _ = aligner.warp(image, points[k])
+        diff = np.abs(result.image.astype(int) - expected.astype(int))
+        assert (diff > 0).mean() < 0.02 and diff.max() <= 8, (ref['path'], (diff > 0).mean(), diff.max())
+        worst = max(worst, diff.mean())
+    assert worst < 0.02

@@ -307,6 +307,39 @@ def test_pubfig_subset_via_list_with_spaces(pubfig_root, tmp_path):
     assert meta['splits']['val']['images'] == 20
 
 
+class _BatchFilter:
+    """An image filter with ``align_batch`` (as FaceAligner): keeps bright images, drops dark ones."""
+
+    def __init__(self):
+        self.batches = []
+
+    def _one(self, img):
+        return img[4:-4, 4:-4] if img.mean() > 60 else None
+
+    def __call__(self, img):
+        return self._one(img)
+
+    def align_batch(self, images):
+        from types import SimpleNamespace
+        self.batches.append(len(images))
+        return [SimpleNamespace(image=self._one(img)) for img in images]
+
+
+def test_encode_many_runs_a_batch_filter_once_with_the_same_results(tmp_path):
+    bright, dark = np.full((60, 50, 3), 200, np.uint8), np.full((60, 50, 3), 20, np.uint8)
+    cv2.imwrite(str(tmp_path / 'bright.png'), bright)
+    cv2.imwrite(str(tmp_path / 'dark.png'), dark)
+    (tmp_path / 'broken.jpg').write_bytes(b'not a jpeg')
+    paths = [str(tmp_path / n) for n in ('bright.png', 'broken.jpg', 'dark.png', 'missing.png')]
+    image_filter = _BatchFilter()
+    encoder = ImageEncoder(size=32, image_filter=image_filter)
+    many = encoder.encode_many(paths)
+    assert image_filter.batches == [2]                      # the two decodable images, in one call
+    assert many == [encoder(p) for p in paths]
+    assert many[0][0] is not None and [r for _, r in many] == [None, many[1][1], 'no face', 'file not found']
+    assert 'not a decodable image' in many[1][1]
+
+
 # ------------------------------------------------------------------ names, links, locks, disk full, commit order
 
 def test_tree_names_a_lst_cannot_hold_and_links_are_skipped_and_listed(tmp_path):
