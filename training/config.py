@@ -23,8 +23,8 @@ NETWORKS = get_model_list()
 DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --pretrained
 BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
 ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
-PRETRAINED_BACKBONE_LR_MULT = 0.1  # --backbone-lr-mult with --pretrained
-PRETRAINED_FREEZE_EPOCHS = 1  # --freeze-epochs with --pretrained
+PRETRAINED_BACKBONE_LR_MULT = 0.01  # --backbone-lr-mult with --pretrained
+PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ OPTIONS = {
                'or trained, any class count): its backbone weights, network and preprocessing; a new fc2 for '
                'the classes of --data-train', shown='none: from scratch'),
         Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
-               shown='1; with --pretrained 0.1'),
+               shown=f'1; with --pretrained {PRETRAINED_BACKBONE_LR_MULT}'),
         Option('freeze_epochs', None, 'train only the classifier for this many epochs, then the backbone '
-               'at --backbone-lr-mult', int, shown='0; with --pretrained 1'),
+               'at --backbone-lr-mult', int, shown=f'0; with --pretrained {PRETRAINED_FREEZE_EPOCHS}'),
     ],
     'optimisation': [
         Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
