@@ -13,7 +13,7 @@ from common.errors import ParameterError
 
 
 def check_number(value, name, *, minimum=None, maximum=None, integer=False, below=None, above=None,
-                 optional=False, qualifier=''):
+                 optional=False, qualifier='', error=ParameterError):
     """Return ``value`` when it is a finite number in range, else raise :class:`~common.errors.ParameterError`.
 
     Parameters
@@ -31,6 +31,9 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, belo
         Accept ``None`` (an option left unset) and return it.
     qualifier : str
         Said after the name, e.g. ``' (a count when >= 1)'``.
+    error : type
+        The :class:`~common.errors.ParameterError` (sub)class to raise, e.g.
+        :class:`~common.errors.ParameterValueError` where ``ValueError`` is documented.
 
     Raises
     ------
@@ -42,7 +45,7 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, belo
         return None
     problem = _problem(value, minimum, maximum, integer, below, above)
     if problem:
-        raise ParameterError(lambda n: f'{n(name)}{qualifier} must be {problem}')
+        raise error(lambda n: f'{n(name)}{qualifier} must be {problem}')
     return value
 
 

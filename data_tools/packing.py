@@ -30,7 +30,8 @@ from common.checks import check_number
 from common.errors import ParameterError, UsageError, WriteError
 from common.fileio import (WRITE_ERRNOS, check_output_prefix, exclusive_lock, make_parent, remove_quietly,
                            temporary_name)
-from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file, walk_tree
+from common.images import (IMAGE_EXTENSIONS, ImageError, check_image_root, decode_image, encode_jpeg, is_image_file,
+                           walk_tree)
 from common.preprocessing import crop_resize
 from common.threads import compute_env
 from common.textio import line_field_problem, printable, read_lines
@@ -379,8 +380,9 @@ def _read_entries(images_root, list_path, strip_prefix):
     """``(images_root, [(relpath, identity key)], skipped)`` from the tree or the list."""
     if list_path is not None:
         images_root = images_root or os.path.dirname(os.path.abspath(list_path))
-    if not images_root or not os.path.isdir(images_root):
-        raise UsageError(f'image root not found or not a directory: {images_root}')
+    if not images_root:
+        raise ParameterError(lambda n: f'give {n("images_root")} (the image tree) or {n("list_path")}')
+    check_image_root(images_root, 'images_root')
     if list_path is None:
         entries, skipped = scan_tree(images_root)
         if not entries:

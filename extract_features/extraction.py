@@ -64,7 +64,7 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     if img_list is not None:
         items = items_from_list(img_list, root)
     elif images is not None:
-        items = items_from_tree(images, ignored)
+        items = items_from_tree(images, ignored, name='images')
     else:
         items = items_from_pairs(pairs, root)
     context = parse_device(ctx, 'ctx') if ctx is None or isinstance(ctx, str) else ctx

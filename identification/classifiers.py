@@ -36,6 +36,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from common.errors import ParameterError, UsageError
 from common.safe_pickle import UnsafePickleError, numpy_array_globals
+from common.textio import short_printable
 from common.verification import far_measurable, l2_normalize, threshold_at_far, unmeasurable_far_note
 
 CLASSIFIERS = ('svm', 'logreg', 'knn', 'centroid')
@@ -354,7 +355,8 @@ def load_classifier(path):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             ImportError, struct.error, UnicodeDecodeError) as err:  # the pure-Python unpickler's failures
-        raise UsageError(f'{path} is not a readable classifier file ({type(err).__name__}: {err})') from None
+        raise UsageError(f'{path} is not a readable classifier file ({type(err).__name__}: '
+                         f'{short_printable(err)})') from None
     if not isinstance(obj, dict) or obj.get('format') != FORMAT:
         raise UsageError(f'{path} is not an identity classifier written by identify.py --save-classifier')
     return IdentityClassifier(obj['kind'], obj['estimator'], obj['threshold'], obj['threshold_info'], obj['info'])

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from common.errors import ParameterMessage, UsageError
 from common.fileio import atomic_write
-from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, decode_image, read_image, scan_images
+from common.images import (IMAGE_EXTENSIONS, ImageError, ImageFinder, check_image_root, decode_image, read_image,
+                           scan_images)
 from common.textio import printable, read_lines
 from data_tools.pairs import read_pairs
 
@@ -128,14 +129,15 @@ def items_from_list(list_path, root='.'):
     return items
 
 
-def items_from_tree(root, ignored=None):
+def items_from_tree(root, ignored=None, name='root'):
     """Every image under ``root`` (recursive, sorted by relative path), labelled by that path.
 
     The tree is walked by :func:`common.images.scan_images` (each real folder and file once); links it
     does not follow twice are appended to ``ignored`` as ``(relpath, reason)`` when a list is given.
-    A file name that is not valid UTF-8 is labelled with its bytes escaped (``b\\xffob/1.jpg``).
+    A file name that is not valid UTF-8 is labelled with its bytes escaped (``b\\xffob/1.jpg``). ``name`` is
+    the caller's parameter for ``root`` in the error when it is not a folder.
     """
-    _check_root(root)
+    _check_root(root, name)
     found, skipped = scan_images(root)
     if ignored is not None:
         ignored.extend(skipped)
@@ -164,9 +166,8 @@ def items_from_pairs(pairs_path, root='.'):
     return items
 
 
-def _check_root(root):
-    if not os.path.isdir(root):
-        raise UsageError(f'image root {root} is not a directory')
+def _check_root(root, name='root'):
+    check_image_root(root, name)
 
 
 # ---------------------------------------------------------------------------------------------
