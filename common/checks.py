@@ -49,6 +49,15 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, belo
     return value
 
 
+SEED_RANGE = (0, 2 ** 32 - 1)  # what numpy's legacy seeding and scikit-learn's random_state accept
+
+
+def check_seed(seed, name='seed'):
+    """Return ``seed`` when numpy and scikit-learn accept it (a whole number in ``SEED_RANGE``), else raise
+    :class:`~common.errors.ParameterError` naming ``name``."""
+    return check_number(seed, name, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], integer=True)
+
+
 def _problem(value, minimum, maximum, integer, below, above):
     """What is wrong with ``value`` (``'>= 1, got 0'``), or ``None``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -42,7 +42,7 @@ from common.images import ImageError, check_image_root, read_image, scan_images
 from common.preprocessing import crop_resize
 from common.threads import compute_env, physical_cores
 from common.textio import printable
-from common.workers import process_pool
+from common.workers import MAX_WORKERS, process_pool
 
 from .mtcnn import MTCNN
 
@@ -405,7 +405,7 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallbac
     if out == images or out.startswith(images + os.sep):
         raise ParameterError(lambda n: f'{n("out")} must not be inside {n("images")} (the tree would be read while written)')
     if workers is not None:
-        check_number(workers, 'workers', minimum=1, integer=True)
+        check_number(workers, 'workers', minimum=1, maximum=MAX_WORKERS, integer=True)
     json_path, csv_path = report_paths(out, report)
     for path in (json_path, csv_path):
         check_output_path(path, 'report')

@@ -35,7 +35,7 @@ from common.images import (IMAGE_EXTENSIONS, ImageError, check_image_root, decod
 from common.preprocessing import crop_resize
 from common.threads import compute_env
 from common.textio import line_field_problem, printable, read_lines
-from common.workers import process_pool
+from common.workers import MAX_WORKERS, process_pool
 from data_tools.dataset_info import FORMAT, SPLITS, info_path, split_prefix, write_dataset_info
 from data_tools.records import IndexedRecordWriter, pack_header
 
@@ -659,6 +659,11 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
     return summary
 
 
+# Sides of the stored square pack_records accepts: the smallest network input is 16 px (four 2x2 poolings,
+# training's --input-size), LightCNN stores 144 for 128 crops; beyond 1024 a record only costs memory and disk.
+RECORD_SIZE_RANGE = (16, 1024)
+
+
 def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, val_per_identity=0, val_ratio=0.0,
                           val_identities=0.0, seed=0, min_images_per_identity=1, strip_prefix=0,
                           top_identities=None):
@@ -671,9 +676,11 @@ def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, va
         (:class:`~common.errors.ParameterError`).
     """
     check_number(size, 'size', minimum=1, integer=True)
+    check_number(size, 'size', minimum=RECORD_SIZE_RANGE[0], maximum=RECORD_SIZE_RANGE[1],
+                 qualifier=' (side of the stored square in pixels; networks crop 16-256 px inputs from it)')
     check_number(quality, 'quality', minimum=1, maximum=100, integer=True)
     check_number(min_size, 'min_size', minimum=1, integer=True)
-    check_number(workers, 'workers', minimum=0, integer=True, optional=True)
+    check_number(workers, 'workers', minimum=0, maximum=MAX_WORKERS, integer=True, optional=True)
     check_number(val_per_identity, 'val_per_identity', minimum=0, integer=True)
     check_number(val_ratio, 'val_ratio', minimum=0, below=1)
     check_number(val_identities, 'val_identities', minimum=0)

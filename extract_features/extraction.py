@@ -12,6 +12,7 @@ from common.devices import parse_device
 from common.errors import ParameterError
 from common.features_mat import write_features
 from common.fileio import atomic_write, check_output_path
+from common.workers import MAX_WORKERS
 from data_tools.alignment import make_aligner
 from symbols.checkpoint import load_checkpoint
 from symbols.inference import Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
@@ -55,7 +56,7 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
         raise ParameterError(lambda n: f'give exactly one of {n("img_list")}, {n("images")}, {n("pairs")}')
     check_number(center_crop, 'center_crop', minimum=1, integer=True, optional=True)
     check_number(batch_size, 'batch_size', minimum=1, integer=True)
-    check_number(num_workers, 'num_workers', minimum=0, integer=True)
+    check_number(num_workers, 'num_workers', minimum=0, maximum=MAX_WORKERS, integer=True)
     check_number(epoch, 'epoch', minimum=0, integer=True, optional=True)
     for path, what in ((out, 'out'), (npy, 'npy'), (csv, 'csv')):
         if path is not None:
