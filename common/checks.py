@@ -69,5 +69,10 @@ def _problem(value, minimum, maximum, integer, below, above):
     for bound, ok, text in ((minimum, lambda v, b: v >= b, '>='), (maximum, lambda v, b: v <= b, '<='),
                             (above, lambda v, b: v > b, '>'), (below, lambda v, b: v < b, '<')):
         if bound is not None and not ok(value, bound):
-            return f'{text} {bound:g}, got {value:g}'
+            return f'{text} {_shown(bound)}, got {_shown(value)}'
     return None
+
+
+def _shown(number):
+    """A whole ``int`` in full (``4294967295``), any other number in ``%g`` style (``1e+06``, ``0.5``)."""
+    return str(number) if isinstance(number, numbers.Integral) else f'{number:g}'

@@ -12,7 +12,7 @@ from common.images import check_image_root, list_images
 from common.textio import printable
 from identification.classifiers import load_classifier
 from models.api import load_model
-from symbols.inference import Embedder, ImageItem, embed_images
+from symbols.inference import Embedder, ImageItem, describe_failures, embed_images
 
 
 def predict_table(clf, features, labels, top_k=1, open_set=True):
@@ -69,7 +69,7 @@ def run_prediction(classifier_path, features=None, model=None, images=(), tree=N
     if csv_path:
         table.to_csv(csv_path, index=False)
     if skipped:
-        print(f'skipped {len(skipped)} unreadable image(s):', file=sys.stderr)
+        print(f'skipped {describe_failures(skipped)}:', file=sys.stderr)
         for label, reason in skipped:
             print(f'  {printable(label)}: {reason}', file=sys.stderr)
     import pandas as pd
@@ -77,7 +77,7 @@ def run_prediction(classifier_path, features=None, model=None, images=(), tree=N
         print(table.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
     print(f'{len(table)} images: {int((table["identity"] == "unknown").sum())} unknown'
           + ('' if clf.threshold is None or not open_set else f' (score <= {clf.threshold:.4f})')
-          + (f'; {len(skipped)} skipped (unreadable)' if skipped else ''))
+          + (f'; {len(skipped)} skipped' if skipped else ''))
     if csv_path:
         print(f'wrote {csv_path}')
     return table

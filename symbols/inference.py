@@ -37,6 +37,19 @@ from data_tools.pairs import read_pairs
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
 
 
+NO_FACE = 'no face found by the aligner'  # the reason of an image the aligner found no face in
+
+
+def describe_failures(failures):
+    """``'2 image(s) missing or unreadable, 1 image(s) with no face found'`` for ``(label, reason)`` pairs:
+    images without a face (reason :data:`NO_FACE`) are not called unreadable."""
+    no_face = sum(1 for _, reason in failures if reason == NO_FACE)
+    other = len(failures) - no_face
+    parts = ([f'{other} image(s) missing or unreadable'] if other else []) + \
+        ([f'{no_face} image(s) with no face found'] if no_face else [])
+    return ', '.join(parts) or '0 images'
+
+
 def _skip_advice(n):
     return f'fix or remove them, or pass {n("skip_missing")} to record and skip them'
 
@@ -53,7 +66,7 @@ class ImageLoadError(ParameterMessage, UsageError):
         shown = '; '.join(f'{label} ({reason})' for label, reason in self.failures[:examples])
         more = f' ... and {len(self.failures) - examples} more' if len(self.failures) > examples else ''
         where = f'; full list in {report_file}' if report_file else ''
-        super().__init__(lambda n: f'{len(self.failures)} image(s) missing or unreadable: {shown}{more}{where}'
+        super().__init__(lambda n: f'{describe_failures(self.failures)}: {shown}{more}{where}'
                                    f' ({advice(n)})')
 
 
@@ -256,7 +269,7 @@ def image_loader(preprocessing, center_crop=None, align=None):
 
     def fit(aligned):
         if aligned is None:
-            raise ImageError('no face found by the aligner')
+            raise ImageError(NO_FACE)
         return preprocessing.decoded(aligned, center_crop)
 
     def load(source):
