@@ -183,14 +183,14 @@ def check_image_root(root, name='images'):
     ------
     ParameterError
         ``images_root /x/a.jpg is a file, not a folder (give the folder the images are in)`` or
-        ``images_root /x: no such folder``.
+        ``images_root /x: folder not found``.
     """
     if os.path.isdir(root):
         return root
     if os.path.exists(root):
         raise ParameterError(lambda n: f'{n(name)} {root} is a file, not a folder (give the folder the images '
                                        f'are in)')
-    raise ParameterError(lambda n: f'{n(name)} {root}: no such folder')
+    raise ParameterError(lambda n: f'{n(name)} {root}: folder not found')
 
 
 def scan_images(root):

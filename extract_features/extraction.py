@@ -15,7 +15,7 @@ from common.fileio import atomic_write, check_output_path
 from common.workers import MAX_WORKERS
 from data_tools.alignment import make_aligner
 from symbols.checkpoint import load_checkpoint
-from symbols.inference import Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
+from symbols.inference import MAX_BATCH, Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
 
 
 def save_features(out, extraction, npy=None, csv=None, sources=None):
@@ -62,7 +62,7 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
         raise ParameterError(lambda n: f"{n('fallback')} must be 'center' or None, not {fallback!r}")
     if fallback is not None and align is not True:
         raise ParameterError(lambda n: f'{n("fallback")} applies to the built-in aligner: give it with {n("align")}')
-    check_number(batch_size, 'batch_size', minimum=1, integer=True)
+    check_number(batch_size, 'batch_size', minimum=1, maximum=MAX_BATCH, integer=True)
     check_number(num_workers, 'num_workers', minimum=0, maximum=MAX_WORKERS, integer=True)
     check_number(epoch, 'epoch', minimum=0, integer=True, optional=True)
     for path, what in ((out, 'out'), (npy, 'npy'), (csv, 'csv')):

@@ -198,6 +198,9 @@ def inference_backend(ctx):
     return None
 
 
+MAX_BATCH = 4096  # images per forward at most: beyond, a batch only costs memory (a typo like 1e9 is refused)
+
+
 class Embedder:
     """Statically shaped, batched forward of a LightCNN on uint8 images.
 

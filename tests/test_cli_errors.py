@@ -227,13 +227,27 @@ def test_pack_size_and_workers_bounds(tmp_path, capsys):
      '--top-k must be >= 1, got 0'),
     ('data_tools/inspect_rec.py', ['nowhere.rec', '--count', '1000000000'], '--count (records on the contact sheet) '
                                                                            'must be <= 1024'),
+    ('data_tools/synthetic.py', ['O/s', '--seed', '-1'], '--seed must be >= 0, got -1'),
+    ('data_tools/synthetic.py', ['O/s', '--identities', '1000000000'], '--identities must be <= 100000'),
+    ('data_tools/synthetic.py', ['O/s', '--size', '100000'], '--size must be <= 1024'),
+    ('tools/launch.py', ['-n', '1', '--timeout', 'nan', '--', 'true'], '--timeout (seconds) must be a finite'),
+    ('tools/launch.py', ['-n', '1000000000', '--', 'true'], '--num-workers must be <= '),
+    ('tools/launch.py', ['-n', '1', '--port', '70000', '--', 'true'], '--port must be <= 65535'),
+    ('extract_features/extract_features.py', ['--model', 'm', '--images', 'O', '--batch-size', '1000000000'],
+     '--batch-size must be <= 4096'),
+    ('extract_features/extract_features.py', ['--model', 'm', '--images', 'O', '--workers', '1000000000'],
+     '--workers must be <= '),
+    ('lfw_verification/lfw_eval.py', ['--model', 'm', '--bin', 'x.bin', '--batch-size', '1000000000'],
+     '--batch-size must be <= 4096'),
+    ('lfw_verification/lfw_eval.py', ['--model', 'm', '--bin', 'x.bin', '--center-crop', '0'],
+     '--center-crop (pixels) must be >= 1, got 0'),
 ])
 def test_numeric_options_are_bounded(feats, tmp_path, script, argv, expected, capsys):
     paths = {'C': feats / 'c.joblib', 'G': feats / 'g.mat'}
-    argv = [paths.get(a, str(a).replace('O/', f'{tmp_path}/')) for a in argv]
+    argv = [paths.get(a, str(tmp_path) if a == 'O' else str(a).replace('O/', f'{tmp_path}/')) for a in argv]
     line = _one_error(*_run(script, argv, capsys)[::2])
     assert expected in line, line
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_check_seed():
@@ -273,7 +287,7 @@ def test_image_roots_that_are_files(tmp_path, capsys):
         assert line.startswith(f'error: {option} {fake} is a file, not a folder'), (script, line)
     line = _one_error(*_run('data_tools/align.py', ['--images', tmp_path / 'nope', '--out', tmp_path / 'al'],
                             capsys)[::2])
-    assert line == f'error: --images {tmp_path / "nope"}: no such folder'
+    assert line == f'error: --images {tmp_path / "nope"}: folder not found'
 
 
 def test_classifier_file_of_another_format_is_one_short_printable_line(feats, capsys):
