@@ -677,7 +677,7 @@ def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, va
     """
     check_number(size, 'size', minimum=1, integer=True)
     check_number(size, 'size', minimum=RECORD_SIZE_RANGE[0], maximum=RECORD_SIZE_RANGE[1],
-                 qualifier=' (side of the stored square in pixels; networks crop 16-256 px inputs from it)')
+                 qualifier=' (side of the stored square, pixels)')
     check_number(quality, 'quality', minimum=1, maximum=100, integer=True)
     check_number(min_size, 'min_size', minimum=1, integer=True)
     check_number(workers, 'workers', minimum=0, maximum=MAX_WORKERS, integer=True, optional=True)
