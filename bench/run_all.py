@@ -26,6 +26,7 @@ BENCHES = {
     'input': ('bench_input', {'loader_batches': 40, 'steps': 1, 'rounds': 2}),
     'extract': ('bench_extract', {'n': 192, 'rounds': 3}),
     'train': ('bench_train', {'rounds': 2, 'steps': 1}),
+    'deploy': ('bench_deploy', {'n': 192, 'rounds': 3, 'per_fold': 100}),
     'busy': ('bench_busy', {'rounds': 2, 'pool_n': 64, 'pack_identities': 6}),
 }
 # long benchmarks: only with --only NAME (the transfer protocol trains 9 configurations, ~1.5 h on 2 cores)
@@ -68,6 +69,10 @@ def to_markdown(results, info, seconds):
              f'at the end {load()} (the machine was shared: compare ratios, not absolute speeds).', '']
     for res in results:
         lines += [f"## {res['title']}", '', markdown_table(res['rows'], [tuple(c) for c in res['columns']]), '']
+        for extra in res.get('tables', []):  # further tables of the same bench (e.g. deploy accuracy)
+            if extra['rows']:
+                lines += [f"**{extra['title']}**", '',
+                          markdown_table(extra['rows'], [tuple(c) for c in extra['columns']]), '']
         lines += [f'- {note}' for note in res.get('meta', {}).get('notes', [])]
         if res.get('meta', {}).get('target'):
             lines.append(f"- target: {res['meta']['target']}")

@@ -2,31 +2,42 @@
 
     python models/export.py --model runs/pretrained/lightcnn-v4 --format mxnet   # runs/export/lightcnn-v4-*
     python models/export.py --model runs/pretrained/lightcnn-v4 --format onnx --check
+    python models/export.py --model runs/pretrained/lightcnn-v4 --quantize int8 --calibration DIR|REC \
+        --out runs/lightcnn-v4-int8       # an INT8 checkpoint (models/quantize.py)
 
-Both formats take a float32 NCHW batch already preprocessed as the checkpoint's JSON says (channels,
-/255, 128x128) and return the 256-d features; the classifier is not exported. ``--check`` runs the ONNX
-file in onnxruntime in a separate deploy environment (onnxruntime needs numpy >= 1.24, MXNet 1.9.1
-needs < 1.24) and compares it with MXNet.
+Both formats take a float32 NCHW batch ``data`` already preprocessed as the checkpoint's JSON says
+(channels, /255, 128x128) and return the 256-d features: the MXNet graph only those, the ONNX file
+``embedding`` and, when the checkpoint has a classifier, ``logits`` (:mod:`models.onnx_export`). Both are
+the folded inference graph (:mod:`models.deploy_graph`). ``--check`` runs the ONNX file in onnxruntime
+in a separate deploy environment (onnxruntime needs numpy >= 1.24, MXNet 1.9.1 needs < 1.24) and
+compares it with MXNet.
 """
 if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread pool once (common/threads.py)
     from common.threads import default_compute_threads
     default_compute_threads()
 
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from common.errors import UsageError  # noqa: E402
-from common.fileio import atomic_write, check_output_prefix  # noqa: E402
+from common.errors import ParameterError, UsageError  # noqa: E402
+from common.fileio import atomic_path, atomic_write, check_output_prefix  # noqa: E402
 from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from symbols.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: E402
+from symbols.checkpoint import load_checkpoint, load_metadata, resolve_checkpoint  # noqa: E402
+from symbols.quantized import is_quantized, save_params  # noqa: E402
 
-ONNX_OPSET = 13  # mx.onnx 1.9.1 writes opset-13 operators (Split with a 'split' attribute)
+from models.deploy_graph import deploy_symbol  # noqa: E402
+from models.onnx_export import (EMBEDDING, LOGITS, ONNX_OPSET,  # noqa: E402,F401  (ONNX_OPSET: re-export)
+                                graph_to_onnx, onnxruntime_outputs)
+from models.quantize import (CALIBRATION_MODES, DEFAULT_CALIBRATION_IMAGES,  # noqa: E402
+                             DEFAULT_CALIBRATION_MODE, GRANULARITIES, quantize_checkpoint)
+
+QUANTIZE_DTYPES = ('int8',)
+# library parameter -> the option that feeds it (errors name parameters; run_cli spells them as options)
+CLI_PARAMETERS = {'model_spec': 'model', 'prefix': 'out', 'fmt': 'format', 'dtype': 'quantize',
+                  'count': 'calibration_count', 'mode': 'calibration_mode'}
 DEPLOY_PYTHON_ENV = 'LIGHTCNN_DEPLOY_PYTHON'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,40 +56,41 @@ def load_feature_net(model_spec):
     return net, meta
 
 
-def export_mxnet(net, prefix):
-    """``PREFIX-symbol.json`` + ``PREFIX-0000.params`` for ``gluon.SymbolBlock.imports``."""
-    net.export(prefix, epoch=0)
+def export_mxnet(net, prefix, data_shape=None):
+    """``PREFIX-symbol.json`` + ``PREFIX-0000.params`` for ``gluon.SymbolBlock.imports``.
+
+    With ``data_shape`` (one sample's C, H, W) the graph is the folded inference graph
+    (:func:`models.deploy_graph.deploy_symbol`: MFM weight differences stored, not recomputed).
+    """
+    if data_shape is None:
+        net.export(prefix, epoch=0)
+    else:
+        graph, params = deploy_symbol(net, data_shape)
+        with atomic_write(prefix + '-symbol.json', 'w', encoding='utf-8') as f:
+            json.dump(graph, f, indent=2)
+        with atomic_path(prefix + '-0000.params') as tmp:
+            save_params(tmp, graph, params)
     return [prefix + '-symbol.json', prefix + '-0000.params']
 
 
-@contextlib.contextmanager
-def _onnx_opset(version):
-    """Make mx.onnx convert for ``version`` and stamp it (it asks ``onnx.defs`` at call time)."""
-    import onnx.defs
-    original = onnx.defs.onnx_opset_version
-    onnx.defs.onnx_opset_version = lambda: version
-    try:
-        yield
-    finally:
-        onnx.defs.onnx_opset_version = original
+def load_onnx_net(model_spec):
+    """The net the ONNX file holds: features, plus the classifier when the checkpoint has one.
+
+    Returns ``(net, meta, output_names)`` with the net's outputs named in MXNet's order.
+    """
+    stem = resolve_checkpoint(model_spec)
+    has_head = bool(load_metadata(stem).get('num_classes'))
+    net, meta = load_checkpoint(stem, features_only=not has_head, return_features=has_head)
+    return net, meta, ([LOGITS, EMBEDDING] if has_head else [EMBEDDING])
 
 
-def export_onnx(net, meta, path):
-    """``PATH`` (ONNX, opset 13) with input ``data`` (N, C, 128, 128), any batch size N."""
-    import onnx
-    with tempfile.TemporaryDirectory() as tmp:
-        sym_file, params_file = export_mxnet(net, os.path.join(tmp, 'net'))
-        shape = (1,) + meta['preprocessing'].data_shape
-        with _onnx_opset(ONNX_OPSET):
-            mx.onnx.export_model(sym_file, params_file, in_shapes=[shape], in_types=[np.float32],
-                                 onnx_file_path=path, dynamic=True,
-                                 dynamic_input_shapes=[(None,) + shape[1:]])
-    model = onnx.load(path)
-    for opset in model.opset_import:
-        if opset.domain in ('', 'ai.onnx'):
-            opset.version = ONNX_OPSET
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+def export_onnx(net, meta, path, output_names=(EMBEDDING,)):
+    """``PATH`` (ONNX, opset 13): input ``data`` (N, C, 128, 128), outputs ``embedding`` (N, 256)
+    [+ ``logits``], any batch size N; see :mod:`models.onnx_export`."""
+    data_shape = meta['preprocessing'].data_shape
+    graph, params = deploy_symbol(net, data_shape)
+    with atomic_path(path) as tmp:
+        graph_to_onnx(graph, params, data_shape, list(output_names), tmp)
     return [path]
 
 
@@ -97,28 +109,35 @@ def find_deploy_python(explicit=None):
 
 
 def run_onnxruntime(onnx_path, batch, deploy_python):
-    """Outputs of ``onnx_path`` on ``batch`` computed by onnxruntime in the deploy environment."""
-    script = os.path.join(REPO, 'models', 'onnx_check.py')
-    with tempfile.TemporaryDirectory() as tmp:
-        inp, out = os.path.join(tmp, 'input.npy'), os.path.join(tmp, 'output.npy')
-        np.save(inp, batch)
-        done = subprocess.run([deploy_python, script, onnx_path, inp, out],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip() or 'no output').splitlines()[-1]
-            raise UsageError(f'onnxruntime check failed in {deploy_python}: {last}')
-        return np.load(out)
+    """Outputs of ``onnx_path`` on ``batch`` computed by onnxruntime in the deploy environment: the
+    first output (``embedding``)."""
+    return run_onnxruntime_all(onnx_path, batch, deploy_python)[0][EMBEDDING]
+
+
+def run_onnxruntime_all(onnx_path, batch, deploy_python):
+    """``(outputs by name, onnxruntime's stderr)``; a failed run is a UsageError."""
+    try:
+        return onnxruntime_outputs(onnx_path, batch, deploy_python)
+    except RuntimeError as err:
+        raise UsageError(f'onnxruntime check failed: {err}') from None
 
 
 def check_onnx(net, meta, onnx_path, deploy_python, batch_size=4, seed=0):
-    """Max abs difference between onnxruntime and MXNet features on a random batch."""
+    """Max abs difference between onnxruntime and MXNet on a random batch, over every output
+    (``embedding`` and, for a net with a classifier, ``logits``)."""
     shape = (batch_size,) + meta['preprocessing'].data_shape
     batch = np.random.RandomState(seed).rand(*shape).astype(np.float32)
-    expected = net(mx.nd.array(batch)).asnumpy()
-    got = run_onnxruntime(onnx_path, batch, deploy_python)
-    if got.shape != expected.shape:
-        raise UsageError(f'onnxruntime returned shape {got.shape}, MXNet {expected.shape}')
-    return float(np.abs(got - expected).max())
+    out = net(mx.nd.array(batch))
+    expected = dict(zip([LOGITS, EMBEDDING], out)) if isinstance(out, (list, tuple)) else {EMBEDDING: out}
+    got, _ = run_onnxruntime_all(onnx_path, batch, deploy_python)
+    diff = 0.0
+    for name, value in expected.items():
+        value = value.asnumpy()
+        if name not in got or got[name].shape != value.shape:
+            found = {k: v.shape for k, v in got.items()}
+            raise UsageError(f'onnxruntime returned {found}, MXNet {name} {value.shape}')
+        diff = max(diff, float(np.abs(got[name] - value).max()))
+    return diff
 
 
 def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
@@ -128,40 +147,103 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     MXNet and fails when the features differ by 1e-4 or more.
     """
     if fmt not in ('mxnet', 'onnx'):
-        raise UsageError(f"unknown format {fmt!r}; choose 'mxnet' or 'onnx'")
-    prefix = check_output_prefix(prefix or default_prefix(model_spec), '--out')
-    net, meta = load_feature_net(model_spec)
-    files = export_mxnet(net, prefix) if fmt == 'mxnet' else export_onnx(net, meta, prefix + '.onnx')
+        raise ParameterError(lambda n: f"unknown {n('fmt')} {fmt!r}; choose 'mxnet' or 'onnx'")
+    stem = resolve_checkpoint(model_spec)
+    if is_quantized(load_metadata(stem)):
+        raise UsageError(f'{stem} is an INT8 checkpoint: export its fp32 source checkpoint instead')
+    prefix = check_output_prefix(prefix or default_prefix(model_spec), 'prefix')
+    if fmt == 'mxnet':
+        net, meta = load_feature_net(model_spec)
+        outputs = [EMBEDDING]
+        files = export_mxnet(net, prefix, meta['preprocessing'].data_shape)
+    else:
+        net, meta, outputs = load_onnx_net(model_spec)
+        files = export_onnx(net, meta, prefix + '.onnx', outputs)
     pre = meta['preprocessing']
     info = dict(network=meta['network'], input='data', input_shape=['N', *pre.data_shape],
-                output='256-d feature', preprocessing=pre.to_dict())
+                output='256-d feature', outputs=sorted(outputs, key=[EMBEDDING, LOGITS].index),
+                preprocessing=pre.to_dict())
     with atomic_write(prefix + '.export.json', 'w') as f:  # what a deployer must feed the exported graph
         json.dump(info, f, indent=1, sort_keys=True)
     files.append(prefix + '.export.json')
     result = dict(files=files, max_abs_diff=None)
     if check:
         if fmt != 'onnx':
-            raise UsageError('--check compares onnxruntime with MXNet: use it with --format onnx')
+            raise ParameterError(lambda n: f"{n('check')} compares onnxruntime with MXNet: use it with "
+                                           f"{n('fmt')} onnx")
         python = find_deploy_python(deploy_python)
         if python is None:
-            raise UsageError(f'--check needs a deploy python with onnxruntime: create .venv-deploy '
-                             f'(pip install -r requirements-deploy.txt) or set {DEPLOY_PYTHON_ENV}')
+            raise ParameterError(lambda n: f'{n("check")} needs a deploy python with onnxruntime: create '
+                                           '.venv-deploy (pip install -r requirements-deploy.txt) or set '
+                                           f'{DEPLOY_PYTHON_ENV}')
         result['max_abs_diff'] = diff = check_onnx(net, meta, files[0], python)
         if not diff < 1e-4:
             raise UsageError(f'onnxruntime features differ from MXNet by {diff:.3g} (>= 1e-4)')
     return result
 
 
+def quantize_model(model_spec, prefix=None, dtype='int8', calibration=None, count=DEFAULT_CALIBRATION_IMAGES,
+                   mode=DEFAULT_CALIBRATION_MODE, granularity='channel-wise', exclude=(), center_crop=None):
+    """INT8 checkpoint of ``model_spec`` (:func:`models.quantize.quantize_checkpoint`); ``prefix``
+    defaults to ``runs/NAME-int8``.
+
+    Raises
+    ------
+    UsageError
+        ``dtype`` is not ``'int8'``, ``calibration`` is not given, or what ``quantize_checkpoint`` raises.
+    """
+    if dtype not in QUANTIZE_DTYPES:
+        choices = ', '.join(map(repr, QUANTIZE_DTYPES))
+        raise ParameterError(lambda n: f"unknown {n('dtype')} {dtype!r}; choose {choices}")
+    if not calibration:
+        raise ParameterError(lambda n: f'INT8 quantization needs {n("calibration")}: an image folder, a .rec or '
+                                       'a folder of .rec files')
+    stem = resolve_checkpoint(model_spec)
+    prefix = check_output_prefix(prefix or runs_dir(os.path.basename(stem) + '-int8'), 'prefix')
+    return quantize_checkpoint(stem, prefix, calibration, count, mode, granularity, exclude, center_crop)
+
+
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters=CLI_PARAMETERS)
     parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
-    parser.add_argument('--format', required=True, choices=('mxnet', 'onnx'))
-    parser.add_argument('--out', help='output prefix (default runs/export/NAME)')
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument('--format', choices=('mxnet', 'onnx'))
+    what.add_argument('--quantize', choices=QUANTIZE_DTYPES,
+                      help='write an INT8 checkpoint (oneDNN, CPU) that extraction and load_model use')
+    parser.add_argument('--out', help='output prefix (default runs/export/NAME; with --quantize runs/NAME-int8)')
     parser.add_argument('--check', action='store_true',
                         help='onnx: run the file in onnxruntime and compare with MXNet (< 1e-4)')
     parser.add_argument('--deploy-python', help=f'python with onnxruntime for --check (default '
                                                 f'${DEPLOY_PYTHON_ENV} or .venv-deploy/bin/python)')
+    q = parser.add_argument_group('INT8 (--quantize int8)')
+    q.add_argument('--calibration', metavar='DIR|REC',
+                   help='calibration images: an image folder (recursive), a packed .rec, or a folder of .rec files')
+    q.add_argument('--calibration-count', type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar='N',
+                   help=f'images used, spread evenly over the set (default {DEFAULT_CALIBRATION_IMAGES})')
+    q.add_argument('--calibration-mode', choices=CALIBRATION_MODES, default=DEFAULT_CALIBRATION_MODE,
+                   help='layer ranges from min/max (naive, default) or minimal KL divergence (entropy)')
+    q.add_argument('--granularity', choices=GRANULARITIES, default='channel-wise',
+                   help='weight scales per output channel (default) or per tensor')
+    q.add_argument('--exclude', nargs='+', default=[], metavar='LAYER',
+                   help='layers of the folded graph kept in fp32 (e.g. mfm0_convolution0 dense0_fwd)')
+    q.add_argument('--center-crop', type=int, metavar='PX',
+                   help='central square of calibration images first, as extract_features --center-crop')
     args = parser.parse_args(argv)
+    if args.quantize:
+        if args.check:
+            parser.error('--check compares ONNX with MXNet; it does not apply to --quantize')
+        if not args.calibration:
+            parser.error('--quantize int8 needs --calibration DIR|REC')
+        result = quantize_model(args.model, args.out, args.quantize, args.calibration, args.calibration_count,
+                                args.calibration_mode, args.granularity, args.exclude, args.center_crop)
+        calib = result['quantization']['calibration']
+        print(f"wrote INT8 checkpoint {result['stem']} ({', '.join(result['files'])}); calibrated "
+              f"({calib['method']}) on {calib['images']} {calib['kind']} of {calib['source']}"
+              + (f"; {len(calib['skipped'])} unreadable, skipped: "
+                 + '; '.join(f'{a} ({b})' for a, b in calib['skipped']) if calib['skipped'] else ''))
+        return
+    if args.calibration:
+        parser.error('--calibration applies to --quantize int8')
     result = export_model(args.model, args.format, args.out, args.check, args.deploy_python)
     print('wrote ' + ', '.join(result['files']))
     if result['max_abs_diff'] is not None:

@@ -27,6 +27,7 @@ from common.safe_pickle import restricted_load
 from common.wheels import sha256_of
 
 from .model_zoo import get_model
+from .quantized import is_quantized, load_stored_graph
 
 FORMAT = 'lightcnn-gluon-checkpoint'
 
@@ -44,7 +45,9 @@ def save_checkpoint(net, prefix, meta, epoch=None, trainer=None, extra=None):
     """Write ``.params`` (+ ``.states``) and ``.json`` for ``net`` as one checkpoint; returns the stem.
 
     ``extra`` maps further files of the checkpoint, by suffix (``'.head.params'`` for ``STEM.head.params``,
-    a training head's weights), to their writers ``write(path)``; they commit with the others.
+    a training head's weights), to their writers ``write(path)``; they commit with the others. With
+    ``net=None`` the ``.params`` writer comes from ``extra`` too (a stored-graph checkpoint,
+    :mod:`symbols.quantized`: ``'.params'`` and ``'-symbol.json'``).
 
     Raises
     ------
@@ -56,10 +59,12 @@ def save_checkpoint(net, prefix, meta, epoch=None, trainer=None, extra=None):
     meta = dict(meta, format=FORMAT, version=1, epoch=epoch)
     if isinstance(meta.get('preprocessing'), Preprocessing):
         meta['preprocessing'] = meta['preprocessing'].to_dict()
-    writers = {'.params': net.save_parameters}
+    writers = {'.params': net.save_parameters} if net is not None else {}
     if trainer is not None:
         writers['.states'] = trainer.save_states
     writers.update(extra or {})
+    if '.params' not in writers:
+        raise ValueError('save_checkpoint needs a net or a .params writer in extra')
     temporary = {ext: temporary_name(stem + ext) for ext in list(writers) + ['.json']}
     try:
         os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
@@ -216,11 +221,15 @@ def build_from_metadata(meta, features_only=False, **kwargs):
 def load_checkpoint(spec, epoch=None, ctx=None, features_only=False, **kwargs):
     """Load a checkpoint; returns ``(net, meta)`` with ``meta['preprocessing']`` a Preprocessing.
 
-    ``features_only`` builds the 256-d feature net and ignores a stored classifier.
+    ``features_only`` builds the 256-d feature net and ignores a stored classifier. An INT8 checkpoint
+    (``quantization`` in its JSON, :mod:`symbols.quantized`) loads as its stored feature graph, whatever
+    ``features_only`` and ``kwargs`` say (it has no classifier).
     """
     stem = resolve_checkpoint(spec, epoch)
     meta = load_metadata(stem)
     check_checkpoint_files(stem, meta)
+    if is_quantized(meta):
+        return load_stored_graph(stem, meta, ctx)
     net, pre = build_from_metadata(meta, features_only, **kwargs)
     try:
         net.load_parameters(stem + '.params', ctx=ctx or mx.cpu(), ignore_extra=features_only)

@@ -108,7 +108,7 @@ def test_export_cli_check_reports_the_difference(checkpoints, deploy_python, tmp
 def test_export_errors_are_usage_errors(checkpoints, tmp_path):
     with pytest.raises(UsageError, match='no checkpoint'):
         export_model(str(tmp_path / 'absent'), 'mxnet')
-    with pytest.raises(UsageError, match='use it with --format onnx'):
+    with pytest.raises(UsageError, match='check compares onnxruntime with MXNet: use it with fmt onnx'):
         export_model(checkpoints['lightcnn9'], 'mxnet', str(tmp_path / 'x'), check=True)
     with pytest.raises(UsageError, match='does not exist'):
         export_model(checkpoints['lightcnn9'], 'onnx', str(tmp_path / 'y'), check=True,

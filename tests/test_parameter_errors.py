@@ -241,15 +241,6 @@ def test_common_checks_name_what_they_are_given():
 # ----------------------------------------------------------------------------------------- static check
 LIBRARY = ['common', 'symbols', 'data_tools', 'training', 'models', 'extract_features', 'identification',
            'lfw_verification', 'demo', 'tools']
-# Files other work is rewriting now; their messages still name flags. The lead shrinks this list.
-NOT_YET = {
-    'models/export.py': 'export: --check / --format / --out',
-}
-# Single flags left on purpose, with the reason.
-ALLOWED = {
-    ('training/trainer.py', '--gpus'): "parse_devices(gpus, '--gpus'): trainer internals belong to the training "
-                                       "rework; it should pass 'gpus'",
-}
 FLAG = re.compile(r'(?<![\w.-])--[a-z][a-z0-9-]*')
 COMMAND_FLAG = re.compile(r'\b[\w/]+\.py (--[a-z][a-z0-9-]*)')  # "pack_rec.py --val-identities": a command named
 CHECKERS = {'check_number', 'check_output_path', 'check_output_prefix', 'parse_device', 'parse_devices'}
@@ -296,17 +287,9 @@ def test_no_library_message_names_a_flag():
     for package in LIBRARY:
         for path in sorted((ROOT / package).rglob('*.py')):
             rel = path.relative_to(ROOT).as_posix()
-            if rel in NOT_YET:
-                continue
-            offences += [f'{rel}:{line}: {name}' for line, name in _flags_named(path) if (rel, name) not in ALLOWED]
+            offences += [f'{rel}:{line}: {name}' for line, name in _flags_named(path)]
     assert not offences, ('library messages name command-line flags; name the parameter with '
                           'ParameterError(lambda n: f\'{n("param")} ...\'):\n' + '\n'.join(offences))
-
-
-@pytest.mark.parametrize('rel', sorted(NOT_YET))
-def test_the_allow_list_is_still_needed(rel):
-    """Each file not yet converted still names a flag (else take it off :data:`NOT_YET`)."""
-    assert _flags_named(ROOT / rel), f'{rel} names no flag any more: remove it from NOT_YET'
 
 
 def test_the_static_check_can_fail(tmp_path):

@@ -255,7 +255,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
 
 def resolve_contexts(gpus):
     """``'0,1'`` -> ``[mx.gpu(0), mx.gpu(1)]``; empty -> ``[mx.cpu()]`` (:func:`common.devices.parse_devices`)."""
-    return parse_devices(gpus, '--gpus')
+    return parse_devices(gpus, 'gpus')
 
 
 def create_kvstore(args):
