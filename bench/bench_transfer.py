@@ -14,8 +14,11 @@ Protocol
 * Records: the known identities' training images packed with ``data_tools.packing.pack_records`` (a ``.lst``)
   into ``--workdir``: BGR 144 for LightCNN-V4 (input 128), gray 72 for LightCNN-9 from scratch (input 64,
   4x cheaper than 128 on CPU; the table says so).
-* Training: each configuration gets ``--budget-minutes`` of wall clock after setup; it is stopped at the first
-  update past the budget and its weights saved there (our trainer: a callback; the reference: its loop).
+* Training: each configuration gets ``--budget-minutes`` after setup, counted on ``--budget-clock`` (default
+  ``cpu``: the training process's CPU seconds, so rows measured at different loads of a shared machine got the
+  same compute; ``wall``: wall clock); it is stopped at the first update past the budget and its weights
+  saved there (our trainer: a callback; the reference: its loop). Wall and CPU minutes and the mean load are
+  in the table.
 * Evaluation (:func:`evaluate`, the same for every configuration): embeddings through the product's
   ``models.load_model(...).embed`` (the geometry of the records: 144 -> centre 128 -> input), then
   - closed set: each known test image against identity centroids of training embeddings (at most
@@ -70,7 +73,16 @@ ALIGN_COMMAND = ('python data_tools/align.py --images pubfig83 --out DIR --size 
 # from scratch: the recipe that learned in /work/notes/RECIPE.md, without warm-up (an epoch of warm-up would be
 # the whole budget); fine-tuning: the trainer's own --pretrained defaults, only the flags the issue names
 SCRATCH = dict(network='lightcnn9', optimizer='adam', lr=1e-3, fc2_lr_mult=1.0, warmup_epochs=0.0)
+# fine-tuning V4 (8 updates per epoch here): the trainer's default trunk lr (x0.1 of Adam 1e-3, one frozen
+# epoch) moved every conv weight of V4 by 3-5 % in 30 updates and cost 0.06 unknown AUC (README, Training: why
+# these defaults); x0.01 (Adam 1e-5 on the trunk, the Gluon seed's fine-tuning lr) and two frozen epochs (after
+# one, inside its warm-up, the new classifier was still at chance: train accuracy 1 %)
 FINETUNE = dict(pretrained='{v4}')
+FINETUNE_TUNING = dict(backbone_lr_mult=0.01, freeze_epochs=2)
+# ArcFace on 63 classes: s = 16 (the papers' 64 is for 10k-85k classes and saturated the softmax here: from
+# scratch it did not move off the untrained AUC, README "Training: why these defaults"); from scratch the
+# trainer adds its embedding BatchNorm by default (--embedding-bn), V4 keeps its own feature (no BN)
+FEW_CLASS_SCALE = dict(margin_s=16.0)
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,9 @@ class Config:
     ``kind``: ``imported`` (V4 weights, no training), ``untrained`` (LightCNN init, no training), ``ours``
     (``training.train`` with ``options``) or ``reference`` (the official PyTorch recipe).
     ``records``: ``bgr144`` (V4, input 128) or ``gray72`` (LightCNN-9, input 64).
-    ``implicit``: options left out when this checkout's trainer lacks them, because without them it does
-    exactly that (``loss='softmax'`` before ``--loss`` existed).
+    ``implicit``: options passed only when this checkout's trainer has them: what a trainer without them does
+    anyway (``loss='softmax'`` before ``--loss`` existed), or the tuning this benchmark gives an option
+    (``margin_s``, ``backbone_lr_mult``) that a trainer without it could not take.
     """
     name: str
     label: str
@@ -100,16 +113,20 @@ class Config:
 CONFIGS = {c.name: c for c in [
     Config('v4_imported', 'LightCNN-V4 as imported', 'imported', 'bgr144'),
     Config('v4_softmax', 'V4 fine-tuned, softmax (two-stage)', 'ours', 'bgr144',
-           dict(FINETUNE, freeze_epochs=1), implicit=dict(loss='softmax')),
-    Config('v4_arcface', 'V4 fine-tuned, ArcFace', 'ours', 'bgr144', dict(FINETUNE, loss='arcface')),
+           dict(FINETUNE, freeze_epochs=FINETUNE_TUNING['freeze_epochs']),
+           implicit=dict(FINETUNE_TUNING, loss='softmax')),
+    Config('v4_arcface', 'V4 fine-tuned, ArcFace', 'ours', 'bgr144', dict(FINETUNE, loss='arcface'),
+           implicit=dict(FINETUNE_TUNING, **FEW_CLASS_SCALE)),
     Config('v4_center', 'V4 fine-tuned, softmax + center loss', 'ours', 'bgr144',
-           dict(FINETUNE, center_loss_weight=0.003), implicit=dict(loss='softmax')),
+           dict(FINETUNE, center_loss_weight=0.003), implicit=dict(FINETUNE_TUNING, loss='softmax')),
     Config('scratch_softmax', 'LightCNN-9 from scratch, softmax', 'ours', 'gray72', dict(SCRATCH),
            implicit=dict(loss='softmax')),
     Config('scratch_arcface', 'LightCNN-9 from scratch, ArcFace', 'ours', 'gray72',
-           dict(SCRATCH, loss='arcface')),
+           dict(SCRATCH, loss='arcface'), implicit=dict(FEW_CLASS_SCALE)),
     Config('scratch_triplet', 'LightCNN-9 from scratch, triplet', 'ours', 'gray72',
            dict(SCRATCH, loss='triplet')),
+    Config('scratch_softmax_bn', 'LightCNN-9 from scratch, softmax + embedding BN', 'ours', 'gray72',
+           dict(SCRATCH, embedding_bn='on'), implicit=dict(loss='softmax')),
     Config('untrained', 'LightCNN-9 untrained (floor)', 'untrained', 'gray72'),
     Config('torch_reference', 'LightCNN-9 from scratch, official PyTorch recipe', 'reference', 'gray72'),
 ]}
@@ -328,11 +345,44 @@ def pack_split(aligned, items, known, out_prefix, size, color, workers=1):
 # --- training ---------------------------------------------------------------------------------------------
 
 class BudgetReached(Exception):
-    """Raised by :class:`BudgetStop` to leave ``training.train`` once the wall-clock budget is spent."""
+    """Raised by :class:`BudgetStop` to leave ``training.train`` once the budget is spent."""
 
 
-def budget_stop(budget_seconds, stem):
-    """A ``training.Callback`` that saves the weights at the first update past the budget and stops."""
+class Clock:
+    """Wall and CPU seconds since construction; ``spent()`` is the one the budget counts.
+
+    ``kind='cpu'`` counts this process's CPU time (``time.process_time``: every thread of the process, the
+    data-loading ones included), so that a run on a shared machine gets the same compute whatever the
+    others do; ``'wall'`` counts wall-clock seconds. ``load`` holds the 1-minute load averages sampled at
+    each :meth:`spent` call (their mean goes in the table).
+    """
+
+    def __init__(self, kind='cpu'):
+        if kind not in ('cpu', 'wall'):
+            raise UsageError(f'budget clock is cpu or wall, not {kind!r}')
+        self.kind, self.wall0, self.cpu0, self.load = kind, time.perf_counter(), time.process_time(), []
+
+    def wall(self):
+        return time.perf_counter() - self.wall0
+
+    def cpu(self):
+        return time.process_time() - self.cpu0
+
+    def spent(self):
+        self.load.append(os.getloadavg()[0])
+        return self.cpu() if self.kind == 'cpu' else self.wall()
+
+    def info(self):
+        """``train_seconds`` (wall), ``cpu_seconds``, ``mean_load`` and the clock the budget counted."""
+        return dict(train_seconds=self.wall(), cpu_seconds=self.cpu(), budget_clock=self.kind,
+                    mean_load=float(np.mean(self.load)) if self.load else os.getloadavg()[0])
+
+
+def budget_stop(budget_seconds, stem, clock='cpu'):
+    """A ``training.Callback`` that saves the weights at the first update past the budget and stops.
+
+    ``clock``: what the budget counts (:class:`Clock`); the callback's ``clock`` is started at train begin.
+    """
     import mxnet as mx
 
     from symbols.checkpoint import save_checkpoint
@@ -340,17 +390,17 @@ def budget_stop(budget_seconds, stem):
 
     class BudgetStop(Callback):
         def __init__(self):
-            self.start, self.updates, self.stem, self.epoch = None, 0, None, 0
+            self.clock, self.updates, self.stem, self.epoch = Clock(clock), 0, None, 0
 
         def on_train_begin(self, run):
-            self.start = time.perf_counter()
+            self.clock = Clock(clock)
 
         def on_batch_end(self, run, epoch, nbatch):
             mx.nd.waitall()  # the engine runs ahead of Python: time the updates done, not the ones queued
             self.updates, self.epoch = self.updates + 1, epoch + (nbatch + 1) / run.updates_per_epoch
-            if time.perf_counter() - self.start >= budget_seconds:
+            if self.clock.spent() >= budget_seconds:
                 meta = dict(run.meta, stopped=dict(updates=self.updates, epochs=self.epoch,
-                                                   budget_seconds=budget_seconds))
+                                                   budget_seconds=budget_seconds, budget_clock=clock))
                 self.stem = save_checkpoint(run.net, stem, meta)
                 raise BudgetReached()
 
@@ -363,7 +413,7 @@ def trainer_options():
     return set(DEFAULTS)
 
 
-def train_ours(config, rec, workdir, budget_seconds, epochs, batch_size, seed, v4_stem, log_path):
+def train_ours(config, rec, workdir, budget_seconds, epochs, batch_size, seed, v4_stem, log_path, clock='cpu'):
     """Train ``config`` with ``training.train`` for at most the budget; returns ``(stem, info)``."""
     from training import train
     options, _ = config.training_options(trainer_options())
@@ -371,20 +421,18 @@ def train_ours(config, rec, workdir, budget_seconds, epochs, batch_size, seed, v
     options.update(data_train=rec, model_prefix=os.path.join(workdir, config.name, 'model'),
                    num_epochs=epochs, batch_size=batch_size, seed=seed, data_nthreads=1,
                    input_size=RECORDS[config.records]['input_size'], save_period=1, disp_batches=10)
-    stop = budget_stop(budget_seconds, os.path.join(workdir, config.name, 'budget'))
+    stop = budget_stop(budget_seconds, os.path.join(workdir, config.name, 'budget'), clock)
     os.makedirs(os.path.dirname(options['model_prefix']), exist_ok=True)
     with open(log_path, 'w') as log:
         def write(line):
             log.write(str(line).rstrip('\n') + '\n')
             log.flush()
-        tic = time.perf_counter()
         try:
             result = train(options, log=write, callbacks=[stop])
             stem, history = result['checkpoint'], result['history']
         except BudgetReached:
             stem, history = stop.stem, None
-    seconds = time.perf_counter() - tic
-    info = dict(train_seconds=seconds, updates=stop.updates, epochs=round(stop.epoch, 3),
+    info = dict(stop.clock.info(), updates=stop.updates, epochs=round(stop.epoch, 3),
                 train_loss=history[-1]['train_loss'] if history else _last_loss(log_path))
     return stem, info
 
@@ -420,7 +468,8 @@ def save_untrained(prefix, num_classes, records, seed):
                                              source='untrained (LightCNNInit)'))
 
 
-def train_reference(rec, num_classes, budget_seconds, epochs, batch_size, seed, threads, prefix, records):
+def train_reference(rec, num_classes, budget_seconds, epochs, batch_size, seed, threads, prefix, records,
+                    clock='cpu'):
     """LightCNN-9 by the official ``train.py`` recipe in PyTorch on ``rec``; saved as our checkpoint.
 
     Returns ``(stem, info)``; the budget is checked after every update, as for ours.
@@ -456,7 +505,7 @@ def train_reference(rec, num_classes, budget_seconds, epochs, batch_size, seed, 
         num_records = sum(1 for line in f if line.strip())
     per_epoch = steps_per_epoch(num_records, batch_size)
     net.train()
-    start, updates, losses, done = time.perf_counter(), 0, [], False
+    timer, updates, losses, done = Clock(clock), 0, [], False
     for epoch in range(epochs):
         for g, lr in zip(opt.param_groups, base):
             g['lr'] = lr * 0.457305051927326 ** (epoch // 10)
@@ -473,29 +522,28 @@ def train_reference(rec, num_classes, budget_seconds, epochs, batch_size, seed, 
             opt.step()
             updates += 1
             losses.append(loss.item())
-            if time.perf_counter() - start >= budget_seconds:
+            if timer.spent() >= budget_seconds:
                 done = True
                 break
         if done:
             break
-    seconds = time.perf_counter() - start
     state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
     gluon_net, _ = build_pretrained_net(state, 'lightcnn9', preprocessing=pre)
     stem = save_checkpoint(gluon_net, prefix, dict(network='lightcnn9', num_classes=num_classes,
                                                    preprocessing=pre, source='official PyTorch recipe'))
     tail = [v for v in losses[-10:] if np.isfinite(v)]
-    return stem, dict(train_seconds=seconds, updates=updates, epochs=round(updates / per_epoch, 3),
+    return stem, dict(timer.info(), updates=updates, epochs=round(updates / per_epoch, 3),
                       train_loss=float(np.mean(tail)) if tail else float('nan'))
 
 
 # --- the run ----------------------------------------------------------------------------------------------
 
 COLUMNS = (('label', 'configuration', ''), ('input', 'input', ''), ('budget_minutes', 'budget min', 'g'),
-           ('train_minutes', 'train min', '.1f'),
+           ('train_minutes', 'train min', '.1f'), ('cpu_minutes', 'CPU min', '.1f'),
            ('updates', 'updates', 'd'), ('epochs', 'epochs', '.2f'), ('train_loss', 'train loss', '.2f'),
            ('top1', 'top-1', '.3f'), ('top5', 'top-5', '.3f'), ('open_set_accuracy', 'open-set acc', '.3f'),
            ('auc', 'unknown AUC', '.4f'), ('verification_accuracy', '10-fold acc', '.3f'),
-           ('verification_std', '±', '.3f'), ('eval_minutes', 'eval min', '.1f'), ('load1', 'load', '.1f'),
+           ('verification_std', '±', '.3f'), ('eval_minutes', 'eval min', '.1f'), ('mean_load', 'load', '.1f'),
            ('note', 'note', ''))
 
 
@@ -504,7 +552,7 @@ def run_config(config, args, split, recs, lists, aligned_side):
     geometry = RECORDS[config.records]
     row = dict(config=config.name, label=config.label,
                input=f'{geometry["color"]} {geometry["size"]}->{geometry["input_size"]}',
-               load1=round(os.getloadavg()[0], 1), threads=args.threads,
+               load1=round(os.getloadavg()[0], 1), mean_load=os.getloadavg()[0], threads=args.threads,
                budget_minutes=args.budget_minutes if config.kind in ('ours', 'reference') else None)
     workdir = os.path.join(args.workdir, 'runs')
     os.makedirs(os.path.join(workdir, config.name), exist_ok=True)
@@ -529,18 +577,23 @@ def run_config(config, args, split, recs, lists, aligned_side):
                                   args.seed)
         elif config.kind == 'ours':
             stem, info = train_ours(config, rec, workdir, budget, args.epochs, args.batch_size, args.seed,
-                                    args.v4, os.path.join(workdir, config.name, 'train.log'))
+                                    args.v4, os.path.join(workdir, config.name, 'train.log'), args.budget_clock)
         else:
             stem, info = train_reference(rec, num_classes, budget, args.epochs, args.batch_size, args.seed,
                                          args.threads, os.path.join(workdir, config.name, 'reference'),
-                                         config.records)
+                                         config.records, args.budget_clock)
         tic = time.perf_counter()
         gallery, test, unknown = embed_checkpoint(stem, args.aligned, lists, aligned_side)
         metrics = evaluate(gallery, [n for _, n in lists[0]], test, [n for _, n in lists[1]], unknown,
                            [n for _, n in lists[2]], far=args.open_set_far, folds=args.folds, seed=args.seed)
         row.update(metrics, eval_minutes=(time.perf_counter() - tic) / 60, checkpoint=stem)
+        if config.kind == 'ours':
+            row['options'] = {k: v for k, v in config.training_options(trainer_options())[0].items()}
         if 'train_seconds' in info:
-            row.update(info, train_minutes=info['train_seconds'] / 60)
+            row.update(info, train_minutes=info['train_seconds'] / 60, cpu_minutes=info['cpu_seconds'] / 60)
+            print(f'{config.name}: trained {info["train_seconds"] / 60:.1f} min wall, '
+                  f'{info["cpu_seconds"] / 60:.1f} min CPU ({info["budget_clock"]} budget), mean load '
+                  f'{info["mean_load"]:.1f}', flush=True)
         if not np.isfinite(row.get('train_loss') or 0.0):
             row['note'] = 'training loss not finite (diverged)'
     except Exception as exc:  # one configuration failing must not lose the others' rows
@@ -605,7 +658,8 @@ def run_protocol(args):
     first = os.path.join(args.aligned, *split.train[0][0].split('/'))
     import cv2
     aligned_side = min(cv2.imread(first).shape[:2])
-    budget_text = f'{args.budget_minutes:g} min per trained configuration on {threads} thread(s)'
+    clock = 'training-process CPU time' if args.budget_clock == 'cpu' else 'wall clock'
+    budget_text = f'{args.budget_minutes:g} min of {clock} per trained configuration on {threads} thread(s)'
     print(f'split: {split.counts()}; trained on {len(train_items["gray72"])} images from scratch, '
           f'{len(train_items["bgr144"])} fine-tuning; evaluation: '
           f'{len(lists[0])} centroid + {len(lists[1])} test + {len(lists[2])} unknown images')
@@ -654,7 +708,9 @@ def write_results(rows, args, split, train_items, lists, budget_text, threads):
     ratio = ratios(rows)
     notes = [f'last run: budget {budget_text} (rows of earlier runs keep theirs), batch {args.batch_size}, '
              f'seed {args.seed}; '
-             f'load average at the end {load()} (shared machine: wall time buys different work at other loads)',
+             f'load average at the end {load()}; the budget counts the training process\'s CPU seconds '
+             '(--budget-clock cpu: the same compute whatever else runs; wall and CPU minutes are both in the '
+             'table, load = mean 1-min load average during training)',
              f'split: first {len(split.known)} identities known ({len(split.train)} training images: '
              f'{len(train_items["gray72"])} used from scratch, {len(train_items["bgr144"])} '
              f'(<= {args.finetune_per_identity or "all"} per identity) for fine-tuning V4; '
@@ -666,10 +722,11 @@ def write_results(rows, args, split, train_items, lists, budget_text, threads):
              f'verification: {len(lists[2])} images of the unknown identities (<= {args.unknown_images or "all"} '
              f'per identity): AUC over all pairs, accuracy over {args.folds} identity-disjoint folds',
              'V4: BGR 144 records, input 128; LightCNN-9: gray 72 records, input 64 (4x cheaper on CPU)',
-             'ours from scratch: Adam lr 1e-3, classifier lr mult 1, no warm-up (notes/RECIPE.md); fine-tuning: '
-             "the trainer's --pretrained defaults (two-stage: classifier alone for --freeze-epochs, then the "
-             'backbone at --backbone-lr-mult), center loss weight 0.003 (Wen et al. 2016); reference: official '
-             'train.py SGD recipe in PyTorch, PyTorch default init']
+             'ours from scratch: Adam lr 1e-3, classifier lr mult 1, no warm-up (notes/RECIPE.md), ArcFace with the '
+             "trainer's default embedding BatchNorm and s 16; fine-tuning V4: two-stage (classifier alone for "
+             '--freeze-epochs 2, then the backbone at --backbone-lr-mult 0.01), ArcFace s 16, center loss weight '
+             '0.003 (Wen et al. 2016); each row lists its options in the JSON; reference: official train.py SGD '
+             'recipe in PyTorch, PyTorch default init']
     if ratio:
         notes.append('ours / PyTorch reference (LightCNN-9 softmax, same budget): unknown AUC '
                      f'{ratio["auc_ratio"]:.3f}, top-1 {ratio["top1_ratio"]:.2f}'
@@ -695,7 +752,11 @@ def build_parser():
     parser.add_argument('--aligned', default=DEFAULT_ALIGNED,
                         help=f'PubFig83 aligned to 144x144 BGR ($LIGHTCNN_PUBFIG_ALIGNED), made by: {ALIGN_COMMAND}')
     parser.add_argument('--configs', default='all', help=f'comma list of: {", ".join(CONFIGS)}, or all')
-    parser.add_argument('--budget-minutes', type=float, default=4.0, help='training wall clock per configuration')
+    parser.add_argument('--budget-minutes', type=float, default=4.0,
+                        help='training budget per configuration (minutes of --budget-clock)')
+    parser.add_argument('--budget-clock', choices=('cpu', 'wall'), default='cpu',
+                        help="what the budget counts: the training process's CPU time (comparable across "
+                             'loads on a shared machine) or wall clock')
     parser.add_argument('--quick', action='store_true',
                         help='smoke run: 8 known + 4 unknown identities, 5 test images each, 1 epoch')
     parser.add_argument('--epochs', type=int, default=None, help='epoch cap (default: 1000, --quick: 1)')

@@ -13,7 +13,7 @@ from common.errors import ParameterError
 
 
 def check_number(value, name, *, minimum=None, maximum=None, integer=False, below=None, above=None,
-                 optional=False, qualifier=''):
+                 optional=False, qualifier='', error=ParameterError):
     """Return ``value`` when it is a finite number in range, else raise :class:`~common.errors.ParameterError`.
 
     Parameters
@@ -31,6 +31,9 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, belo
         Accept ``None`` (an option left unset) and return it.
     qualifier : str
         Said after the name, e.g. ``' (a count when >= 1)'``.
+    error : type
+        The :class:`~common.errors.ParameterError` (sub)class to raise, e.g.
+        :class:`~common.errors.ParameterValueError` where ``ValueError`` is documented.
 
     Raises
     ------
@@ -42,8 +45,17 @@ def check_number(value, name, *, minimum=None, maximum=None, integer=False, belo
         return None
     problem = _problem(value, minimum, maximum, integer, below, above)
     if problem:
-        raise ParameterError(lambda n: f'{n(name)}{qualifier} must be {problem}')
+        raise error(lambda n: f'{n(name)}{qualifier} must be {problem}')
     return value
+
+
+SEED_RANGE = (0, 2 ** 32 - 1)  # what numpy's legacy seeding and scikit-learn's random_state accept
+
+
+def check_seed(seed, name='seed'):
+    """Return ``seed`` when numpy and scikit-learn accept it (a whole number in ``SEED_RANGE``), else raise
+    :class:`~common.errors.ParameterError` naming ``name``."""
+    return check_number(seed, name, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1], integer=True)
 
 
 def _problem(value, minimum, maximum, integer, below, above):
@@ -57,5 +69,10 @@ def _problem(value, minimum, maximum, integer, below, above):
     for bound, ok, text in ((minimum, lambda v, b: v >= b, '>='), (maximum, lambda v, b: v <= b, '<='),
                             (above, lambda v, b: v > b, '>'), (below, lambda v, b: v < b, '<')):
         if bound is not None and not ok(value, bound):
-            return f'{text} {bound:g}, got {value:g}'
+            return f'{text} {_shown(bound)}, got {_shown(value)}'
     return None
+
+
+def _shown(number):
+    """A whole ``int`` in full (``4294967295``), any other number in ``%g`` style (``1e+06``, ``0.5``)."""
+    return str(number) if isinstance(number, numbers.Integral) else f'{number:g}'

@@ -12,6 +12,7 @@ parameter fed by an option of another name through ``ArgumentParser(parameters={
 """
 import argparse
 import contextvars
+import os
 import sys
 
 from common.errors import ParameterMessage, UsageError
@@ -23,7 +24,7 @@ _PARSER = contextvars.ContextVar('lightcnn_cli_parser', default=None)  # the par
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports misuse as a single ``prog: error: ...`` line (exit 2), no usage dump.
+    """argparse that reports misuse as a single ``error: ... (see PROG --help)`` line (exit 2), no usage dump.
 
     Parameters
     ----------
@@ -42,7 +43,9 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+        """Print ``error: MESSAGE (see PROG --help)`` (one line, as every other error of the commands) and exit 2."""
+        message = ' '.join(str(message).split())  # argparse's own messages are one line; keep them so
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
 
 
 def option_names(parser):
@@ -83,16 +86,33 @@ def _spelled(err):
     return err.spelled(lambda name: names.get(name, name))
 
 
+def _silence_stdout():
+    """Point ``sys.stdout`` at the null device so Python's exit-time flush of a closed pipe stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (pytest's capture): nothing to do
+        pass
+
+
 def run_cli(main, argv=None):
     """Call ``main(argv)`` and map user errors to exit code 2; returns the exit code.
 
     A :class:`~common.errors.ParameterError` is printed with the parameters spelled as the options of the
     :class:`ArgumentParser` that ``main`` parsed its arguments with; names it has no argument for stay as
-    they are.
+    they are. A closed standard output (``command | head``) ends the command quietly, as Unix tools do: exit
+    code 141 (128 + SIGPIPE), no traceback; commands write their files before printing tables, so nothing is
+    lost.
     """
     token = _PARSER.set(None)
     try:
-        return main(argv) or 0
+        code = main(argv) or 0
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit-time flush
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except UsageError as err:
         print(f'error: {_spelled(err)}', file=sys.stderr)
         return 2

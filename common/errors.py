@@ -82,6 +82,11 @@ class ParameterError(ParameterMessage, UsageError):
     """
 
 
+class ParameterValueError(ParameterError, ValueError):
+    """A :class:`ParameterError` that is also a ``ValueError``: for constructors documented to raise
+    ``ValueError`` on a bad value (``FaceAligner(scale=0)``), so callers catching either keep working."""
+
+
 def mxnet_message(err):
     """The message of an ``mxnet.MXNetError`` (or any exception) as one line, without MXNet's preamble.
 

@@ -14,8 +14,9 @@ import os
 import numpy as np
 import scipy.io
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 from common.fileio import atomic_write
+from common.textio import short_printable
 
 
 def cell_column(strings):
@@ -60,16 +61,18 @@ def _cell_strings(value):
     raise UsageError(f'"label" must be a cell of strings, got {value.dtype} {value.shape}')
 
 
-def read_features(path, with_skipped=False):
+def read_features(path, with_skipped=False, name=None):
     """Read ``data`` (N x D float32) and ``label`` (N strings) from a features ``.mat``.
 
     With ``with_skipped``, also the images the extraction left out: ``[(label, reason)]`` from the
-    ``skipped`` and ``skipped_reason`` cells (empty when the file has none), as a third item.
+    ``skipped`` and ``skipped_reason`` cells (empty when the file has none), as a third item. With
+    ``name`` (the caller's parameter holding ``path``), a file without rows is refused, naming it.
 
     Raises
     ------
     UsageError
-        Missing/unreadable file, missing variables, N mismatch, non-finite values.
+        Missing/unreadable file, missing variables, N mismatch, non-finite values; no rows (with ``name``, a
+        :class:`~common.errors.ParameterError`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -77,7 +80,7 @@ def read_features(path, with_skipped=False):
     try:
         mat = scipy.io.loadmat(path)
     except Exception as err:  # scipy raises several types for corrupt/unsupported files
-        raise UsageError(f'cannot read {path} as a .mat file: {err}') from None
+        raise UsageError(f'cannot read {path} as a .mat file: {short_printable(err)}') from None
     missing = [k for k in ('data', 'label') if k not in mat]
     if missing:
         raise UsageError(f'{path} lacks variable(s) {", ".join(missing)} (expected data N x D, label N x 1 cell)')
@@ -91,6 +94,8 @@ def read_features(path, with_skipped=False):
     if bad.any():
         raise UsageError(f'{path}: {int(bad.sum())} feature rows hold NaN/inf, e.g. {labels[int(np.argmax(bad))]}')
     data = data.astype(np.float32, copy=False)
+    if name is not None and not len(data):
+        raise ParameterError(lambda n: f'{n(name)} {path} holds no feature rows (0 images: nothing to work on)')
     if not with_skipped:
         return data, labels
     skipped = _cell_strings(mat['skipped']) if 'skipped' in mat and mat['skipped'].size else []

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from common.errors import UsageError
+from common.errors import ParameterError, UsageError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.pbm', '.bmp', '.tif', '.tiff', '.webp')
 _FLAGS = {'gray': cv2.IMREAD_GRAYSCALE, 'bgr': cv2.IMREAD_COLOR, 'rgb': cv2.IMREAD_COLOR}
@@ -173,6 +173,24 @@ def walk_tree(root):
             visit(rel, full, st)
     walk.files.sort()
     return walk
+
+
+def check_image_root(root, name='images'):
+    """Return ``root`` when it is a folder, else raise naming the parameter ``name`` (a command line spells
+    its option).
+
+    Raises
+    ------
+    ParameterError
+        ``images_root /x/a.jpg is a file, not a folder (give the folder the images are in)`` or
+        ``images_root /x: folder not found``.
+    """
+    if os.path.isdir(root):
+        return root
+    if os.path.exists(root):
+        raise ParameterError(lambda n: f'{n(name)} {root} is a file, not a folder (give the folder the images '
+                                       f'are in)')
+    raise ParameterError(lambda n: f'{n(name)} {root}: folder not found')
 
 
 def scan_images(root):

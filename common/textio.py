@@ -69,6 +69,18 @@ def printable(value):
         return value.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
 
 
+def short_printable(value, limit=120):
+    """``value`` as one short printable line for an error message: control characters and undecodable bytes
+    escaped (``\\x00``), whitespace runs made one space, cut to ``limit`` characters with ``...``.
+
+    For details quoted from a file's content (a parser's message echoing raw bytes), never for file names.
+    """
+    text = printable(str(value))
+    text = ''.join(c if c.isprintable() or c == ' ' else (' ' if c.isspace() else repr(c)[1:-1]) for c in text)
+    text = ' '.join(text.split())
+    return text if len(text) <= limit else text[:max(limit - 3, 1)] + '...'
+
+
 def check_line_field(value, what='name'):
     """Refuse a value that would break a tab-separated, line-based UTF-8 file (see :func:`line_field_problem`).
 

@@ -16,6 +16,9 @@ import os
 import threading
 
 _ENV_LOCK = threading.Lock()
+# Most worker processes or decoding threads a command accepts: beyond a few per core they only queue for the
+# CPU and hold memory (each alignment worker holds its own MTCNN); a typo such as 1000000000 is refused.
+MAX_WORKERS = max(64, 4 * (os.cpu_count() or 1))
 _NO_PRELOAD = ('common.workers',)  # stands in for "nothing": an empty list means the main script
 
 

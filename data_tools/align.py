@@ -11,7 +11,6 @@ if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread poo
     default_compute_threads()
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from common.checks import check_number  # noqa: E402
 from data_tools.alignment import MAX_DETECT_SIDE, FaceAligner, align_tree, summary_line  # noqa: E402
 
 
@@ -22,7 +21,8 @@ def main(argv=None):
     parser.add_argument('--size', type=int, choices=(144, 128), default=144,
                         help='144: training records (ec_y 48); 128: network input (ec_y 40)')
     parser.add_argument('--scale', type=float, default=1.0,
-                        help='face size relative to the official template (default 1; 1.1 fits LightCNN-V4 best)')
+                        help='face size relative to the official template, in [0.5, 2] (default 1; 1.1 fits '
+                             'LightCNN-V4 best)')
     parser.add_argument('--color', choices=('gray', 'bgr'), default='gray')
     parser.add_argument('--workers', type=int, default=None,
                         help='processes, each with its own MTCNN and one OpenMP thread (default: one per '
@@ -40,9 +40,6 @@ def main(argv=None):
                              f'from the full image)')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
-    if not args.scale > 0:
-        parser.error('--scale must be > 0')
-    check_number(args.max_detect_side, '--max-detect-side', minimum=48, integer=True)
     aligner = FaceAligner(size=args.size, color=args.color, fallback=args.fallback, method=args.method,
                           max_detect_side=args.max_detect_side, scale=args.scale)
     summary = align_tree(args.images, args.out, workers=args.workers, aligner=aligner,

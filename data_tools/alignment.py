@@ -36,14 +36,14 @@ import numpy as np
 from tqdm import tqdm
 
 from common.checks import check_number
-from common.errors import ParameterError
+from common.errors import ParameterError, ParameterValueError
 from common.fileio import (atomic_write, check_output_folder, check_output_path, check_outputs_apart,
                            exclusive_lock)
-from common.images import ImageError, read_image, scan_images
+from common.images import ImageError, check_image_root, read_image, scan_images
 from common.preprocessing import crop_resize
 from common.threads import compute_env, physical_cores
 from common.textio import printable
-from common.workers import process_pool
+from common.workers import MAX_WORKERS, process_pool
 
 from .mtcnn import MTCNN
 
@@ -55,6 +55,9 @@ TRAIN_SIZE, TEST_SIZE = 144, 128
 # PubFig83 pairs: 10-fold accuracy 98.3 / 99.0 / 98.7 / 98.9 / 98.2 % at scales 1.0 / 1.1 / 1.2 / 1.3 / 1.4,
 # AUC 0.9966 / 0.9966 / 0.9963 / 0.9965 / 0.9950; ORL pairs 100 % up to 1.3, 99.5 % at 1.4)
 V4_SCALE = 1.1
+# Template scales FaceAligner accepts: beyond them the crop is mostly background (a grey/replicated border) or
+# a patch of skin, never a face the networks were trained on (the fitted range above is 1.0-1.4).
+SCALE_RANGE = (0.5, 2.0)
 FITTED_SCALES = {'lightcnn_v4': V4_SCALE}  # network -> the scale extraction's --align uses (others: 1)
 EC_Y, EC_MC_Y = 48.0, 48.0           # in the 144 crop (official LightCNN preprocessing)
 # Mean-face proportions from InsightFace's 112x112 arcface_src, symmetrised:
@@ -177,7 +180,9 @@ class FaceAligner:
         pickled into multiprocessing workers.
     scale : float
         Face size relative to the official template (1: ``ec_mc_y`` 48 in the 144 crop), about the crop
-        centre; the no-face fallback zooms by the same factor (:func:`center_crop`).
+        centre; the no-face fallback zooms by the same factor (:func:`center_crop`). In ``SCALE_RANGE``
+        ([0.5, 2]); else :class:`~common.errors.ParameterValueError` (a ``ValueError`` and a
+        :class:`~common.errors.ParameterError`), as for ``max_detect_side`` < 48.
     max_detect_side : int or None
         Images whose longer side exceeds this many pixels are shrunk to it (``INTER_AREA``) for the
         detector only; boxes and landmarks are mapped back and the crop is warped from the full image.
@@ -196,12 +201,12 @@ class FaceAligner:
             raise ValueError(f"method must be 'similarity' or 'eyes-mouth', not {method!r}")
         if border not in ('replicate', 'constant'):
             raise ValueError(f"border must be 'replicate' or 'constant', not {border!r}")
-        if max_detect_side is not None and max_detect_side < 48:
-            raise ValueError(f'max_detect_side must be None or >= 48 pixels, not {max_detect_side}')
+        check_number(max_detect_side, 'max_detect_side', minimum=48, integer=True, optional=True,
+                     qualifier=' (pixels)', error=ParameterValueError)
+        check_number(scale, 'scale', minimum=SCALE_RANGE[0], maximum=SCALE_RANGE[1], error=ParameterValueError,
+                     qualifier=' (face size relative to the template)')
         if detector is None:
             detector = MTCNN(min_face_size=20)
-        if not scale > 0:
-            raise ValueError(f'scale must be > 0, not {scale!r}')
         self.size, self.color, self.fallback, self.scale = int(size), color, fallback, float(scale)
         self.retry_margin = retry_margin
         self.method, self.border, self.detector = method, border, detector
@@ -401,13 +406,12 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallbac
     ``out`` fails at once with ``OUT is being written by process N``.
     """
     images, out = os.path.abspath(images), os.path.abspath(out)
-    if not os.path.isdir(images):
-        raise ParameterError(lambda n: f'{n("images")}: no such directory: {images}')
+    check_image_root(images, 'images')
     check_output_folder(out, 'out')  # first: a file in its way is about out, not the report beside it
     json_path, csv_path = report_paths(out, report)
     check_outputs_apart({'report': [json_path, csv_path]}, trees={'images': images}, output_trees={'out': out})
     if workers is not None:
-        check_number(workers, 'workers', minimum=1, integer=True)
+        check_number(workers, 'workers', minimum=1, maximum=MAX_WORKERS, integer=True)
     for path in (json_path, csv_path):
         check_output_path(path, 'report')
     with exclusive_lock(out + '.lock', out):  # one writer per tree: a second run fails at once, naming the first

@@ -21,6 +21,7 @@ import numpy as np
 
 from common.errors import UsageError
 from common.fileio import atomic_write, check_output_paths, check_outputs
+from common.images import check_image_root
 from common.safe_pickle import numpy_array_globals, restricted_load
 from data_tools.pairs import read_pairs
 
@@ -140,8 +141,7 @@ def make_bin(pairs_path, images_root, out):
         Unreadable pairs file; images the pairs name that are missing under ``images_root`` (count and
         examples); a set that is all same or all different pairs.
     """
-    if not os.path.isdir(images_root):
-        raise UsageError(f'image root not found or not a directory: {images_root}')
+    check_image_root(images_root, 'images_root')
     pairs = read_pairs(pairs_path)
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)))
     check_outputs({'out': out}, inputs={'pairs_path': [pairs_path] + [os.path.join(images_root, p) for p in paths]})

@@ -9,10 +9,9 @@ if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread poo
 import json  # noqa: E402
 import os  # noqa: E402
 
-from common.checks import check_number  # noqa: E402
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from data_tools.records import (check_sheet_output, contact_sheet, format_summary, index_path,  # noqa: E402
-                                scan_records, summarize_records)
+from data_tools.records import (check_sheet_count, check_sheet_output, contact_sheet, format_summary,  # noqa: E402
+                                index_path, scan_records, summarize_records)
 
 
 def main(argv=None):
@@ -20,19 +19,20 @@ def main(argv=None):
     parser.add_argument('rec', help='the .rec file (its .idx, .lst and PREFIX.json beside it are checked against '
                                     'it when present)')
     parser.add_argument('--sheet', metavar='PNG', help='also save a contact sheet of records spread over the file')
-    parser.add_argument('--count', type=int, default=32, help='records on the contact sheet (default 32, >= 1)')
+    parser.add_argument('--count', type=int, default=32, help='records on the contact sheet (default 32, 1..1024)')
     parser.add_argument('--json', action='store_true', help='print the summary as JSON')
     args = parser.parse_args(argv)
-    check_number(args.count, '--count', minimum=1, integer=True)
+    check_sheet_count(args.count)
     if args.sheet:
         check_sheet_output(args.rec, args.sheet)  # before any work: format, not an input, folder
     idx = index_path(args.rec)
     if os.path.isfile(idx):
         scan_records(args.rec, idx)  # the .idx, .lst and PREFIX.json must describe this .rec
     summary = summarize_records(args.rec, idx if os.path.isfile(idx) else None)
+    sheet = contact_sheet(args.rec, args.sheet, args.count) if args.sheet else None  # files first, then print
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
-    if args.sheet:
-        print(f'contact sheet: {contact_sheet(args.rec, args.sheet, args.count)}')
+    if sheet:
+        print(f'contact sheet: {sheet}')
 
 
 if __name__ == '__main__':

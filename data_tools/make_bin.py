@@ -13,7 +13,8 @@ from data_tools.bin_sets import make_bin  # noqa: E402
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters={'pairs_path': 'pairs', 'images_root': 'images'})
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
+                            parameters={'images_root': 'images', 'pairs_path': 'pairs'})
     parser.add_argument('--pairs', required=True, help="LFW pairs.txt (or the seed's pair.label)")
     parser.add_argument('--images', required=True, help='root the pair paths are relative to (identity folders)')
     parser.add_argument('--out', required=True, help='the .bin to write')

@@ -30,11 +30,12 @@ from common.checks import check_number
 from common.errors import ParameterError, UsageError, WriteError
 from common.fileio import (WRITE_ERRNOS, check_output_prefix, check_outputs_apart, exclusive_lock, make_parent,
                            remove_quietly, temporary_name)
-from common.images import IMAGE_EXTENSIONS, ImageError, decode_image, encode_jpeg, is_image_file, walk_tree
+from common.images import (IMAGE_EXTENSIONS, ImageError, check_image_root, decode_image, encode_jpeg, is_image_file,
+                           walk_tree)
 from common.preprocessing import crop_resize
 from common.threads import compute_env
 from common.textio import line_field_problem, printable, read_lines
-from common.workers import process_pool
+from common.workers import MAX_WORKERS, process_pool
 from data_tools.dataset_info import FORMAT, SPLITS, info_path, split_prefix, write_dataset_info
 from data_tools.records import IndexedRecordWriter, pack_header
 
@@ -379,8 +380,9 @@ def _read_entries(images_root, list_path, strip_prefix):
     """``(images_root, [(relpath, identity key)], skipped)`` from the tree or the list."""
     if list_path is not None:
         images_root = images_root or os.path.dirname(os.path.abspath(list_path))
-    if not images_root or not os.path.isdir(images_root):
-        raise UsageError(f'image root not found or not a directory: {images_root}')
+    if not images_root:
+        raise ParameterError(lambda n: f'give {n("images_root")} (the image tree) or {n("list_path")}')
+    check_image_root(images_root, 'images_root')
     if list_path is None:
         entries, skipped = scan_tree(images_root)
         if not entries:
@@ -666,6 +668,11 @@ def output_files(out_prefix):
             + [info_path(out_prefix), os.fspath(out_prefix) + '.lock'])
 
 
+# Sides of the stored square pack_records accepts: the smallest network input is 16 px (four 2x2 poolings,
+# training's --input-size), LightCNN stores 144 for 128 crops; beyond 1024 a record only costs memory and disk.
+RECORD_SIZE_RANGE = (16, 1024)
+
+
 def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, val_per_identity=0, val_ratio=0.0,
                           val_identities=0.0, seed=0, min_images_per_identity=1, strip_prefix=0,
                           top_identities=None):
@@ -678,9 +685,11 @@ def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, va
         (:class:`~common.errors.ParameterError`).
     """
     check_number(size, 'size', minimum=1, integer=True)
+    check_number(size, 'size', minimum=RECORD_SIZE_RANGE[0], maximum=RECORD_SIZE_RANGE[1],
+                 qualifier=' (side of the stored square, pixels)')
     check_number(quality, 'quality', minimum=1, maximum=100, integer=True)
     check_number(min_size, 'min_size', minimum=1, integer=True)
-    check_number(workers, 'workers', minimum=0, integer=True, optional=True)
+    check_number(workers, 'workers', minimum=0, maximum=MAX_WORKERS, integer=True, optional=True)
     check_number(val_per_identity, 'val_per_identity', minimum=0, integer=True)
     check_number(val_ratio, 'val_ratio', minimum=0, below=1)
     check_number(val_identities, 'val_identities', minimum=0)

@@ -25,7 +25,7 @@ from collections import namedtuple
 from common.errors import ParameterError, UsageError
 from common.checks import check_number
 from common.fileio import atomic_write, check_output_path
-from common.images import IMAGE_EXTENSIONS, is_image_file
+from common.images import IMAGE_EXTENSIONS, check_image_root, is_image_file
 from common.textio import check_line_field, read_lines
 from data_tools.dataset_info import read_dataset_info
 
@@ -141,8 +141,7 @@ def identities_from(path):
 
 def list_identities(images_root):
     """``{identity: sorted image file names}`` for the identity folders directly under ``images_root``."""
-    if not os.path.isdir(images_root):
-        raise UsageError(f'image root not found or not a directory: {images_root}')
+    check_image_root(images_root, 'images_root')
     identities = {}
     for name in sorted(os.listdir(images_root)):
         folder = os.path.join(images_root, name)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from common.checks import check_number
 from common.errors import UsageError
 from common.fileio import atomic_write, check_outputs
 from common.images import ImageError, decode_image
@@ -557,13 +558,15 @@ def class_of(label):
     return label if isinstance(label, int) else int(label.flat[0])
 
 
-def summarize_records(rec_path, idx_path=None, decode=16):
+def summarize_records(rec_path, idx_path=None, decode=64):
     """Counts, per-class histogram and image geometry of a ``.rec`` (any of the formats read above).
 
     Parameters
     ----------
     decode : int
-        Records (spread over the file) decoded to report image size and channels; others are only counted.
+        Image records decoded to report image size and channels: ``decode`` of them (all when the file holds
+        fewer) evenly spread over the file, the first included; others are only counted. Read in one pass
+        keeping at most ``2 * decode`` payloads (every ``stride``-th image, the stride doubling as needed).
 
     Returns
     -------
@@ -574,19 +577,24 @@ def summarize_records(rec_path, idx_path=None, decode=16):
     """
     index = check_record_index(rec_path, idx_path) if idx_path else None
     per_class = collections.Counter()
+    check_number(decode, 'decode', minimum=1, integer=True)
     meta = images = payload_bytes = 0
-    samples = []
+    kept, stride = [], 1  # payloads of images 0, stride, 2 * stride, ... (evenly spread whatever the count)
     for label, _, payload in iter_records(rec_path, with_meta=True):
         if not payload:
             meta += 1
             continue
         per_class[class_of(label)] += 1
+        if images % stride == 0:
+            kept.append(payload)
+            if len(kept) > 2 * decode:
+                kept, stride = kept[::2], stride * 2
         images += 1
         payload_bytes += len(payload)
-        if len(samples) < decode or images % 97 == 0 and len(samples) < 4 * decode:
-            samples.append(payload)
     if not images and not meta:
         raise UsageError(f'{rec_path} holds no records (an empty file)')
+    picks = np.unique(np.linspace(0, len(kept) - 1, min(decode, len(kept))).round().astype(int)) if kept else []
+    samples = [kept[k] for k in picks]
     shapes, undecodable = collections.Counter(), 0
     for payload in samples:
         try:
@@ -640,10 +648,23 @@ def check_sheet_output(rec_path, out_png):
     return out_png
 
 
+SHEET_MAX = 1024  # tiles on a contact sheet: 128 rows of 8 at 144 px is an 18,432 px tall PNG already
+
+
+def check_sheet_count(count):
+    """Return ``count`` when it is a whole number of tiles in 1..``SHEET_MAX``, else raise
+    :class:`~common.errors.ParameterError` naming ``count``."""
+    return check_number(count, 'count', minimum=1, maximum=SHEET_MAX, integer=True,
+                        qualifier=' (records on the contact sheet)')
+
+
 def contact_sheet(rec_path, out_png, count=16, columns=8):
     """Save a grid of ``count`` records spread over the file, each captioned with its class; returns the path.
 
-    ``out_png`` is checked first (:func:`check_sheet_output`) and written atomically."""
+    ``count`` is 1..``SHEET_MAX`` (:func:`check_sheet_count`); a file with fewer records shows them all.
+    ``out_png`` is checked first (:func:`check_sheet_output`) and written atomically.
+    """
+    check_sheet_count(count)
     check_sheet_output(rec_path, out_png)
     total = sum(1 for _ in iter_records(rec_path))
     if total == 0:

@@ -13,7 +13,9 @@ import os
 import cv2
 import numpy as np
 
+from common.checks import check_number, check_seed
 from common.cli import ArgumentParser, run_cli  # noqa: E402
+from common.errors import ParameterValueError  # noqa: E402
 from common.fileio import check_output_folder  # noqa: E402
 
 CANVAS = 256  # render side; images are downscaled to ``size`` with area averaging
@@ -124,8 +126,11 @@ def make_synthetic_faces(out_root, num_identities=80, images_per_identity=20, si
     Identity ``i`` depends only on ``(seed, i)`` and image ``j`` of it on ``(seed, i, j)``, so a
     larger set extends a smaller one with the same seed.
     """
-    if num_identities < 1 or images_per_identity < 1:
-        raise ValueError('need at least one identity and one image per identity')
+    check_number(num_identities, 'num_identities', minimum=1, maximum=100_000, integer=True, error=ParameterValueError)
+    check_number(images_per_identity, 'images_per_identity', minimum=1, maximum=10_000, integer=True,
+                 error=ParameterValueError)
+    check_number(size, 'size', minimum=16, maximum=1024, integer=True, error=ParameterValueError)
+    check_seed(seed)
     check_output_folder(out_root, 'out_root')
     os.makedirs(out_root, exist_ok=True)
     for i in range(num_identities):
@@ -141,7 +146,8 @@ def make_synthetic_faces(out_root, num_identities=80, images_per_identity=20, si
 
 def main(argv=None):
     parser = ArgumentParser(description='Render a face-like identity dataset (identity/image.png).',
-                            parameters={'out_root': 'out'})
+                            parameters={'out_root': 'out', 'num_identities': 'identities',
+                                        'images_per_identity': 'images'})
     parser.add_argument('out', help='output folder')
     parser.add_argument('--identities', type=int, default=80)
     parser.add_argument('--images', type=int, default=20, help='images per identity')

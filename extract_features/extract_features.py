@@ -19,6 +19,7 @@ if __name__ == '__main__' and sys.path and os.path.abspath(sys.path[0]) == os.pa
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from common.textio import printable  # noqa: E402
 from extract_features.extraction import extract_to_mat, failure_report_path  # noqa: E402
+from symbols.inference import describe_failures  # noqa: E402
 
 
 def build_parser():
@@ -44,10 +45,13 @@ def build_parser():
     p.add_argument('--ctx', default='cpu', help='cpu, gpu or gpu:N (default cpu)')
     p.add_argument('--workers', type=int, default=2, help='image decoding threads (default 2)')
     p.add_argument('--skip-missing', action='store_true',
-                   help='skip missing/unreadable images (listed, and stored in the .mat as "skipped") '
-                        'instead of stopping')
+                   help='skip missing/unreadable images and, with --align, images without a face (counted, '
+                        'listed, and stored in the .mat as "skipped") instead of stopping')
     p.add_argument('--align', action='store_true',
                    help='detect and align faces with MTCNN (data_tools.alignment) before cropping')
+    p.add_argument('--fallback', choices=('center',), default=None,
+                   help='with --align: centre-crop images without a detected face instead of skipping them '
+                        '(as align.py --fallback)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 
@@ -58,14 +62,14 @@ def main(argv=None):
         args.model, args.out, img_list=args.img_list, images=args.images, pairs=args.pairs,
         root=args.root, epoch=args.epoch, center_crop=args.center_crop, batch_size=args.batch_size,
         flip=args.flip, ctx=args.ctx, skip_missing=args.skip_missing, align=args.align or None,
-        num_workers=args.workers, npy=args.npy, csv=args.csv, progress=not args.quiet)
+        num_workers=args.workers, npy=args.npy, csv=args.csv, progress=not args.quiet, fallback=args.fallback)
     if result.ignored:
         print(f'ignored {len(result.ignored)} link(s) already walked (each real folder and file is read once):',
               file=sys.stderr)
         for rel, reason in result.ignored[:20]:
             print(f'  {printable(rel)}: {reason}', file=sys.stderr)
     if result.skipped:
-        print(f'skipped {len(result.skipped)} unreadable image(s):', file=sys.stderr)
+        print(f'skipped {describe_failures(result.skipped)}:', file=sys.stderr)
         for label, reason in result.skipped[:20]:
             print(f'  {label}: {reason}', file=sys.stderr)
         if len(result.skipped) > 20:

@@ -12,9 +12,10 @@ from common.devices import parse_device
 from common.errors import ParameterError
 from common.features_mat import write_features
 from common.fileio import atomic_write, check_outputs
+from common.workers import MAX_WORKERS
 from data_tools.alignment import make_aligner
 from symbols.checkpoint import checkpoint_files, load_checkpoint
-from symbols.inference import Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
+from symbols.inference import MAX_BATCH, Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
 
 
 def save_features(out, extraction, npy=None, csv=None, sources=None):
@@ -42,11 +43,14 @@ def failure_report_path(out):
 
 def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.', epoch=None,
                    center_crop=None, batch_size=64, flip=False, ctx='cpu', skip_missing=False,
-                   align=None, num_workers=2, npy=None, csv=None, progress=True):
+                   align=None, num_workers=2, npy=None, csv=None, progress=True, fallback=None):
     """Everything ``extract_features.py`` does; returns the :class:`~symbols.inference.Extraction`.
 
     Exactly one of ``img_list``, ``images`` (a tree root) or ``pairs`` chooses the images.
-    ``align`` is a callable or ``True`` for the MTCNN aligner of ``data_tools.alignment``.
+    ``align`` is a callable or ``True`` for the MTCNN aligner of ``data_tools.alignment``; with ``align=True``,
+    ``fallback='center'`` centre-crops images without a detected face instead of leaving them out (the
+    ``FaceAligner`` option ``align.py --fallback`` sets). Images without a face are reported with the reason
+    :data:`symbols.inference.NO_FACE`, not as unreadable.
     Options and output paths are checked before the model loads; the result's ``ignored`` lists
     ``(relpath, reason)`` of links a tree walk did not follow twice (:func:`common.images.walk_tree`).
     """
@@ -54,14 +58,18 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     if sum(chosen) != 1:
         raise ParameterError(lambda n: f'give exactly one of {n("img_list")}, {n("images")}, {n("pairs")}')
     check_number(center_crop, 'center_crop', minimum=1, integer=True, optional=True)
-    check_number(batch_size, 'batch_size', minimum=1, integer=True)
-    check_number(num_workers, 'num_workers', minimum=0, integer=True)
+    if fallback not in (None, 'center'):
+        raise ParameterError(lambda n: f"{n('fallback')} must be 'center' or None, not {fallback!r}")
+    if fallback is not None and align is not True:
+        raise ParameterError(lambda n: f'{n("fallback")} applies to the built-in aligner: give it with {n("align")}')
+    check_number(batch_size, 'batch_size', minimum=1, maximum=MAX_BATCH, integer=True)
+    check_number(num_workers, 'num_workers', minimum=0, maximum=MAX_WORKERS, integer=True)
     check_number(epoch, 'epoch', minimum=0, integer=True, optional=True)
     ignored = []
     if img_list is not None:
         items = items_from_list(img_list, root)
     elif images is not None:
-        items = items_from_tree(images, ignored)
+        items = items_from_tree(images, ignored, name='images')
     else:
         items = items_from_pairs(pairs, root)
     source = 'img_list' if img_list is not None else 'pairs' if pairs is not None else 'images'
@@ -72,7 +80,7 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     pre = meta['preprocessing']
     if align is True:
-        align = make_aligner(pre.input_size, network=meta['network'])
+        align = make_aligner(pre.input_size, network=meta['network'], fallback=fallback)
     embedder = Embedder(net, pre, context, min(batch_size, len(items)))
     result = embed_images(embedder, items, center_crop, align, flip, skip_missing, num_workers,
                           progress, report_file=failure_report_path(out))

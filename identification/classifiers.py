@@ -37,6 +37,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from common.errors import ParameterError, UsageError
 from common.fileio import atomic_write
 from common.safe_pickle import UnsafePickleError, numpy_array_globals
+from common.textio import short_printable
 from common.verification import far_measurable, l2_normalize, threshold_at_far, unmeasurable_far_note
 
 CLASSIFIERS = ('svm', 'logreg', 'knn', 'centroid')
@@ -234,6 +235,8 @@ class IdentityClassifier:
         dim = self.info.get('feature_dim')
         if features.ndim != 2 or (dim and features.shape[1] != dim):
             raise UsageError(f'features must be N x {dim} (as the gallery), got {features.shape}')
+        if not len(features):
+            raise ParameterError(lambda n: f'{n("features")} holds no rows: no face to identify')
         return features
 
     def scores(self, features):
@@ -306,7 +309,12 @@ def fit_classifier(features, identities, kind='svm', far=0.01, threshold_folds=5
         threshold, threshold_info = open_set_threshold(
             impostor_scores(kind, features, identities, threshold_folds, seed), far)
         threshold_seconds = time.perf_counter() - start
-        threshold_info['threshold_folds'] = int(min(threshold_folds, len(np.unique(identities))))
+        n_identities = len(np.unique(identities))
+        threshold_info['threshold_folds'] = int(min(threshold_folds, n_identities))
+        if threshold_folds > n_identities:  # one identity per fold at most: said, not silently capped
+            threshold_info['threshold_folds_requested'] = int(threshold_folds)
+            threshold_info['folds_note'] = (f'{int(threshold_folds)} threshold folds asked, {n_identities} used '
+                                            f'(one per gallery identity at most)')
     meta = {'feature_dim': int(features.shape[1]), 'n_gallery': int(len(features)),
             'n_identities': int(len(np.unique(identities))), 'fit_seconds': round(fit_seconds, 3),
             'threshold_seconds': round(threshold_seconds, 3), 'seed': seed, **(info or {})}
@@ -356,7 +364,8 @@ def load_classifier(path):
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             ImportError, struct.error, UnicodeDecodeError) as err:  # the pure-Python unpickler's failures
-        raise UsageError(f'{path} is not a readable classifier file ({type(err).__name__}: {err})') from None
+        raise UsageError(f'{path} is not a readable classifier file ({type(err).__name__}: '
+                         f'{short_printable(err)})') from None
     if not isinstance(obj, dict) or obj.get('format') != FORMAT:
         raise UsageError(f'{path} is not an identity classifier written by identify.py --save-classifier')
     return IdentityClassifier(obj['kind'], obj['estimator'], obj['threshold'], obj['threshold_info'], obj['info'])

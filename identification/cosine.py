@@ -19,6 +19,7 @@ import json
 
 import numpy as np
 
+from common.checks import check_seed
 from common.errors import UsageError
 from common.fileio import atomic_write, check_outputs
 from common.verification import l2_normalize, threshold_at_far
@@ -146,6 +147,7 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
                        seed=0, far=0.01, predictions_path=None, json_path=None):
     """What ``identify.py`` does: load, split if asked, identify, print, write the predictions CSV / JSON."""
     check_gallery_probe(probe_path, gallery_per_identity, unknown_fraction, far)
+    check_seed(seed)
     check_outputs({'predictions_path': predictions_path, 'json_path': json_path},
                   inputs={'gallery_path': gallery_path, 'probe_path': probe_path})
     gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
@@ -154,15 +156,18 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     result['split'] = split
     result['skipped_at_extraction'] = [{'image': label, 'reason': reason} for label, reason in skipped]
     result['predictions'].insert(0, 'probe', probe_labels)
-    for line in skipped_lines(skipped):
-        print(line)
-    print(format_report(result))
+    wrote = []  # files first, then the report: a closed standard output (| head) loses no file
     if predictions_path:
         with atomic_write(predictions_path, 'w', encoding='utf-8', newline='') as f:
             result['predictions'].to_csv(f, index=False)
-        print(f'wrote {predictions_path}')
+        wrote.append(predictions_path)
     if json_path:
         with atomic_write(json_path, 'w', encoding='utf-8') as f:
             json.dump({k: v for k, v in result.items() if k != 'predictions'}, f, indent=1)
-        print(f'wrote {json_path}')
+        wrote.append(json_path)
+    for line in skipped_lines(skipped):
+        print(line)
+    print(format_report(result))
+    for path in wrote:
+        print(f'wrote {path}')
     return result

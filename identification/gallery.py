@@ -88,13 +88,13 @@ def load_gallery_probe(gallery_path, probe_path=None, gallery_per_identity=None,
         ``split`` holds the :func:`split_by_index` counts, ``None`` for two files; ``skipped`` the
         ``(label, reason)`` of the images the features files record as left out at extraction.
     """
-    data, labels, skipped = read_features(gallery_path, with_skipped=True)
+    data, labels, skipped = read_features(gallery_path, with_skipped=True, name='gallery_path')
     ids = np.array([identity_of(label) for label in labels])
     if probe_path is None:
         g_rows, p_rows, split = split_by_index(labels, gallery_per_identity, unknown_fraction, seed)
         return (data[g_rows], ids[g_rows], data[p_rows], ids[p_rows], [labels[r] for r in p_rows], split,
                 skipped)
-    probe, probe_labels, probe_skipped = read_features(probe_path, with_skipped=True)
+    probe, probe_labels, probe_skipped = read_features(probe_path, with_skipped=True, name='probe_path')
     if probe.shape[1] != data.shape[1]:
         raise UsageError(f'gallery features are {data.shape[1]}-D but probe features {probe.shape[1]}-D')
     return (data, ids, probe, np.array([identity_of(label) for label in probe_labels]), probe_labels, None,

@@ -16,6 +16,7 @@ shows. Same features + same ``seed`` give the same pictures.
 """
 import numpy as np
 
+from common.checks import check_number, check_seed
 from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
 from common.fileio import check_output_prefix, check_outputs_apart, save_figure
@@ -31,6 +32,9 @@ def subsample(n, max_points, seed=0):
     if max_points < 2:
         raise ParameterError(lambda n: f'{n("max_points")} must be >= 2, got {max_points}')
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+PERPLEXITY_MAX = 1000  # t-SNE neighbourhoods beyond this are the whole map (van der Maaten: 5-50 is usual)
 
 
 def tsne_map(features, seed=0, perplexity=30.0):
@@ -167,9 +171,18 @@ def embedding_plots(features, identities, out_prefix, known=None, seed=0, max_po
         ``identity_sse``, ``pca_explained``.
     """
     features, identities = np.asarray(features), np.asarray(identities).astype(str)
-    if features.ndim != 2 or len(features) != len(identities) or len(features) < 3:
-        raise UsageError(f'features must be N x D (N >= 3) with one identity each, got {features.shape} and '
+    if features.ndim != 2 or len(features) != len(identities):
+        raise UsageError(f'features must be N x D with one identity per row, got {features.shape} and '
                          f'{len(identities)} identities')
+    if len(features) < 3:
+        n_ids = len(set(identities.tolist()))
+        raise UsageError(f'the plots need at least 3 images, got {len(features)} image(s) of {n_ids} '
+                         f'identit{"y" if n_ids == 1 else "ies"}')
+    check_seed(seed)
+    check_number(max_points, 'max_points', minimum=2, integer=True, optional=True)
+    check_number(perplexity, 'perplexity', above=0, maximum=PERPLEXITY_MAX,
+                 qualifier=' (t-SNE; capped at (images - 1) / 3)')
+    check_number(k_max, 'k_max', minimum=1, integer=True, optional=True)
     unknown_what = set(what) - {'tsne', 'pca', 'kmeans'}
     if unknown_what:
         raise UsageError(f'what may hold tsne, pca, kmeans; not {sorted(unknown_what)}')
@@ -218,7 +231,7 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
     check_outputs_apart({'out_prefix': [f'{out_prefix}_{kind}.png' for kind in what]},
                         inputs={'features_path': features_path, 'known_from': known_from})
     check_output_prefix(out_prefix, 'out_prefix')  # before any work; creates its folder
-    data, labels = read_features(features_path)
+    data, labels = read_features(features_path, name='features_path')
     identities = np.array([identity_of(label) for label in labels])
     names = sorted(set(identities))
     known = None

@@ -27,6 +27,8 @@ def build_parser():
     parser.add_argument('--top-k', type=int, default=1, help='also list the K best identities (default 1)')
     parser.add_argument('--closed-set', action='store_true', help='never answer "unknown"')
     parser.add_argument('--csv', help='write one row per image here')
+    parser.add_argument('--skip-missing', action='store_true',
+                        help='leave out images that cannot be read (counted and listed) instead of stopping')
     return parser
 
 
@@ -39,7 +41,7 @@ def main(argv=None):
         parser.error('give --features F.mat, or --model MODEL with image files or --images ROOT')
     run_prediction(args.classifier, features=args.features, model=args.model, images=args.images,
                    tree=args.tree, flip=args.flip, center_crop=args.center_crop, top_k=args.top_k,
-                   open_set=not args.closed_set, csv_path=args.csv)
+                   open_set=not args.closed_set, csv_path=args.csv, skip_missing=args.skip_missing)
 
 
 if __name__ == '__main__':

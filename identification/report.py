@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from common.checks import check_seed
 from common.errors import ParameterError, UsageError
 from common.fileio import atomic_write, check_outputs, save_figure
 from identification.classifiers import UNKNOWN, fit_classifier
@@ -126,7 +127,8 @@ def format_report(result, max_rows=100):
     else:
         lines.append(f'open-set threshold {t["threshold"]:.4f}: impostor FAR {100 * t["impostor_far"]:.2f}% on '
                      f'{t["n_impostors"]} gallery images held out by identity (target {t["target_far"]:g})'
-                     + (f'; {t["note"]}' if t.get('note') else ''))
+                     + (f'; {t["note"]}' if t.get('note') else '')
+                     + (f'; {t["folds_note"]}' if t.get('folds_note') else ''))
         if o is not None and o['far'] is not None:
             lines.append(f'open set on probes: DIR {100 * o["dir"]:.2f}%  FAR {100 * o["far"]:.2f}%  '
                          f'accuracy {100 * o["accuracy"]:.2f}%  macro F1 (with "unknown") {o["macro_f1"]:.4f}')
@@ -202,6 +204,7 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
     check_gallery_probe(probe_path, gallery_per_identity, unknown_fraction, far)
     if threshold_folds < 2:
         raise ParameterError(lambda n: f'{n("threshold_folds")} must be >= 2, got {threshold_folds}')
+    check_seed(seed)
     if top_k < 1:
         raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
     check_outputs({'predictions_path': predictions_path, 'json_path': json_path, 'per_class_path': per_class_path,
@@ -220,29 +223,32 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
                   threshold={'threshold': clf.threshold, **clf.threshold_info}, split=split, seed=seed,
                   gallery=info['gallery'], probe=info['probe'],
                   skipped_at_extraction=[{'image': label, 'reason': reason} for label, reason in skipped])
-    for line in skipped_lines(skipped):
-        print(line)
-    print(format_report(result))
+    wrote = []  # every file first, then the report: a closed standard output (| head) loses no file
     if per_class_path:
         with atomic_write(per_class_path, 'w', encoding='utf-8', newline='') as f:
             result['closed_set']['per_class'].to_csv(f, index=False)
-        print(f'wrote {per_class_path}')
+        wrote.append(f'wrote {per_class_path}')
     if predictions_path:
         with atomic_write(predictions_path, 'w', encoding='utf-8', newline='') as f:
             result['predictions'].to_csv(f, index=False)
-        print(f'wrote {predictions_path}')
+        wrote.append(f'wrote {predictions_path}')
     if confusion_path:
         c = result['closed_set']
         plot_confusion(c['confusion'], clf.names, confusion_path,
                        f'{classifier}: accuracy {100 * c["accuracy"]:.2f}%, macro F1 {c["macro_f1"]:.3f} '
                        f'({c["n_known"]} known probes)')
-        print(f'wrote {confusion_path}')
+        wrote.append(f'wrote {confusion_path}')
     if save_path:
         clf.save(save_path)
-        print(f'wrote {save_path} ({clf!r})')
+        wrote.append(f'wrote {save_path} ({clf!r})')
     if json_path:
         with atomic_write(json_path, 'w', encoding='utf-8') as f:
             json.dump(json_ready(result), f, indent=1)
-        print(f'wrote {json_path}')
+        wrote.append(f'wrote {json_path}')
+    for line in skipped_lines(skipped):
+        print(line)
+    print(format_report(result))
+    for line in wrote:
+        print(line)
     result['model'] = clf
     return result

@@ -1,6 +1,7 @@
 """Gallery / probe splits of one features file by identity (known identities enrolled, the rest unknown)."""
 import numpy as np
 
+from common.checks import check_number
 from common.errors import ParameterError
 from common.features_mat import read_features, write_features
 from common.fileio import check_outputs
@@ -25,15 +26,15 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
         ``unknown_last`` not leaving at least 2 known identities; a known identity with no more than
         ``probes_per_identity`` images (it would enrol nothing; named with its count).
     """
+    check_number(unknown_last, 'unknown_last', minimum=0, integer=True)
+    check_number(probes_per_identity, 'probes_per_identity', minimum=0, integer=True)
     by_identity = {}
     for row, label in enumerate(labels):
         by_identity.setdefault(identity_of(label), []).append(row)
     names = sorted(by_identity)
-    if not 0 <= unknown_last <= len(names) - 2:
+    if unknown_last > len(names) - 2:
         raise ParameterError(lambda n: f'{n("unknown_last")} must leave at least 2 known identities: '
                                        f'{len(names)} identities, {n("unknown_last")} {unknown_last}')
-    if probes_per_identity < 0:
-        raise ParameterError(lambda n: f'{n("probes_per_identity")} must be >= 0, got {probes_per_identity}')
     known = names[:len(names) - unknown_last]
     short = [(n, len(by_identity[n])) for n in known if len(by_identity[n]) <= probes_per_identity]
     if short:
@@ -57,7 +58,7 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
 def split_features(features_path, gallery_out, probe_out, unknown_last=20, probes_per_identity=20):
     """Write the :func:`split_known_unknown` gallery and probe ``.mat`` files of a features ``.mat``."""
     check_outputs({'gallery_out': gallery_out, 'probe_out': probe_out}, inputs={'features_path': features_path})
-    data, labels = read_features(features_path)
+    data, labels = read_features(features_path, name='features_path')
     g, p, counts = split_known_unknown(labels, unknown_last, probes_per_identity)
     for rows, out in ((g, gallery_out), (p, probe_out)):
         write_features(out, data[rows], [labels[r] for r in rows])

@@ -15,14 +15,16 @@ import time
 
 import numpy as np
 
+from common.checks import check_number
 from common.devices import parse_device
 from common.errors import UsageError
 from common.features_mat import write_features
 from common.fileio import check_outputs
+from common.workers import MAX_WORKERS
 from data_tools.bin_sets import bin_folds, load_bin
 from lfw_verification.evaluate import METRICS, pair_metrics, report_verification
 from symbols.checkpoint import checkpoint_files, load_checkpoint
-from symbols.inference import Embedder, embed_bin
+from symbols.inference import MAX_BATCH, Embedder, embed_bin
 
 __all__ = ['evaluate_bin', 'run_bin_evaluation']
 
@@ -50,12 +52,10 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
     """
     if metric not in METRICS:
         raise UsageError(f'metric must be one of {", ".join(METRICS)}, not {metric!r}')
-    if pca is not None and pca < 1:
-        raise UsageError(f'pca must be a positive number of dimensions, got {pca}')
-    if center_crop is not None and center_crop < 1:
-        raise UsageError(f'center_crop must be a positive side in pixels, not {center_crop}')
-    if batch_size < 1:
-        raise UsageError(f'batch_size must be >= 1, not {batch_size}')
+    check_number(pca, 'pca', minimum=1, integer=True, optional=True, qualifier=' (dimensions)')
+    check_number(center_crop, 'center_crop', minimum=1, integer=True, optional=True, qualifier=' (pixels)')
+    check_number(batch_size, 'batch_size', minimum=1, maximum=MAX_BATCH, integer=True)
+    check_number(num_workers, 'num_workers', minimum=0, maximum=MAX_WORKERS, integer=True)
     start = time.time()
     images, issame = load_bin(bin_path)
     if issame.all() or not issame.any():

@@ -308,18 +308,22 @@ def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosin
     check_outputs({'json_path': json_path, 'roc_path': roc_path}, inputs={'features': features, 'pairs': pairs},
                   pictures={'roc_path': 'matplotlib'})
     result = evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca, skip_missing=skip_missing)
-    for line in coverage_lines(result['pairs']):
-        print(line)
-    return report_verification(result, json_path, roc_path)
+    return report_verification(result, json_path, roc_path, lead_lines=coverage_lines(result['pairs']))
 
 
-def report_verification(result, json_path=None, roc_path=None):
-    """Print the table of a verification result, write its JSON / ROC when asked; returns the result."""
-    print(format_table(result))
+def report_verification(result, json_path=None, roc_path=None, lead_lines=()):
+    """Write the JSON / ROC of a verification result when asked, then print ``lead_lines`` and its table;
+    returns the result. Files come first, so a closed standard output (``| head``) loses none."""
+    wrote = []
     if json_path:
         write_json(result, json_path)
-        print(f'wrote {json_path}')
+        wrote.append(json_path)
     if roc_path:
         plot_roc(result, roc_path)
-        print(f'wrote {roc_path}')
+        wrote.append(roc_path)
+    for line in lead_lines:
+        print(line)
+    print(format_table(result))
+    for path in wrote:
+        print(f'wrote {path}')
     return result

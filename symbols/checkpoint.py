@@ -233,6 +233,7 @@ def build_from_metadata(meta, features_only=False, **kwargs):
     """The network ``meta`` describes, uninitialised; ``features_only`` drops the classifier."""
     pre = Preprocessing.from_dict(meta.get('preprocessing', {}))
     classes = None if features_only else meta.get('num_classes')
+    kwargs.setdefault('embedding_bn', bool(meta.get('embedding_bn', False)))  # symbols.lightcnn.EmbeddingBN
     return get_model(meta['network'], num_classes=classes, preprocessing=pre, **kwargs), pre
 
 

@@ -29,11 +29,25 @@ from tqdm import tqdm
 
 from common.errors import ParameterMessage, UsageError
 from common.fileio import atomic_write
-from common.images import IMAGE_EXTENSIONS, ImageError, ImageFinder, decode_image, read_image, scan_images
+from common.images import (IMAGE_EXTENSIONS, ImageError, ImageFinder, check_image_root, decode_image, read_image,
+                           scan_images)
 from common.textio import printable, read_lines
 from data_tools.pairs import read_pairs
 
 _LABEL_COLUMN = re.compile(r'^(.*\S)\s+-?\d+$')
+
+
+NO_FACE = 'no face found by the aligner'  # the reason of an image the aligner found no face in
+
+
+def describe_failures(failures):
+    """``'2 image(s) missing or unreadable, 1 image(s) with no face found'`` for ``(label, reason)`` pairs:
+    images without a face (reason :data:`NO_FACE`) are not called unreadable."""
+    no_face = sum(1 for _, reason in failures if reason == NO_FACE)
+    other = len(failures) - no_face
+    parts = ([f'{other} image(s) missing or unreadable'] if other else []) + \
+        ([f'{no_face} image(s) with no face found'] if no_face else [])
+    return ', '.join(parts) or '0 images'
 
 
 def _skip_advice(n):
@@ -52,7 +66,7 @@ class ImageLoadError(ParameterMessage, UsageError):
         shown = '; '.join(f'{label} ({reason})' for label, reason in self.failures[:examples])
         more = f' ... and {len(self.failures) - examples} more' if len(self.failures) > examples else ''
         where = f'; full list in {report_file}' if report_file else ''
-        super().__init__(lambda n: f'{len(self.failures)} image(s) missing or unreadable: {shown}{more}{where}'
+        super().__init__(lambda n: f'{describe_failures(self.failures)}: {shown}{more}{where}'
                                    f' ({advice(n)})')
 
 
@@ -128,14 +142,15 @@ def items_from_list(list_path, root='.'):
     return items
 
 
-def items_from_tree(root, ignored=None):
+def items_from_tree(root, ignored=None, name='root'):
     """Every image under ``root`` (recursive, sorted by relative path), labelled by that path.
 
     The tree is walked by :func:`common.images.scan_images` (each real folder and file once); links it
     does not follow twice are appended to ``ignored`` as ``(relpath, reason)`` when a list is given.
-    A file name that is not valid UTF-8 is labelled with its bytes escaped (``b\\xffob/1.jpg``).
+    A file name that is not valid UTF-8 is labelled with its bytes escaped (``b\\xffob/1.jpg``). ``name`` is
+    the caller's parameter for ``root`` in the error when it is not a folder.
     """
-    _check_root(root)
+    _check_root(root, name)
     found, skipped = scan_images(root)
     if ignored is not None:
         ignored.extend(skipped)
@@ -164,9 +179,8 @@ def items_from_pairs(pairs_path, root='.'):
     return items
 
 
-def _check_root(root):
-    if not os.path.isdir(root):
-        raise UsageError(f'image root {root} is not a directory')
+def _check_root(root, name='root'):
+    check_image_root(root, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +196,9 @@ def inference_backend(ctx):
     if ctx.device_type == 'cpu' and mx.runtime.Features().is_enabled('MKLDNN'):
         return 'MKLDNN'
     return None
+
+
+MAX_BATCH = 4096  # images per forward at most: beyond, a batch only costs memory (a typo like 1e9 is refused)
 
 
 class Embedder:
@@ -255,7 +272,7 @@ def image_loader(preprocessing, center_crop=None, align=None):
 
     def fit(aligned):
         if aligned is None:
-            raise ImageError('no face found by the aligner')
+            raise ImageError(NO_FACE)
         return preprocessing.decoded(aligned, center_crop)
 
     def load(source):

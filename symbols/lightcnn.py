@@ -3,6 +3,8 @@
 Wu, He, Sun, Tan. "A Light CNN for Deep Face Representation with Noisy Labels", TIFS 2018.
 Every net maps a face to a 256-d feature; with ``num_classes`` it also has the ``fc2`` classifier
 (dropout before it) and returns logits, or ``(logits, feature)`` with ``return_features=True``.
+``embedding_bn=True`` ends the feature with a BatchNorm, ``feature = BN(fc)``, as insightface's backbones do
+(Deng et al., ArcFace, CVPR 2019, Sec. 4.1 "BN-Dropout-FC-BN" output; :class:`EmbeddingBN`).
 """
 from mxnet.gluon import nn
 
@@ -17,23 +19,50 @@ def _pooled_side(side, pools, ceil):
     return side
 
 
+class EmbeddingBN(nn.BatchNorm):
+    """BatchNorm of the 256-d embedding without scale: ``(x - mean) / sqrt(var + eps) + beta`` per unit.
+
+    insightface's output block (``fc1 = BatchNorm(FC(x), fix_gamma=True, eps=2e-5, momentum=0.9)``; Deng et
+    al., ArcFace, CVPR 2019, Sec. 4.1). Why LightCNN needs it for normalised-feature losses: MFM keeps
+    ``max(a, b)`` and the initial biases are 0.1, so every embedding of an untrained net shares one large
+    common component (mean pairwise cosine ~0.9999 at initialisation) and the gradient through the L2
+    normalisation, ``(I - x x^T) / |x|``, is nearly zero along it. Subtracting the per-unit mean makes the
+    embeddings point in different directions from the first step. Training uses the batch statistics,
+    extraction the running ones (``running_mean``/``running_var``, saved with the weights).
+
+    ``forward(x)``: float32 ``(batch, units)`` -> ``(batch, units)``. Parameters ``gamma`` (fixed at 1),
+    ``beta``, ``running_mean``, ``running_var``: ``(units,)``.
+    """
+
+    def __init__(self, units=256, **kwargs):
+        super().__init__(axis=1, momentum=0.9, epsilon=2e-5, center=True, scale=False, in_channels=units,
+                         **kwargs)
+
+
 class _LightCNN(nn.HybridBlock):
-    """Shared head: trunk -> 256-d feature [-> dropout -> fc2]."""
+    """Shared head: trunk -> 256-d feature [-> embedding BN] [-> dropout -> fc2]."""
 
     def __init__(self, num_classes=None, dropout=0.5, return_features=False, fc2_bias=True,
-                 **kwargs):
+                 embedding_bn=False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.return_features = return_features
         self._dropout = dropout
+        self.embedding_bn = None
+        self._embedding_bn = bool(embedding_bn)
 
     def _add_classifier(self, fc2_bias):
+        """The layers after the trunk (call inside ``name_scope``): embedding BN, dropout and fc2."""
+        if self._embedding_bn:
+            self.embedding_bn = EmbeddingBN(256)
         if self.num_classes:
             self.dropout = nn.Dropout(self._dropout)
             self.fc2 = dense_layer(self.num_classes, 256, use_bias=fc2_bias)
 
     def hybrid_forward(self, F, x):
         feature = self.embed(x)
+        if self.embedding_bn is not None:
+            feature = self.embedding_bn(feature)
         if not self.num_classes:
             return feature
         logits = self.fc2(self.dropout(feature))

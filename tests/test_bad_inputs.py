@@ -151,7 +151,7 @@ def test_bad_input_is_one_error_line_and_exit_2(inputs, script, argv, capsys):
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert code == 2, err
-    assert len(lines) == 1 and (lines[0].startswith('error: ') or ': error: ' in lines[0]), err
+    assert len(lines) == 1 and lines[0].startswith('error: '), err
     assert 'Traceback' not in err
 
 

@@ -159,3 +159,20 @@ def test_unavailable_options_are_reported_not_passed():
     assert set(missing) == {'pretrained', 'loss'}
     _, missing = bt.CONFIGS['v4_softmax'].training_options(before | {'loss'})
     assert set(missing) == {'pretrained', 'freeze_epochs'}
+
+
+def test_budget_clock_counts_this_process_cpu_time_not_waiting():
+    import time
+    cpu, wall = bt.Clock('cpu'), bt.Clock('wall')
+    time.sleep(0.3)  # waiting (another process's turn on a shared machine) costs wall time, not CPU
+    assert wall.spent() >= 0.3 and cpu.spent() < 0.1
+    x = 0.0
+    while cpu.cpu() < 0.2:  # busy: both advance
+        x += 1.0
+    assert cpu.spent() >= 0.2 and cpu.wall() >= 0.5
+    info = cpu.info()
+    assert info['budget_clock'] == 'cpu' and info['cpu_seconds'] >= 0.2 and info['train_seconds'] >= 0.5
+    assert info['mean_load'] >= 0 and len(cpu.load) == 2  # sampled at each spent()
+    with pytest.raises(UsageError, match='cpu or wall'):
+        bt.Clock('gpu')
+    assert bt.build_parser().parse_args([]).budget_clock == 'cpu'

@@ -14,7 +14,7 @@ from common.preprocessing import Preprocessing
 from helpers import PRE, SIZE, make_checkpoint, save_image, write_tiny_rec
 from models.checkpoint import load_checkpoint, load_metadata
 from training import Callback, ParameterError, setup, train
-from training.config import parse_config
+from training.config import PRETRAINED_BACKBONE_LR_MULT, parse_config
 from training.data import record_iter
 
 QUIET = dict(log=lambda _: None)
@@ -154,7 +154,7 @@ def test_resuming_a_fine_tuning_run_is_exact(tiny_rec, source, tmp_path):
     lines = []
     resumed = train(_config(tiny_rec, tmp_path / 'resumed', num_epochs=3, load_epoch=1, **common),
                     log=lines.append)
-    assert 'Epoch[1] backbone trained at lr x 0.1' in lines  # the default mult with pretrained
+    assert f'Epoch[1] backbone trained at lr x {PRETRAINED_BACKBONE_LR_MULT}' in lines  # the default with pretrained
     a, meta_a = load_checkpoint(straight['checkpoint'])
     b, meta_b = load_checkpoint(resumed['checkpoint'])
     pa, pb = _params(a), _params(b)

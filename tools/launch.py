@@ -18,9 +18,11 @@ import sys
 import time
 
 # No MXNet in this process, so no default_compute_threads() here: role_env gives each worker its share.
+from common.checks import check_number
 from common.cli import ArgumentParser, run_cli
 from common.errors import UsageError
 from common.threads import threads_per_process
+from common.workers import MAX_WORKERS
 
 HOST = '127.0.0.1'
 SERVE = [sys.executable, '-c', 'import mxnet']
@@ -76,8 +78,10 @@ def launch(command, num_workers, num_servers=1, port=None, timeout=None, log=pri
     """
     if not command:
         raise UsageError('give the worker command after --, e.g. -- python train_lightcnn.py ...')
-    if num_workers < 1 or num_servers < 1:
-        raise UsageError('need at least one worker (-n) and one server (-s)')
+    check_number(num_workers, 'num_workers', minimum=1, maximum=MAX_WORKERS, integer=True)
+    check_number(num_servers, 'num_servers', minimum=1, maximum=MAX_WORKERS, integer=True)
+    check_number(port, 'port', minimum=1, maximum=65535, integer=True, optional=True)
+    check_number(timeout, 'timeout', above=0, optional=True, qualifier=' (seconds)')
     port = port or free_port()
     log(f'launch: scheduler {HOST}:{port}, {num_servers} server(s), {num_workers} worker(s)')
     support, workers = [], []

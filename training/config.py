@@ -23,8 +23,8 @@ NETWORKS = get_model_list()
 DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --pretrained
 BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
 ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
-PRETRAINED_BACKBONE_LR_MULT = 0.1  # --backbone-lr-mult with --pretrained
-PRETRAINED_FREEZE_EPOCHS = 1  # --freeze-epochs with --pretrained
+PRETRAINED_BACKBONE_LR_MULT = 0.01  # --backbone-lr-mult with --pretrained
+PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,20 @@ OPTIONS = {
         Option('network', None, 'LightCNN variant', choices=tuple(NETWORKS),
                shown=f"{DEFAULT_NETWORK}, or the network of --pretrained"),
         Option('dropout', 0.5, 'dropout before fc2', float),
+        Option('embedding_bn', None, 'end the 256-d feature with a BatchNorm (feature = BN(fc), as insightface; '
+               'used at extraction too): needed by the normalised-feature losses from scratch',
+               choices=('on', 'off'),
+               shown='on for arcface, cosface, combined from scratch; with --pretrained or --load-epoch: the '
+                     "checkpoint's"),
     ],
     'fine-tuning': [
         Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, '
                'or trained, any class count): its backbone weights, network and preprocessing; a new fc2 for '
                'the classes of --data-train', shown='none: from scratch'),
         Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
-               shown='1; with --pretrained 0.1'),
+               shown=f'1; with --pretrained {PRETRAINED_BACKBONE_LR_MULT}'),
         Option('freeze_epochs', None, 'train only the classifier for this many epochs, then the backbone '
-               'at --backbone-lr-mult', int, shown='0; with --pretrained 1'),
+               'at --backbone-lr-mult', int, shown=f'0; with --pretrained {PRETRAINED_FREEZE_EPOCHS}'),
     ],
     'optimisation': [
         Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
@@ -355,6 +360,24 @@ def backbone_lr_mult(args):
     if args.backbone_lr_mult is not None:
         return args.backbone_lr_mult
     return PRETRAINED_BACKBONE_LR_MULT if args.pretrained else 1.0
+
+
+MARGIN_LOSSES = ('arcface', 'cosface', 'combined')  # heads on L2-normalised features and weights
+
+
+def embedding_bn(args, checkpoint_meta=None):
+    """Whether the network ends its feature with :class:`symbols.lightcnn.EmbeddingBN`.
+
+    ``embedding_bn`` ``'on'``/``'off'`` (or a bool) when given; else the value recorded in
+    ``checkpoint_meta`` (the ``--pretrained`` or resumed checkpoint's JSON, ``False`` when it has none);
+    else on for the margin losses from scratch (README, Training: why these defaults).
+    """
+    given = getattr(args, 'embedding_bn', None)
+    if given is not None:
+        return given in ('on', True)
+    if checkpoint_meta is not None:
+        return bool(checkpoint_meta.get('embedding_bn', False))
+    return getattr(args, 'loss', 'softmax') in MARGIN_LOSSES
 
 
 def freeze_epochs(args):

@@ -26,6 +26,7 @@ from .config import DEFAULT_NETWORK
 from .errors import ParameterError
 
 CLASSIFIER = 'fc2.'  # structural names of the classifier replaced for the new classes
+EMBEDDING_BN = 'embedding_bn.'  # symbols.lightcnn.EmbeddingBN: kept initialised when the checkpoint has none
 
 
 def is_classifier(name):
@@ -122,10 +123,14 @@ def copy_backbone(net, pretrained):
 
     The classifier keeps its initialisation; the checkpoint's own ``fc2`` (another class count) is left out.
 
+    An embedding BatchNorm (``--embedding-bn on``) the checkpoint does not have starts as initialised (the
+    identity up to the batch statistics); one the checkpoint has is copied.
+
     Returns
     -------
     dict
-        ``copied`` (number of tensors), ``left_out`` (checkpoint keys not used: its classifier).
+        ``copied`` (number of tensors), ``left_out`` (checkpoint keys not used: its classifier), ``new``
+        (parameters the checkpoint lacks and that start initialised: an added embedding BatchNorm).
 
     Raises
     ------
@@ -140,6 +145,8 @@ def copy_backbone(net, pretrained):
         first = (str(err).strip().splitlines() or ['unreadable'])[0]
         raise UsageError(f'cannot read {path}: {first}') from None
     params = {k: p for k, p in net._collect_params_with_prefix().items() if not is_classifier(k)}
+    new = sorted(k for k in params if k.startswith(EMBEDDING_BN) and k not in source)
+    params = {k: p for k, p in params.items() if k not in new}
     missing = [k for k in params if k not in source]
     wrong = [f'{k} {tuple(source[k].shape)} in the checkpoint, {tuple(p.shape)} here'
              for k, p in params.items() if k in source and tuple(source[k].shape) != tuple(p.shape)]
@@ -149,7 +156,7 @@ def copy_backbone(net, pretrained):
         raise UsageError(f'{path} does not fit the backbone of {pretrained.network}: ' + '; '.join(problems))
     for key, param in params.items():
         param.set_data(source[key].astype(param.dtype))
-    return dict(copied=len(params), left_out=sorted(k for k in source if k not in params))
+    return dict(copied=len(params), left_out=sorted(k for k in source if k not in params), new=new)
 
 
 def set_lr_mults(net, backbone, classifier):

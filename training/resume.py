@@ -86,6 +86,11 @@ def check_network(point, args, num_classes, preprocessing, head=None):
     if head is not None and loss != head.name:
         raise ParameterError(lambda n: f'{point.stem} was trained with {n("loss")} {loss}, not {head.name}: '
                                        f'resume with {n("loss")} {loss}')
+    saved_bn, this_bn = bool(meta.get('embedding_bn', False)), getattr(args, 'embedding_bn', None) in ('on', True)
+    if saved_bn != this_bn:
+        word = {True: 'on', False: 'off'}
+        raise ParameterError(lambda n: f'{point.stem} was trained with {n("embedding_bn")} {word[saved_bn]}, not '
+                                       f'{word[this_bn]}: resume with {n("embedding_bn")} {word[saved_bn]}')
     saved = meta.get('preprocessing') or {}
     shape = (1 if saved.get('channels', 'gray') == 'gray' else 3, saved.get('input_size'))
     if saved.get('input_size') and shape != (preprocessing.num_channels, preprocessing.input_size):

@@ -28,7 +28,7 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_validators
-from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values,
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
                      freeze_epochs, parse_config, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
 from .data import (RecordBatches, SyntheticBatches, check_record_file, image_record_batches, record_preprocessing,
@@ -228,12 +228,15 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
         data = RecordBatches(args.data_train, preprocessing, args.batch_size, updates_per_epoch,
                              seed=args.seed, num_parts=num_workers, part_index=rank,
                              threads=args.data_nthreads)
+    bn_from = point.meta if point is not None else (pretrained.meta if pretrained else None)
+    args.embedding_bn = 'on' if embedding_bn(args, bn_from) else 'off'
     net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
     copied = copy_backbone(net, pretrained) if pretrained else None
     head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
+                embedding_bn=args.embedding_bn == 'on',
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
@@ -280,7 +283,8 @@ def build_network(args, num_classes, preprocessing, contexts):
     optimiser and ``pretrained`` when not given, :mod:`training.config`).
     """
     net = get_model(args.network or DEFAULT_NETWORK, num_classes=num_classes, preprocessing=preprocessing,
-                    dropout=args.dropout, return_features=True)
+                    dropout=args.dropout, return_features=True,
+                    embedding_bn=getattr(args, 'embedding_bn', None) in ('on', True))
     mx.random.seed(args.seed)
     net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
     set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
