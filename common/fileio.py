@@ -7,8 +7,9 @@ path never share one; when the writing fails in any way (disk full, ``KeyboardIn
 from the caller's code) the temporary file is removed and the previous file, if any, is left intact.
 A full disk or a read-only file system while writing becomes one :class:`UsageError` naming the file.
 
-Also here: :func:`check_output_path` (an output path is checked before any work: not a folder, not under
-a file, its folder writable) and :func:`exclusive_lock` (one writer per output, ``fcntl.flock``).
+Also here: :func:`check_outputs` (every output of a command is checked before any work: not a folder, not under
+a file, its folders created, never one of the command's inputs nor inside an input tree, no two the same file,
+a picture in a format its writer supports) and :func:`exclusive_lock` (one writer per output, ``fcntl.flock``).
 """
 import contextlib
 import errno
@@ -163,11 +164,211 @@ def check_output_path(path, what='output', create_folder=True):
 
 
 def check_output_paths(*paths):
-    """:func:`check_output_path` on each output a command was given (``None`` / empty ones skipped); the folder
-    must exist (``create_folder=False``), so a mistyped folder fails before any work."""
+    """:func:`check_output_path` on each output a command was given (``None`` / empty ones skipped); missing
+    parent folders are created, as for every output. Prefer :func:`check_outputs`, which names the parameters
+    and also keeps the outputs apart from the inputs."""
     for path in paths:
         if path:
-            check_output_path(path, 'output', create_folder=False)
+            check_output_path(path, 'output')
+
+
+def check_output_folder(path, what='output folder'):
+    """Check an output *tree* (``align.py --out``) before any work: not a file, not under a file, its nearest
+    existing folder writable. Nothing is created. Returns it.
+
+    Raises
+    ------
+    UsageError
+        Naming ``what`` (the parameter the folder was given as).
+    """
+    path = os.fspath(path)
+    if not path:
+        raise ParameterError(lambda n: f'{n(what)}: empty path')
+    _check_name(path, what)
+    full = os.path.abspath(path)
+    existing = _first_existing(full)
+    if existing == full and not os.path.isdir(full):
+        raise ParameterError(lambda n: f'{n(what)} {path} is a file, not a folder')
+    if not os.path.isdir(existing):
+        raise ParameterError(lambda n: f'{n(what)} {path}: {existing} is a file, not a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(lambda n: f'{n(what)} {path}: folder {existing} is not writable')
+    return path
+
+
+# ------------------------------------------------------------------------------------------- pictures
+# Extensions offered for OpenCV pictures (contact sheets): the usual 8-bit formats; each is also asked of
+# cv2.haveImageWriter, so a build without a codec does not list it.
+OPENCV_PICTURE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.jp2')
+
+
+def picture_extensions(writer='matplotlib'):
+    """Extensions (``'.png'``, ...) a picture writer can write: ``'matplotlib'`` (``savefig``, asked of
+    ``FigureCanvasBase.get_supported_filetypes``) or ``'opencv'`` (``cv2.imwrite``, asked of
+    ``cv2.haveImageWriter``)."""
+    if writer == 'matplotlib':
+        from matplotlib.backend_bases import FigureCanvasBase
+        return tuple(sorted('.' + ext for ext in FigureCanvasBase.get_supported_filetypes()))
+    if writer == 'opencv':
+        import cv2
+        found = []
+        for ext in OPENCV_PICTURE_EXTENSIONS:
+            try:
+                if cv2.haveImageWriter('x' + ext):
+                    found.append(ext)
+            except cv2.error:  # a codec compiled in but disabled
+                pass
+        return tuple(found)
+    raise ValueError(f"writer must be 'matplotlib' or 'opencv', not {writer!r}")
+
+
+def check_picture_path(path, what='picture', writer='matplotlib'):
+    """Check, before any work, that the extension of picture output ``path`` is one ``writer`` can write.
+
+    Raises
+    ------
+    UsageError
+        Naming ``what`` and listing the supported extensions (``--confusion cm.txt: cannot write a .txt
+        picture; use .eps, .jpeg, ...``).
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    supported = picture_extensions(writer)
+    if ext not in supported:
+        shown = f'a {ext} picture' if ext else 'a picture without an extension'
+        raise ParameterError(lambda n: f'{n(what)} {path}: cannot write {shown}; use one of {", ".join(supported)}')
+    return path
+
+
+def save_figure(fig, path, **savefig_kwargs):
+    """``fig.savefig`` to ``path`` atomically (temporary name, then renamed; its folder created), in the format
+    of its extension (:func:`check_picture_path` it before the work)."""
+    path = os.fspath(path)
+    fmt = os.path.splitext(path)[1][1:].lower() or None
+    if fmt != 'png':
+        savefig_kwargs.pop('metadata', None)  # PNG text chunks (Software: None keeps files reproducible) only
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, **savefig_kwargs)
+    return path
+
+
+# --------------------------------------------------------------------------------- outputs vs inputs
+def _as_list(paths):
+    """A path or a list of them as a list of paths; ``None``, empty names and non-paths (decoded images a
+    Python caller passed) left out."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    elif paths is None:
+        return []
+    return [os.fspath(p) for p in paths if isinstance(p, (str, bytes, os.PathLike)) and os.fspath(p)]
+
+
+def _stat_key(path):
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _inside(path, folder):
+    """``path`` is ``folder`` or lies under it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outputs_apart(outputs, inputs=None, trees=None, output_trees=None):
+    """Refuse, before any work, outputs that would replace an input, land inside an input tree, or coincide.
+
+    Paths are compared resolved (``os.path.realpath``: links, ``..``) and, when both exist, as files
+    (device and inode: hard links too).
+
+    Parameters
+    ----------
+    outputs : dict
+        ``{parameter: path, or list of paths}`` the command writes (a prefix's files ``STEM.json``,
+        ``STEM.params``, ... as a list); ``None`` values are skipped.
+    inputs : dict, optional
+        ``{parameter: path, or list of paths}`` it reads (a checkpoint's files, the images a list names).
+    trees : dict, optional
+        ``{parameter: folder}`` it reads recursively: no output may lie inside.
+    output_trees : dict, optional
+        ``{parameter: folder}`` it fills (``align.py --out``): it may not be, contain or lie inside an input
+        tree, nor contain an input file.
+
+    Raises
+    ------
+    UsageError
+        Naming both parameters (a command line spells them as its options), e.g. ``gallery_out F.mat would
+        overwrite the input F.mat (features_path)``.
+    """
+    outs = [(what, p, os.path.realpath(p), _stat_key(p)) for what, paths in outputs.items()
+            for p in _as_list(paths)]
+    seen = {}
+    for what, path, real, key in outs:
+        earlier = seen.get(real) or (key and seen.get(key))
+        if earlier and earlier[0] != what:
+            other = earlier[0]
+            raise ParameterError(lambda n: f'{n(other)} and {n(what)} are the same file {path}; give each '
+                                           'output its own path')
+        seen[real] = (what, path)
+        if key:
+            seen[key] = (what, path)
+    by_key = {key: (what, path) for what, path, _, key in outs if key}
+    by_real = {real: (what, path) for what, path, real, _ in outs}
+    for what_in, paths in (inputs or {}).items():
+        for p in _as_list(paths):
+            key = _stat_key(p)  # one stat per input: lists of thousands of images stay cheap
+            hit = by_key.get(key) if key else by_real.get(os.path.realpath(p))
+            if hit:
+                what, path = hit
+                raise ParameterError(lambda n: f'{n(what)} {path} would overwrite the input {p} ({n(what_in)}); '
+                                               'an output never replaces an input: choose another path')
+    resolved_trees = [(w, t, os.path.realpath(t)) for w, t in (trees or {}).items() if t]
+    for what_in, tree, real_tree in resolved_trees:
+        for what, path, real, _ in outs:
+            if _inside(real, real_tree):
+                raise ParameterError(lambda n: f'{n(what)} {path} is inside the input tree {tree} ({n(what_in)}); '
+                                               'outputs never go into an input tree: choose a path outside it')
+    for what, folder in (output_trees or {}).items():
+        if not folder:
+            continue
+        real_out = os.path.realpath(folder)
+        for what_in, tree, real_tree in resolved_trees:
+            if _inside(real_out, real_tree) or _inside(real_tree, real_out):
+                raise ParameterError(lambda n: f'{n(what)} {folder} and the input tree {tree} ({n(what_in)}) '
+                                               'overlap; the tree would be read while written: choose a folder '
+                                               'outside it')
+        for what_in, paths in (inputs or {}).items():
+            for p in _as_list(paths):
+                if _inside(os.path.realpath(p), real_out):
+                    raise ParameterError(lambda n: f'{n(what)} {folder} holds the input {p} ({n(what_in)}); '
+                                                   'choose another folder')
+
+
+def check_outputs(outputs, inputs=None, trees=None, pictures=None):
+    """Everything checked about a command's output files before any work, in one call.
+
+    :func:`check_outputs_apart` (no output is an input, inside an input tree, or another output), then
+    :func:`check_picture_path` for the picture outputs and :func:`check_output_path` for each output
+    (missing parent folders are created).
+
+    Parameters
+    ----------
+    outputs : dict
+        ``{parameter: path, or list of paths}`` (``None`` skipped), e.g. ``{'json_path': json_path,
+        'roc_path': roc_path}``.
+    inputs, trees : dict, optional
+        As for :func:`check_outputs_apart`.
+    pictures : dict, optional
+        ``{parameter: 'matplotlib' or 'opencv'}``: which outputs are pictures and who writes them.
+    """
+    check_outputs_apart(outputs, inputs, trees)
+    for what, writer in (pictures or {}).items():
+        if outputs.get(what):
+            check_picture_path(outputs[what], what, writer)
+    for what, paths in outputs.items():
+        for path in _as_list(paths):
+            check_output_path(path, what)
 
 
 def make_parent(path):

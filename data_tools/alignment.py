@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from common.checks import check_number
 from common.errors import ParameterError, ParameterValueError
-from common.fileio import atomic_write, check_output_path
+from common.fileio import (atomic_write, check_output_folder, check_output_path, check_outputs_apart,
+                           exclusive_lock)
 from common.images import ImageError, check_image_root, read_image, scan_images
 from common.preprocessing import crop_resize
 from common.threads import compute_env, physical_cores
@@ -399,18 +400,28 @@ def align_tree(images, out, size=TRAIN_SIZE, color='gray', workers=None, fallbac
     ``OUT.align_report.json`` and ``.csv``: every image, its status, the chosen box and landmarks; links
     the tree walk did not follow twice, :func:`common.images.walk_tree`, as ``ignored``). Colour output
     of ``.pgm`` inputs is written as ``.png``.
+
+    ``out`` and the report may not overlap ``images`` (:func:`common.fileio.check_outputs_apart`); while it
+    writes, the run holds ``OUT.lock`` (:func:`common.fileio.exclusive_lock`): a second run into the same
+    ``out`` fails at once with ``OUT is being written by process N``.
     """
     images, out = os.path.abspath(images), os.path.abspath(out)
     check_image_root(images, 'images')
-    if out == images or out.startswith(images + os.sep):
-        raise ParameterError(lambda n: f'{n("out")} must not be inside {n("images")} (the tree would be read while written)')
+    check_output_folder(out, 'out')  # first: a file in its way is about out, not the report beside it
+    json_path, csv_path = report_paths(out, report)
+    check_outputs_apart({'report': [json_path, csv_path]}, trees={'images': images}, output_trees={'out': out})
     if workers is not None:
         check_number(workers, 'workers', minimum=1, maximum=MAX_WORKERS, integer=True)
-    json_path, csv_path = report_paths(out, report)
     for path in (json_path, csv_path):
         check_output_path(path, 'report')
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ParameterError(lambda n: f'{n("out")} {out} is a file, not a folder')
+    with exclusive_lock(out + '.lock', out):  # one writer per tree: a second run fails at once, naming the first
+        return _align_locked(images, out, json_path, csv_path, size, color, workers, fallback, method, aligner,
+                             progress, scale)
+
+
+def _align_locked(images, out, json_path, csv_path, size, color, workers, fallback, method, aligner, progress,
+                  scale):
+    """:func:`align_tree` once its paths are checked and ``OUT.lock`` is held."""
     files, ignored = scan_images(images)
     if not files:
         raise ParameterError(lambda n: f'{n("images")}: no image files under {images}')

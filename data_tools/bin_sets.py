@@ -20,7 +20,7 @@ import pickle
 import numpy as np
 
 from common.errors import UsageError
-from common.fileio import atomic_write, check_output_paths
+from common.fileio import atomic_write, check_output_paths, check_outputs
 from common.images import check_image_root
 from common.safe_pickle import numpy_array_globals, restricted_load
 from data_tools.pairs import read_pairs
@@ -144,6 +144,7 @@ def make_bin(pairs_path, images_root, out):
     check_image_root(images_root, 'images_root')
     pairs = read_pairs(pairs_path)
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)))
+    check_outputs({'out': out}, inputs={'pairs_path': [pairs_path] + [os.path.join(images_root, p) for p in paths]})
     missing = [p for p in paths if not os.path.isfile(os.path.join(images_root, p))]
     if missing:
         raise UsageError(f'{len(missing)} of the {len(paths)} images named by {pairs_path} are not under '

@@ -10,13 +10,12 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from common.fileio import check_output_path  # noqa: E402
-from data_tools.records import (check_sheet_count, contact_sheet, format_summary, index_path, scan_records,  # noqa: E402
-                                summarize_records)
+from data_tools.records import (check_sheet_count, check_sheet_output, contact_sheet, format_summary,  # noqa: E402
+                                index_path, scan_records, summarize_records)
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0], parameters={'rec_path': 'rec', 'out_png': 'sheet'})
     parser.add_argument('rec', help='the .rec file (its .idx, .lst and PREFIX.json beside it are checked against '
                                     'it when present)')
     parser.add_argument('--sheet', metavar='PNG', help='also save a contact sheet of records spread over the file')
@@ -25,7 +24,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_sheet_count(args.count)
     if args.sheet:
-        check_output_path(args.sheet, '--sheet')
+        check_sheet_output(args.rec, args.sheet)  # before any work: format, not an input, folder
     idx = index_path(args.rec)
     if os.path.isfile(idx):
         scan_records(args.rec, idx)  # the .idx, .lst and PREFIX.json must describe this .rec

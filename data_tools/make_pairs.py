@@ -9,7 +9,7 @@ if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread poo
 import sys  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from common.fileio import check_output_path  # noqa: E402
+from common.fileio import check_outputs  # noqa: E402
 from data_tools.pairs import (few_identities_warning, identities_from, make_pairs, pairs_report,  # noqa: E402
                               write_pairs)
 
@@ -30,7 +30,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    check_output_path(args.out, '--out')
+    check_outputs({'out': args.out}, inputs={'identities_from': args.identities_from}, trees={'images': args.images})
     identities = identities_from(args.identities_from) if args.identities_from else None
     pairs = make_pairs(args.images, folds=args.folds, per_fold=args.per_fold, seed=args.seed,
                        identities=identities)

@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from common.checks import check_number
 from common.errors import ParameterError, UsageError, WriteError
-from common.fileio import (WRITE_ERRNOS, check_output_prefix, exclusive_lock, make_parent, remove_quietly,
-                           temporary_name)
+from common.fileio import (WRITE_ERRNOS, check_output_prefix, check_outputs_apart, exclusive_lock, make_parent,
+                           remove_quietly, temporary_name)
 from common.images import (IMAGE_EXTENSIONS, ImageError, check_image_root, decode_image, encode_jpeg, is_image_file,
                            walk_tree)
 from common.preprocessing import crop_resize
@@ -633,7 +633,9 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
                           seed=seed, min_images_per_identity=min_images_per_identity, strip_prefix=strip_prefix,
                           top_identities=top_identities)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    check_output_prefix(out_prefix, 'out_prefix')
+    check_outputs_apart({'out_prefix': output_files(out_prefix)}, inputs={'list_path': list_path},
+                        trees={'images_root': images_root if list_path is None else None})  # a list names its files
+    check_output_prefix(out_prefix, 'out_prefix')  # creates its folder: after the check above
     encoder = ImageEncoder(size, color, quality, min_size, image_filter)
     plan = plan_packing(images_root, list_path, val_per_identity=val_per_identity, val_ratio=val_ratio,
                         val_identities=val_identities, seed=seed, min_images_per_identity=min_images_per_identity,
@@ -657,6 +659,13 @@ def pack_records(images_root, out_prefix, list_path=None, *, size=144, color='gr
             raise
         write_dataset_info(out_prefix, summary)  # last: its presence marks a complete packing
     return summary
+
+
+def output_files(out_prefix):
+    """Every file :func:`pack_records` may write for ``out_prefix``: each split's ``.rec/.idx/.lst``, the
+    summary ``PREFIX.json`` and the lock ``PREFIX.lock``."""
+    return ([split_prefix(out_prefix, s) + ext for s in SPLITS for ext in ('.rec', '.idx', '.lst')]
+            + [info_path(out_prefix), os.fspath(out_prefix) + '.lock'])
 
 
 # Sides of the stored square pack_records accepts: the smallest network input is 16 px (four 2x2 poolings,

@@ -22,6 +22,7 @@ import numpy as np
 
 from common.checks import check_number
 from common.errors import UsageError
+from common.fileio import atomic_write, check_outputs
 from common.images import ImageError, decode_image
 from common.textio import read_lines
 from data_tools.dataset_info import dataset_prefix, info_path, records_info
@@ -636,6 +637,17 @@ def _histogram(counts):
     return out
 
 
+def check_sheet_output(rec_path, out_png):
+    """Check, before any work, the contact sheet ``out_png`` of ``rec_path``: a picture format OpenCV writes,
+    not the ``.rec`` or one of its companions (:func:`common.fileio.check_outputs`; its folder is created)."""
+    rec_path = os.fspath(rec_path)
+    stem = rec_path[:-4] if rec_path.endswith('.rec') else rec_path
+    check_outputs({'out_png': out_png}, inputs={'rec_path': [rec_path, index_path(rec_path), stem + '.lst',
+                                                             info_path(stem)]},
+                  pictures={'out_png': 'opencv'})
+    return out_png
+
+
 SHEET_MAX = 1024  # tiles on a contact sheet: 128 rows of 8 at 144 px is an 18,432 px tall PNG already
 
 
@@ -650,8 +662,10 @@ def contact_sheet(rec_path, out_png, count=16, columns=8):
     """Save a grid of ``count`` records spread over the file, each captioned with its class; returns the path.
 
     ``count`` is 1..``SHEET_MAX`` (:func:`check_sheet_count`); a file with fewer records shows them all.
+    ``out_png`` is checked first (:func:`check_sheet_output`) and written atomically.
     """
     check_sheet_count(count)
+    check_sheet_output(rec_path, out_png)
     total = sum(1 for _ in iter_records(rec_path))
     if total == 0:
         raise UsageError(f'{rec_path} has no image records')
@@ -670,9 +684,11 @@ def contact_sheet(rec_path, out_png, count=16, columns=8):
     while len(tiles) % columns:
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    if not cv2.imwrite(out_png, np.vstack(rows)):
-        raise UsageError(f'cannot write {out_png} (use a .png name in a writable folder)')
+    ok, encoded = cv2.imencode(os.path.splitext(out_png)[1], np.vstack(rows))
+    if not ok:
+        raise UsageError(f'cannot encode the contact sheet as {out_png}')
+    with atomic_write(out_png) as f:
+        f.write(encoded.tobytes())
     return out_png
 
 

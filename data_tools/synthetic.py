@@ -15,7 +15,8 @@ import numpy as np
 
 from common.checks import check_number, check_seed
 from common.cli import ArgumentParser, run_cli  # noqa: E402
-from common.errors import ParameterValueError
+from common.errors import ParameterValueError  # noqa: E402
+from common.fileio import check_output_folder  # noqa: E402
 
 CANVAS = 256  # render side; images are downscaled to ``size`` with area averaging
 
@@ -130,6 +131,7 @@ def make_synthetic_faces(out_root, num_identities=80, images_per_identity=20, si
                  error=ParameterValueError)
     check_number(size, 'size', minimum=16, maximum=1024, integer=True, error=ParameterValueError)
     check_seed(seed)
+    check_output_folder(out_root, 'out_root')
     os.makedirs(out_root, exist_ok=True)
     for i in range(num_identities):
         geometry = identity_geometry(np.random.default_rng([seed, i]))

@@ -11,10 +11,10 @@ from common.checks import check_number
 from common.devices import parse_device
 from common.errors import ParameterError
 from common.features_mat import write_features
-from common.fileio import atomic_write, check_output_path
+from common.fileio import atomic_write, check_outputs
 from common.workers import MAX_WORKERS
 from data_tools.alignment import make_aligner
-from symbols.checkpoint import load_checkpoint
+from symbols.checkpoint import checkpoint_files, load_checkpoint
 from symbols.inference import MAX_BATCH, Embedder, embed_images, items_from_list, items_from_pairs, items_from_tree
 
 
@@ -65,9 +65,6 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
     check_number(batch_size, 'batch_size', minimum=1, maximum=MAX_BATCH, integer=True)
     check_number(num_workers, 'num_workers', minimum=0, maximum=MAX_WORKERS, integer=True)
     check_number(epoch, 'epoch', minimum=0, integer=True, optional=True)
-    for path, what in ((out, 'out'), (npy, 'npy'), (csv, 'csv')):
-        if path is not None:
-            check_output_path(path, what)
     ignored = []
     if img_list is not None:
         items = items_from_list(img_list, root)
@@ -75,6 +72,10 @@ def extract_to_mat(model, out, img_list=None, images=None, pairs=None, root='.',
         items = items_from_tree(images, ignored, name='images')
     else:
         items = items_from_pairs(pairs, root)
+    source = 'img_list' if img_list is not None else 'pairs' if pairs is not None else 'images'
+    listed = [x for x in (img_list, pairs) if x is not None] + [item.source for item in items]
+    check_outputs({'out': [out, failure_report_path(out)], 'npy': npy, 'csv': csv},  # never over an input
+                  inputs={'model': checkpoint_files(model, epoch), source: listed}, trees={'images': images})
     context = parse_device(ctx, 'ctx') if ctx is None or isinstance(ctx, str) else ctx
     net, meta = load_checkpoint(model, epoch=epoch, ctx=context, features_only=True)
     pre = meta['preprocessing']

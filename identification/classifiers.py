@@ -35,6 +35,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from common.errors import ParameterError, UsageError
+from common.fileio import atomic_write
 from common.safe_pickle import UnsafePickleError, numpy_array_globals
 from common.textio import short_printable
 from common.verification import far_measurable, l2_normalize, threshold_at_far, unmeasurable_far_note
@@ -280,9 +281,10 @@ class IdentityClassifier:
     def save(self, path):
         """Write a joblib file (read it back with :func:`load_classifier`)."""
         import joblib
-        joblib.dump({'format': FORMAT, 'version': 1, 'kind': self.kind, 'estimator': self.estimator,
-                     'threshold': self.threshold, 'threshold_info': self.threshold_info, 'info': self.info},
-                    path)
+        with atomic_write(path) as f:  # a temporary name, renamed when complete; its folder created
+            joblib.dump({'format': FORMAT, 'version': 1, 'kind': self.kind, 'estimator': self.estimator,
+                         'threshold': self.threshold, 'threshold_info': self.threshold_info, 'info': self.info},
+                        f)
         return path
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from common.checks import check_seed
 from common.errors import UsageError
-from common.fileio import atomic_write, check_output_paths
+from common.fileio import atomic_write, check_outputs
 from common.verification import l2_normalize, threshold_at_far
 from identification.gallery import check_gallery_probe, load_gallery_probe, skipped_lines
 
@@ -148,7 +148,8 @@ def run_identification(gallery_path, probe_path=None, gallery_per_identity=None,
     """What ``identify.py`` does: load, split if asked, identify, print, write the predictions CSV / JSON."""
     check_gallery_probe(probe_path, gallery_per_identity, unknown_fraction, far)
     check_seed(seed)
-    check_output_paths(predictions_path, json_path)
+    check_outputs({'predictions_path': predictions_path, 'json_path': json_path},
+                  inputs={'gallery_path': gallery_path, 'probe_path': probe_path})
     gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
     result = identify(gallery, gallery_ids, probe, probe_ids, far=far)

@@ -14,13 +14,12 @@ shows. Same features + same ``seed`` give the same pictures.
   distances to the nearest centre against ``k``, with the number of identities marked and, for reference, the
   SSE of the partition into identities.
 """
-import os
-
 import numpy as np
 
 from common.checks import check_number, check_seed
 from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
+from common.fileio import check_output_prefix, check_outputs_apart, save_figure
 from common.textio import read_lines
 from identification.classifiers import l2_rows
 from identification.gallery import identity_of
@@ -122,7 +121,7 @@ def _draw_map(path, xy, identities, centroids, known, title, axis_names):
         a.grid(True, alpha=0.2)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=90, metadata={'Software': None})
+    save_figure(fig, path, dpi=90, metadata={'Software': None})
     plt.close(fig)
     return path
 
@@ -142,7 +141,7 @@ def _draw_sse(path, sse, n_identities, reference, title):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90, metadata={'Software': None})
+    save_figure(fig, path, dpi=90, metadata={'Software': None})
     plt.close(fig)
     return path
 
@@ -187,9 +186,7 @@ def embedding_plots(features, identities, out_prefix, known=None, seed=0, max_po
     unknown_what = set(what) - {'tsne', 'pca', 'kmeans'}
     if unknown_what:
         raise UsageError(f'what may hold tsne, pca, kmeans; not {sorted(unknown_what)}')
-    folder = os.path.dirname(os.path.abspath(out_prefix))
-    if not os.path.isdir(folder):
-        raise UsageError(f'output folder does not exist: {folder}')
+    check_output_prefix(out_prefix, 'out_prefix')  # not a folder name ('plots/'); its folder is created
     rows = subsample(len(features), max_points, seed)
     sub, sub_ids = features[rows], identities[rows]
     said = (f'{len(rows):,} of {len(features):,} images (random subsample, seed {seed})' if len(rows) < len(features)
@@ -231,6 +228,9 @@ def run_embedding_plots(features_path, out_prefix, known_from=None, unknown_last
     """What ``plot_embeddings.py`` does: load a features ``.mat``, decide known identities, draw, print."""
     if known_from is not None and unknown_last is not None:
         raise ParameterError(lambda n: f'give {n("known_from")} or {n("unknown_last")}, not both')
+    check_outputs_apart({'out_prefix': [f'{out_prefix}_{kind}.png' for kind in what]},
+                        inputs={'features_path': features_path, 'known_from': known_from})
+    check_output_prefix(out_prefix, 'out_prefix')  # before any work; creates its folder
     data, labels = read_features(features_path, name='features_path')
     identities = np.array([identity_of(label) for label in labels])
     names = sorted(set(identities))

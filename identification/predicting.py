@@ -7,11 +7,12 @@ import numpy as np
 from common.checks import check_number
 from common.errors import ParameterError
 from common.features_mat import read_features
-from common.fileio import check_output_paths
+from common.fileio import check_outputs
 from common.images import check_image_root, list_images
 from common.textio import printable
 from identification.classifiers import load_classifier
 from models.api import load_model
+from symbols.checkpoint import checkpoint_files
 from symbols.inference import Embedder, ImageItem, describe_failures, embed_images
 
 
@@ -40,9 +41,12 @@ def run_prediction(classifier_path, features=None, model=None, images=(), tree=N
     ------
     UsageError
         Bad ``top_k`` / ``center_crop``, an unreadable classifier, a features file without rows, no images,
-        unreadable images (without ``skip_missing``).
+        unreadable images (without ``skip_missing``), a ``csv_path`` that is one of the inputs.
     """
-    check_output_paths(csv_path)
+    check_outputs({'csv_path': csv_path}, inputs={'classifier_path': classifier_path, 'features': features,
+                                                  'images': list(images or ()),
+                                                  'model': checkpoint_files(model) if model else None},
+                  trees={'tree': tree})
     check_number(top_k, 'top_k', minimum=1, integer=True)
     check_number(center_crop, 'center_crop', minimum=1, integer=True, optional=True, qualifier=' (pixels)')
     clf = load_classifier(classifier_path)

@@ -20,7 +20,7 @@ import numpy as np
 
 from common.checks import check_seed
 from common.errors import ParameterError, UsageError
-from common.fileio import atomic_write, check_output_paths
+from common.fileio import atomic_write, check_outputs, save_figure
 from identification.classifiers import UNKNOWN, fit_classifier
 from identification.gallery import check_gallery_probe, load_gallery_probe, skipped_lines
 
@@ -107,7 +107,7 @@ def plot_confusion(confusion, names, path, title=''):
     ax.set_ylabel('true identity')
     ax.set_title(title + ('\nred: number of probes given to the wrong identity' if n > 1 else ''), fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={'Software': None})
+    save_figure(fig, path, dpi=100, metadata={'Software': None})
     plt.close(fig)
     return path
 
@@ -207,7 +207,10 @@ def run_classifier_identification(gallery_path, probe_path=None, gallery_per_ide
     check_seed(seed)
     if top_k < 1:
         raise ParameterError(lambda n: f'{n("top_k")} must be >= 1, got {top_k}')
-    check_output_paths(predictions_path, json_path, per_class_path, confusion_path, save_path)
+    check_outputs({'predictions_path': predictions_path, 'json_path': json_path, 'per_class_path': per_class_path,
+                   'confusion_path': confusion_path, 'save_path': save_path},
+                  inputs={'gallery_path': gallery_path, 'probe_path': probe_path},
+                  pictures={'confusion_path': 'matplotlib'})
     gallery, gallery_ids, probe, probe_ids, probe_labels, split, skipped = load_gallery_probe(
         gallery_path, probe_path, gallery_per_identity, unknown_fraction, seed)
     info = {'gallery': os.path.abspath(gallery_path), 'probe': probe_path and os.path.abspath(probe_path)}

@@ -4,7 +4,7 @@ import numpy as np
 from common.checks import check_number
 from common.errors import ParameterError
 from common.features_mat import read_features, write_features
-from common.fileio import check_output_paths
+from common.fileio import check_outputs
 from identification.gallery import identity_of
 
 
@@ -57,7 +57,7 @@ def split_known_unknown(labels, unknown_last, probes_per_identity):
 
 def split_features(features_path, gallery_out, probe_out, unknown_last=20, probes_per_identity=20):
     """Write the :func:`split_known_unknown` gallery and probe ``.mat`` files of a features ``.mat``."""
-    check_output_paths(gallery_out, probe_out)
+    check_outputs({'gallery_out': gallery_out, 'probe_out': probe_out}, inputs={'features_path': features_path})
     data, labels = read_features(features_path, name='features_path')
     g, p, counts = split_known_unknown(labels, unknown_last, probes_per_identity)
     for rows, out in ((g, gallery_out), (p, probe_out)):

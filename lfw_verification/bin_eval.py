@@ -19,11 +19,11 @@ from common.checks import check_number
 from common.devices import parse_device
 from common.errors import UsageError
 from common.features_mat import write_features
-from common.fileio import check_output_paths
+from common.fileio import check_outputs
 from common.workers import MAX_WORKERS
 from data_tools.bin_sets import bin_folds, load_bin
 from lfw_verification.evaluate import METRICS, pair_metrics, report_verification
-from symbols.checkpoint import load_checkpoint
+from symbols.checkpoint import checkpoint_files, load_checkpoint
 from symbols.inference import MAX_BATCH, Embedder, embed_bin
 
 __all__ = ['evaluate_bin', 'run_bin_evaluation']
@@ -91,5 +91,7 @@ def evaluate_bin(model, bin_path, epoch=None, flip=False, center_crop=None, batc
 
 def run_bin_evaluation(model, bin_path, json_path=None, roc_path=None, **options):
     """What ``lfw_eval.py --model M --bin X.bin`` does: evaluate, print the table, write JSON / ROC."""
-    check_output_paths(json_path, roc_path, options.get('features_out'))
+    check_outputs({'json_path': json_path, 'roc_path': roc_path, 'features_out': options.get('features_out')},
+                  inputs={'model': checkpoint_files(model, options.get('epoch')), 'bin_path': bin_path},
+                  pictures={'roc_path': 'matplotlib'})
     return report_verification(evaluate_bin(model, bin_path, **options), json_path, roc_path)

@@ -14,7 +14,7 @@ import numpy as np
 from common.checks import check_number
 from common.errors import ParameterError, UsageError
 from common.features_mat import read_features
-from common.fileio import atomic_write, check_output_paths
+from common.fileio import atomic_write, check_outputs, save_figure
 from common.verification import (METRICS, TAR_FARS, VAL_FAR, image_key, l2_normalize, match_pairs, pair_scores,
                                  verification_metrics)
 from data_tools.pairs import read_pairs
@@ -256,7 +256,7 @@ def plot_roc(result, path):
     axes[2].set_ylim(0, 1)
     axes[0].legend(loc='lower right')
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -305,7 +305,8 @@ def recommended_threshold(evaluation, far=None):
 def run_evaluation(features, pairs, json_path=None, roc_path=None, metric='cosine', l2=False, pca=None,
                    skip_missing=False):
     """What ``lfw_eval.py`` does: evaluate, print the table, write the JSON / ROC when asked."""
-    check_output_paths(json_path, roc_path)
+    check_outputs({'json_path': json_path, 'roc_path': roc_path}, inputs={'features': features, 'pairs': pairs},
+                  pictures={'roc_path': 'matplotlib'})
     result = evaluate_verification(features, pairs, metric=metric, l2=l2, pca=pca, skip_missing=skip_missing)
     return report_verification(result, json_path, roc_path, lead_lines=coverage_lines(result['pairs']))
 

@@ -14,7 +14,8 @@ from lfw_verification.evaluate import METRICS, run_evaluation  # noqa: E402
 
 def build_parser():
     parser = ArgumentParser(description=__doc__.splitlines()[0],
-                            parameters={'json_path': 'json', 'roc_path': 'roc', 'features_out': 'save_features'})
+                            parameters={'json_path': 'json', 'roc_path': 'roc', 'features_out': 'save_features',
+                                        'bin_path': 'bin'})
     parser.add_argument('--features', help='.mat with data (N x D) and label (N x 1 cell); with --pairs')
     parser.add_argument('--pairs', help="official LFW pairs.txt or the seed's pair.label; with --features")
     parser.add_argument('--json', help='write config, metrics and ROC points here')

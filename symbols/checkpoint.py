@@ -156,6 +156,24 @@ def resolve_checkpoint(spec, epoch=None):
     return stem
 
 
+# every file a checkpoint STEM may have: '-symbol.json' is the graph of an INT8 one (symbols.quantized.SYMBOL_SUFFIX)
+CHECKPOINT_SUFFIXES = ('.json', '.params', '.states', '.head.params', '-symbol.json')
+
+
+def checkpoint_files(spec, epoch=None):
+    """The files of the checkpoint ``spec`` names (what a command reading it must never write over).
+
+    The stem :func:`resolve_checkpoint` finds, else (no such checkpoint yet: loading will say so) the stem
+    ``spec`` spells; with every suffix a checkpoint may have (:data:`CHECKPOINT_SUFFIXES`) and ``spec`` itself.
+    """
+    spec = os.fspath(spec)
+    try:
+        stem = resolve_checkpoint(spec, epoch)
+    except UsageError:
+        stem = spec.rsplit('.', 1)[0] if spec.endswith(('.params', '.json')) else checkpoint_stem(spec, epoch)
+    return [spec] + [stem + ext for ext in CHECKPOINT_SUFFIXES]
+
+
 def _optimizer_state_globals():
     """What MXNet's ``Trainer.save_states`` pickles: optimiser and LR-scheduler classes, NDArrays."""
     allowed = {('mxnet.ndarray.ndarray', 'NDArray'), ('builtins', 'bytearray')}

@@ -179,7 +179,8 @@ def test_cli_errors_are_one_line(lfw_like, tmp_path, capsys):
                                         '0 Name_000/Name_000_0001.jpg Name_001/Name_001_0001.jpg\n')
     assert run_cli(lfw_eval.main, ['--features', str(root / 'f.mat'), '--pairs', str(tmp_path / 'few.label')]) == 2
     assert '2 images named by the pairs are not in the features file' in capsys.readouterr().err
-    argv = ['--features', str(root / 'f.mat'), '--pairs', str(root / 'pairs.txt'), '--json', '/nonexistent/r.json']
+    (tmp_path / 'afile').write_text('x')  # under a file (a missing folder is created now)
+    argv = ['--features', str(root / 'f.mat'), '--pairs', str(root / 'pairs.txt'), '--json', str(tmp_path / 'afile' / 'r.json')]
     assert run_cli(lfw_eval.main, argv) == 2
 
 
