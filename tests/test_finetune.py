@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from common.preprocessing import Preprocessing
+from common.errors import flag
 from helpers import PRE, SIZE, make_checkpoint, save_image, write_tiny_rec
 from models.checkpoint import load_checkpoint, load_metadata
 from training import Callback, ParameterError, setup, train
@@ -310,3 +311,16 @@ def test_defaults_learn_without_tuning_flags(tmp_path):
     losses = [h['train_loss'] for h in result['history']]
     assert all(np.isfinite(losses)), losses
     assert min(losses[-3:]) < 0.5 * np.log(8) < losses[0], losses
+
+
+def test_fine_tuning_never_overwrites_its_source(tiny_rec, tmp_path):
+    """``--pretrained runs/a-0001 --model-prefix runs/a`` would write epoch 1 over the source: refused before
+    any work, the source unchanged; another prefix (or epochs past the source's) is fine."""
+    first = train(_config(tiny_rec, tmp_path / 'a', num_epochs=1), **QUIET)['checkpoint']
+    before = {p: open(p, 'rb').read() for p in (first + '.params', first + '.json')}
+    with pytest.raises(ParameterError, match='would overwrite epoch 1, the pretrained checkpoint') as err:
+        train(_config(tiny_rec, tmp_path / 'a', num_epochs=2, pretrained=first), **QUIET)
+    assert '--model-prefix' in err.value.spelled(flag) and '--pretrained' in err.value.spelled(flag)
+    assert {p: open(p, 'rb').read() for p in before} == before
+    other = train(_config(tiny_rec, tmp_path / 'b', num_epochs=1, pretrained=first), **QUIET)
+    assert other['checkpoint'] != first

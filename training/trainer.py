@@ -184,6 +184,17 @@ def setup(args, contexts=None, log=None):
         raise
 
 
+def _check_pretrained_kept(source_stem, prefix, begin_epoch, num_epochs):
+    """Refuse a run whose checkpoints (``prefix-%04d`` for epochs ``begin_epoch+1 .. num_epochs``) would
+    replace the ``pretrained`` checkpoint it starts from (fine-tuning ``runs/a-0002`` into ``runs/a``)."""
+    for epoch in range(begin_epoch + 1, num_epochs + 1):
+        stem = checkpoint_stem(prefix, epoch)
+        if os.path.realpath(stem) == os.path.realpath(source_stem):
+            raise ParameterError(lambda n: f'{n("model_prefix")} {prefix} would overwrite epoch {epoch}, the '
+                                           f'{n("pretrained")} checkpoint {source_stem} this run starts from: '
+                                           f'choose another {n("model_prefix")}')
+
+
 def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock):
     if lock is not None:
         removed = remove_stale_temporaries(prefix)
@@ -200,6 +211,8 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
         raise ParameterError(lambda n: f'{n("num_classes")} must be at least 2 (PREFIX.json of '
                                        f'{args.data_train} says {num_classes})')
     pretrained = read_pretrained(args.pretrained) if args.pretrained else None
+    if pretrained and saves:
+        _check_pretrained_kept(pretrained.stem, prefix, args.load_epoch or 0, args.num_epochs)
     args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
     if pretrained:
         preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
