@@ -324,3 +324,13 @@ def test_fine_tuning_never_overwrites_its_source(tiny_rec, tmp_path):
     assert {p: open(p, 'rb').read() for p in before} == before
     other = train(_config(tiny_rec, tmp_path / 'b', num_epochs=1, pretrained=first), **QUIET)
     assert other['checkpoint'] != first
+
+
+def test_a_missing_pretrained_checkpoint_is_one_error_line(tiny_rec, tmp_path, repo_root):
+    for spec in (tmp_path / 'nonexist', tmp_path / 'nonexist.params'):
+        with pytest.raises(ParameterError, match='pretrained .*nonexist'):
+            train(_config(tiny_rec, tmp_path / 'x', pretrained=str(spec)), **QUIET)
+    run = subprocess.run([sys.executable, str(repo_root / 'train_lightcnn.py'), '--data-train', tiny_rec,
+                          '--model-prefix', str(tmp_path / 'y'), '--pretrained', str(tmp_path / 'nonexist')],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.startswith('error: --pretrained ') and run.stderr.count('\n') == 1

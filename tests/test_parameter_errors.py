@@ -298,3 +298,22 @@ def test_the_static_check_can_fail(tmp_path):
                    "    check_number(k, '--top-k')\n"
                    "    raise UsageError('not written by identify.py --save-classifier')\n")
     assert _flags_named(bad) == [(3, '--top-k'), (4, '--top-k')]
+
+
+def _lambdas_using_the_exception(path):
+    """``except E as err: raise ParameterError(lambda n: f'... {err}')``: the message is rendered after the
+    ``except`` block has unbound ``err`` (NameError instead of the error line)."""
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    return [(lam.lineno, handler.name) for handler in ast.walk(tree)
+            if isinstance(handler, ast.ExceptHandler) and handler.name
+            for lam in ast.walk(handler) if isinstance(lam, ast.Lambda)
+            and handler.name in {x.id for x in ast.walk(lam.body) if isinstance(x, ast.Name)}]
+
+
+def test_no_message_renders_an_unbound_exception(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text("try:\n    f()\nexcept OSError as err:\n    raise ParameterError(lambda n: f'{n(\"x\")}: {err}')\n")
+    assert _lambdas_using_the_exception(bad) == [(4, 'err')]  # the check can fail
+    offences = [f'{path.relative_to(ROOT)}:{line}: {name}' for package in LIBRARY
+                for path in sorted((ROOT / package).rglob('*.py')) for line, name in _lambdas_using_the_exception(path)]
+    assert not offences, 'copy the exception text before the lambda:\n' + '\n'.join(offences)

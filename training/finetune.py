@@ -66,7 +66,8 @@ def read_pretrained(spec):
         meta = load_metadata(stem)
         pre = Preprocessing.from_dict(meta.get('preprocessing') or {})
     except (UsageError, OSError, ValueError, TypeError) as err:
-        raise ParameterError(lambda n: f'{n("pretrained")} {spec}: {err}') from None
+        reason = str(err)  # the message is rendered later, after Python has unbound ``err``
+        raise ParameterError(lambda n: f'{n("pretrained")} {spec}: {reason}') from None
     return PretrainedSource(stem=os.path.abspath(stem), meta=meta, preprocessing=pre)
 
 
