@@ -181,3 +181,26 @@ def test_fine_tuning_adds_a_new_bn_to_a_checkpoint_without_one(tmp_path):
                                   bn_net.embedding_bn.running_mean.data().asnumpy())
     assert not os.path.exists(with_bn + '-0001.params')
     assert parse_config(dict(embedding_bn='on')).embedding_bn == 'on'
+
+
+def test_running_statistics_are_the_exact_ones_of_the_saved_weights(tiny_rec, tmp_path):
+    """Precise BN: after each epoch the running mean/variance are the statistics of the current weights'
+    pre-BN features over the training images (centre crops), so extraction and validation see the
+    features training normalised (an exponential average lags weights that Adam moves fast)."""
+    from common.preprocessing import Preprocessing
+    from training.data import record_iter
+    stem = train(_config(tiny_rec, tmp_path / 'arc', loss='arcface', margin_s=16.0, num_epochs=2), **QUIET)['checkpoint']
+    net, meta = load_checkpoint(stem, features_only=True)
+    pre = meta['preprocessing']
+    pre = pre if isinstance(pre, Preprocessing) else Preprocessing.from_dict(pre)
+    raw = np.concatenate([net.embed(b.data[0]).asnumpy()[:b.data[0].shape[0] - b.pad]
+                          for b in record_iter(tiny_rec, pre, 8, train=False, threads=1)])
+    bn = net.embedding_bn
+    np.testing.assert_allclose(bn.running_mean.data().asnumpy(), raw.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.running_var.data().asnumpy(), raw.var(0), rtol=1e-3, atol=1e-4)
+    # the extracted (eval-mode) embeddings of the training images are centred and scaled as in training
+    features = np.concatenate([net(b.data[0]).asnumpy()[:b.data[0].shape[0] - b.pad]
+                               for b in record_iter(tiny_rec, pre, 8, train=False, threads=1)])
+    beta = bn.beta.data().asnumpy()
+    assert np.abs(features.mean(0) - beta).max() < 1e-2
+    assert np.abs(features.std(0) - 1).max() < 0.05  # below 1 only by the eps of units with tiny variance
