@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 
+import cv2
 import mxnet as mx
 import numpy as np
 
@@ -132,11 +133,30 @@ def _record_files(source):
     return []
 
 
+def _check_record_channels(chosen, preprocessing):
+    """Records packed gray for a colour network (or the reverse) calibrate nothing it will see: refused, as
+    training refuses them (the first decodable record of each file tells its packing)."""
+    want = preprocessing.num_channels
+    for rec in dict.fromkeys(r for r, _, _ in chosen):
+        for _, _, payload in (c for c in chosen if c[0] == rec):
+            img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                continue
+            have = 1 if img.ndim == 2 else img.shape[2]
+            if (have == 1) != (want == 1):
+                raise ParameterError(lambda n: f'{n("calibration")} {rec} holds {have}-channel images but the '
+                                               f'network takes {preprocessing.channels} ({want} channels): '
+                                               f'calibrate on records packed for it')
+            break
+
+
 def _from_records(rec_paths, preprocessing, count):
     payloads = [(rec, record_id, payload) for rec in rec_paths for _, record_id, payload in iter_records(rec)]
     color = 'gray' if preprocessing.channels == 'gray' else 'bgr'
+    chosen = _evenly(payloads, count)
+    _check_record_channels(chosen, preprocessing)
     loaded, skipped = [], []
-    for rec, record_id, payload in _evenly(payloads, count):
+    for rec, record_id, payload in chosen:
         name = f'{os.path.basename(rec)} record {record_id}'
         try:
             loaded.append(preprocessing.decoded(decode_image(payload, color, name)))
@@ -178,11 +198,13 @@ def quantize_feature_net(net, data_shape, calibration, mode=DEFAULT_CALIBRATION_
         raise UsageError('INT8 quantization needs an MXNet build with oneDNN (MKLDNN); this one has none')
     graph, params = deploy_symbol(net, data_shape)
     exclude = layer_names(graph, exclude)
-    size = max(1, min(batch_size, len(calibration)))
-    usable = len(calibration) - len(calibration) % size  # NDArrayIter would pad the last batch
-    qgraph, qparams = _quantize_in_subprocess(graph, params, calibration[:usable], size, mode, granularity,
+    # NDArrayIter would pad a short last batch with repeated images: batches of the largest size <=
+    # batch_size that divides the set, so every calibration image counts once
+    n = len(calibration)
+    size = max(d for d in range(1, max(1, min(batch_size, n)) + 1) if n % d == 0)
+    qgraph, qparams = _quantize_in_subprocess(graph, params, calibration, size, mode, granularity,
                                               list(exclude))
-    return qgraph, qparams, usable
+    return qgraph, qparams, n
 
 
 # MXNet 1.9.1 reads its fusion switches once, when libmxnet loads, so the quantization pass runs in a

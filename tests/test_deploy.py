@@ -20,7 +20,7 @@ from models import load_model
 from models.deploy_graph import deploy_symbol, export_symbol, parameter_only_ops
 from models.export import export_model, main as export_main, quantize_model
 from models.onnx_export import describe, onnxruntime_outputs
-from models.quantize import calibration_images, quantize_checkpoint
+from models.quantize import calibration_images, quantize_checkpoint, quantize_feature_net
 from symbols import default_preprocessing
 from symbols.checkpoint import load_checkpoint
 from symbols.quantized import StoredGraphNet, load_symbol_block
@@ -168,6 +168,18 @@ def test_int8_from_packed_records(checkpoints, faces, tmp_path):
                                  count=8, mode='naive')
     assert result['quantization']['calibration']['kind'] == 'records'
     assert load_model(str(tmp_path / 'q')).embed((batch[:2, 0] * 255).round().astype(np.uint8)).shape == (2, 256)
+    # gray records cannot calibrate a colour network (training refuses them too)
+    with pytest.raises(UsageError, match='holds 1-channel images but the network takes bgr'):
+        calibration_images(str(tmp_path / 'faces.rec'), default_preprocessing('lightcnn_v4'), 8)
+
+
+def test_int8_calibration_uses_every_image_once(checkpoints):
+    """12 images in batches of at most 8: batches of 6 (a short last batch would be padded by repeats or
+    dropped), so all 12 calibrate."""
+    net, meta = load_checkpoint(checkpoints['lightcnn9'], features_only=True)
+    pre = meta['preprocessing']
+    _, _, used = quantize_feature_net(net, pre.data_shape, _batch('lightcnn9', 12), mode='naive', batch_size=8)
+    assert used == 12
 
 
 def test_int8_excluded_layers_stay_fp32(checkpoints, faces, tmp_path):
