@@ -684,8 +684,7 @@ def check_packing_options(*, size=144, quality=95, min_size=32, workers=None, va
         Naming the parameter (``top_identities must be >= 1, got -1``); a command line spells its option
         (:class:`~common.errors.ParameterError`).
     """
-    check_number(size, 'size', minimum=1, integer=True)
-    check_number(size, 'size', minimum=RECORD_SIZE_RANGE[0], maximum=RECORD_SIZE_RANGE[1],
+    check_number(size, 'size', minimum=RECORD_SIZE_RANGE[0], maximum=RECORD_SIZE_RANGE[1], integer=True,
                  qualifier=' (side of the stored square, pixels)')
     check_number(quality, 'quality', minimum=1, maximum=100, integer=True)
     check_number(min_size, 'min_size', minimum=1, integer=True)

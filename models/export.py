@@ -19,14 +19,15 @@ if __name__ == '__main__':  # first, before MXNet loads: it sizes its thread poo
 import json  # noqa: E402
 import os  # noqa: E402
 
+from common.checks import check_number  # noqa: E402
 from common.cli import ArgumentParser, run_cli  # noqa: E402
 from common.errors import ParameterError, UsageError  # noqa: E402
 from common.fileio import atomic_path, atomic_write, check_output_prefix, check_outputs_apart  # noqa: E402
 from common.paths import runs_dir  # noqa: E402
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from symbols.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_files, load_checkpoint, load_metadata,  # noqa: E402
-                                resolve_checkpoint)
+from symbols.checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_files, checkpoint_stem, load_checkpoint,  # noqa: E402
+                                load_metadata, resolve_checkpoint)
 from symbols.quantized import is_quantized, save_params  # noqa: E402
 
 from models.deploy_graph import deploy_symbol  # noqa: E402
@@ -212,7 +213,9 @@ def quantize_model(model_spec, prefix=None, dtype='int8', calibration=None, coun
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__.splitlines()[0], parameters=CLI_PARAMETERS)
-    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4')
+    parser.add_argument('--model', required=True, help='checkpoint stem, e.g. runs/pretrained/lightcnn-v4, or a '
+                        'training prefix (with --epoch N, or its latest epoch)')
+    parser.add_argument('--epoch', type=int, help='epoch N of the training prefix --model (NAME-NNNN)')
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument('--format', choices=('mxnet', 'onnx'))
     what.add_argument('--quantize', choices=QUANTIZE_DTYPES,
@@ -236,6 +239,9 @@ def main(argv=None):
     q.add_argument('--center-crop', type=int, metavar='PX',
                    help='central square of calibration images first, as extract_features --center-crop')
     args = parser.parse_args(argv)
+    if args.epoch is not None:
+        check_number(args.epoch, 'epoch', minimum=1, integer=True)
+        args.model = checkpoint_stem(args.model, args.epoch)
     if args.quantize:
         if args.check:
             parser.error('--check compares ONNX with MXNet; it does not apply to --quantize')

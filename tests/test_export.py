@@ -12,6 +12,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from common.cli import run_cli
 from common.errors import UsageError
 from symbols.checkpoint import load_checkpoint, save_checkpoint
 from models.export import (DEPLOY_PYTHON_ENV, ONNX_OPSET, export_model, find_deploy_python,
@@ -128,3 +129,16 @@ def test_real_v4_onnx_matches_mxnet_on_orl_faces(tmp_path_factory, deploy_python
     diff = np.abs(got - expected).max()
     print(f'real V4 on ORL: onnxruntime vs MXNet max abs diff {diff:.3g}')
     assert np.abs(expected).max() > 1e-2 and diff < 1e-4
+
+
+def test_export_takes_a_training_prefix_and_epoch(tmp_path, capsys):
+    net = get_model('lightcnn9', num_classes=3)
+    net.initialize(LightCNNInit())
+    meta = dict(network='lightcnn9', num_classes=3, preprocessing=default_preprocessing('lightcnn9'))
+    save_checkpoint(net, str(tmp_path / 'run-0002'), meta)
+    assert run_cli(export_main, ['--model', str(tmp_path / 'run'), '--epoch', '2', '--format', 'mxnet',
+                          '--out', str(tmp_path / 'e2')]) == 0
+    assert (tmp_path / 'e2-symbol.json').exists()
+    capsys.readouterr()
+    assert run_cli(export_main, ['--model', str(tmp_path / 'run'), '--epoch', '3', '--format', 'mxnet']) == 2
+    assert "no checkpoint at" in capsys.readouterr().err

@@ -147,7 +147,8 @@ def test_data_tools(tree, tmp_path, capsys):
     lib, cli = _library_and_cli(lambda: pack_records(str(tree), str(tmp_path / 'o'), size=0),
                                 'data_tools/pack_rec.py', ['--images', tree, '--out', tmp_path / 'o', '--size', '0'],
                                 capsys)
-    assert lib == 'size must be >= 1, got 0' and cli == 'error: --size must be >= 1, got 0\n'
+    assert lib == 'size (side of the stored square, pixels) must be >= 16, got 0'
+    assert cli == 'error: --size (side of the stored square, pixels) must be >= 16, got 0\n'
     listed = tmp_path / 'l.txt'
     listed.write_text('nowhere/1.jpg 0\n')   # images_root and out_prefix are fed by --images and --out
     lib, cli = _library_and_cli(lambda: pack_records(str(tree), str(tmp_path / 'o'), str(listed), workers=0),
