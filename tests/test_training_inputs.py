@@ -489,3 +489,24 @@ def test_temporaries_of_a_killed_run_are_removed_when_the_next_takes_the_prefix(
     left = set(os.listdir(tmp_path))
     assert not left & set(stale) and set(kept) <= left
     assert parse_config({}).reset_optimizer is False
+
+
+def test_validation_records_from_another_packing_are_refused(tmp_path):
+    """Same class count, other people: val_top1 would be meaningless, so training refuses before any step."""
+    from common.errors import flag
+    from data_tools.synthetic import make_synthetic_faces
+    from helpers import train_config, write_tiny_rec
+    make_synthetic_faces(str(tmp_path / 'a'), 4, 4, size=SIZE, seed=1)
+    shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+    for folder in sorted((tmp_path / 'b').iterdir()):
+        folder.rename(folder.with_name('zz_' + folder.name))  # same sort order and count, other identities
+    train_rec = write_tiny_rec(str(tmp_path / 'a'), str(tmp_path / 'ra'), val_per_identity=1)
+    other_val = write_tiny_rec(str(tmp_path / 'b'), str(tmp_path / 'rb'), val_per_identity=1)[:-4] + '_val.rec'
+    own_val = train_rec[:-4] + '_val.rec'
+    with pytest.raises(ParameterError, match="packed with other identities .*class 0 is 'zz_id_0000' there") as err:
+        train(train_config(train_rec, tmp_path / 'x', data_val=other_val, num_epochs=1), log=lambda _: None)
+    assert err.value.spelled(flag).startswith(f'--data-val {other_val} was packed with other identities than '
+                                              f'--data-train {train_rec}')
+    assert not list(tmp_path.glob('x-*'))  # refused before the first step
+    result = train(train_config(train_rec, tmp_path / 'y', data_val=own_val, num_epochs=1), log=lambda _: None)
+    assert 0 <= result['history'][-1]['val_top1'] <= 1

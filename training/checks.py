@@ -60,6 +60,32 @@ def check_records(scan, num_classes, preprocessing, classes_from='', log=None):
     _check_geometry(scan, preprocessing, log)
 
 
+def check_same_identities(train_rec, val_rec):
+    """Refuse validation records whose class numbers name other people than the training records' do.
+
+    Both ``PREFIX.json`` files (:func:`data_tools.dataset_info.records_info`) list ``identities`` in class
+    order; records packed by different ``pack_rec.py`` runs (another data set, or the same one with other
+    options) can agree on the class count and still mean other identities, which would make ``val_top1``
+    silently meaningless. Nothing is compared when either file has no such list (im2rec, insightface).
+
+    Raises
+    ------
+    ParameterError
+        Naming both files and the first class that differs.
+    """
+    train_ids = records_info(train_rec).get('identities')
+    val_ids = records_info(val_rec).get('identities')
+    if not train_ids or not val_ids or list(train_ids) == list(val_ids):
+        return
+    k = next((i for i, (a, b) in enumerate(zip(train_ids, val_ids)) if a != b), min(len(train_ids), len(val_ids)))
+    here = train_ids[k] if k < len(train_ids) else 'none'
+    there = val_ids[k] if k < len(val_ids) else 'none'
+    raise ParameterError(lambda n: f'{n("data_val")} {val_rec} was packed with other identities than '
+                                   f'{n("data_train")} {train_rec} (class {k} is {there!r} there, {here!r} here; '
+                                   f'{len(val_ids)} vs {len(train_ids)} identities): pack both in one run of '
+                                   f'pack_rec.py --val-per-identity N so that their labels agree')
+
+
 def _check_geometry(scan, preprocessing, log):
     summary = records_info(scan.path)
     record = summary.get('record') or {}

@@ -27,7 +27,7 @@ from symbols import LightCNNInit, default_preprocessing, get_model
 from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_states, save_checkpoint
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
-from .checks import check_records, check_validators
+from .checks import check_records, check_same_identities, check_validators
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
                      freeze_epochs, parse_config, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
@@ -226,6 +226,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     check_records(scan, num_classes, preprocessing, classes_from, log)
     if args.data_val:
         check_records(check_record_file(args.data_val), num_classes, preprocessing, classes_from)
+        check_same_identities(args.data_train, args.data_val)
     num_train = scan.count
     global_batch = args.batch_size * num_workers
     updates_per_epoch = steps_per_epoch(num_train, global_batch)
