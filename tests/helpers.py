@@ -129,3 +129,26 @@ def train_config(rec, prefix, **overrides):
                   num_epochs=2, lr=0.01, data_nthreads=1, disp_batches=2, seed=1)
     config.update(overrides)
     return config
+
+
+def load_script(script):
+    """The module of a command-line script (``data_tools/pack_rec.py``, relative to the repository), loaded as
+    ``python SCRIPT`` would load it but without running its ``__main__`` block."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location('cli_' + script.replace('/', '_')[:-3], os.path.join(root, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(script, argv, capsys):
+    """``(exit code, stdout, stderr)`` of ``python SCRIPT argv`` run in this process through ``run_cli``
+    (argparse's own misuse exit included)."""
+    from common.cli import run_cli
+    try:
+        code = run_cli(load_script(script).main, [str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

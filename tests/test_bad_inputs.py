@@ -5,7 +5,6 @@ checkpoints, empty and truncated ``.mat`` files, text files that are not what th
 run in this process through :func:`common.cli.run_cli`, as ``python SCRIPT ...`` runs them, so an exception
 that is not a :class:`UsageError` fails the test with its traceback.
 """
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from common.cli import run_cli
 from common.features_mat import write_features
-from helpers import make_checkpoint, make_tree, write_tiny_rec
+from helpers import load_script, make_checkpoint, make_tree, write_tiny_rec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,20 +131,13 @@ CASES = {
 }
 
 
-def _main(script):
-    spec = importlib.util.spec_from_file_location('cli_' + script.replace('/', '_')[:-3], os.path.join(ROOT, script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 @pytest.mark.parametrize('script, argv', [(s, a) for s, cases in CASES.items() for a in cases],
                          ids=lambda v: ' '.join(v) if isinstance(v, list) else v)
 def test_bad_input_is_one_error_line_and_exit_2(inputs, script, argv, capsys):
     stem = str(inputs / 'ckpt' / 'tiny')
     argv = [a.replace('STEM', stem).replace('T/', f'{inputs}/') for a in argv]
     try:
-        code = run_cli(_main(script), argv)
+        code = run_cli(load_script(script).main, argv)
     except SystemExit as exit_:  # argparse's misuse exit
         code = exit_.code
     err = capsys.readouterr().err

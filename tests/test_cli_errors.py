@@ -5,7 +5,6 @@ by the library when not finite or out of their range (the command spells the fla
 roots that are files, raw file bytes in messages, closed standard output, capped threshold folds, images
 without a face, the record sample ``inspect_rec.py`` decodes.
 """
-import importlib.util
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from common.cli import run_cli
 from common.errors import ParameterError, ParameterValueError, UsageError
 from common.features_mat import write_features
 from common.textio import short_printable
-from helpers import make_checkpoint, make_tree
+from helpers import make_checkpoint, make_tree, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ['train_lightcnn.py', 'data_tools/pack_rec.py', 'data_tools/make_pairs.py', 'data_tools/inspect_rec.py',
@@ -32,21 +31,9 @@ SCRIPTS = ['train_lightcnn.py', 'data_tools/pack_rec.py', 'data_tools/make_pairs
            'identification/predict.py', 'identification/split_features.py', 'tools/launch.py']
 
 
-def _main(script):
-    spec = importlib.util.spec_from_file_location('clierr_' + script.replace('/', '_')[:-3], ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _run(script, argv, capsys):
     """``(exit code, stdout, stderr)`` of ``script`` run in-process as the shell would (argparse exits too)."""
-    try:
-        code = run_cli(_main(script), [str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_script(script, argv, capsys)
 
 
 def _one_error(code, err):

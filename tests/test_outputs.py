@@ -6,7 +6,6 @@ a picture output in a format its writer cannot write fails before any work (the 
 that fails the test); missing parent folders are created; ``align.py`` holds a lock on its ``--out`` tree.
 """
 import hashlib
-import importlib.util
 import multiprocessing
 import os
 import shutil
@@ -14,11 +13,10 @@ import shutil
 import numpy as np
 import pytest
 
-from common.cli import run_cli
 from common.errors import UsageError
 from common.features_mat import write_features
 from common.fileio import check_outputs, check_outputs_apart, check_picture_path, exclusive_lock, picture_extensions
-from helpers import make_checkpoint, make_tree, write_tiny_rec
+from helpers import make_checkpoint, make_tree, run_script, write_tiny_rec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = [f'Aaron_Eckhart/Aaron_Eckhart_{i:04d}.png' for i in range(1, 5)] + \
@@ -42,20 +40,10 @@ def t(tmp_path_factory):
     return t
 
 
-def _main(script):
-    spec = importlib.util.spec_from_file_location('cli_' + script.replace('/', '_')[:-3], os.path.join(ROOT, script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _run(script, argv, capsys):
     """``(exit code, stderr)`` of ``python SCRIPT argv`` run in this process."""
-    try:
-        code = run_cli(_main(script), [str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+    code, _, err = run_script(script, argv, capsys)
+    return code, err
 
 
 def _digest(path):

@@ -7,7 +7,7 @@ strings of the parser the command parsed (``dest`` -> option, a positional by it
 messages are checked both ways, then every library message is checked statically for a ``--flag``.
 """
 import ast
-import importlib.util
+import importlib
 import inspect
 import pickle
 import re
@@ -19,24 +19,16 @@ import pytest
 from common.cli import ArgumentParser, option_names, run_cli
 from common.errors import ParameterError, UsageError, flag
 from common.features_mat import write_features
-from helpers import make_tree
+from helpers import load_script, make_tree
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(script):
-    """The module of a command-line script (``data_tools/pack_rec.py``), loaded as ``python SCRIPT`` would."""
-    spec = importlib.util.spec_from_file_location('cli_' + script.replace('/', '_')[:-3], ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _library_and_cli(call, script, argv, capsys):
     """``(str of the error call() raises, the error line script prints for argv)``."""
     with pytest.raises(UsageError) as err:
         call()
-    assert run_cli(_cli(script).main, [str(a) for a in argv]) == 2
+    assert run_cli(load_script(script).main, [str(a) for a in argv]) == 2
     return str(err.value), capsys.readouterr().err
 
 
@@ -104,7 +96,7 @@ CLI_FUNCTIONS = {
 
 @pytest.mark.parametrize('script', sorted(CLI_FUNCTIONS))
 def test_every_mapped_parameter_is_the_called_functions(script):
-    parser = _cli(script).build_parser()
+    parser = load_script(script).build_parser()
     option_names(parser)  # every mapped dest exists
     taken = set()
     for target in CLI_FUNCTIONS[script]:
@@ -211,7 +203,7 @@ def test_identification(features, tmp_path, capsys):
                                                                      '--unknown-last', '0', '--probes-per-identity',
                                                                      '4'], capsys)
     assert lib.endswith('; lower probes_per_identity') and cli.endswith('; lower --probes-per-identity\n')
-    names = option_names(_cli('identification/predict.py').build_parser())
+    names = option_names(load_script('identification/predict.py').build_parser())
     assert names['images'] == 'images' and names['tree'] == '--images'   # the files, and --images ROOT
 
 
