@@ -136,18 +136,17 @@ def _record_files(source):
 def _check_record_channels(chosen, preprocessing):
     """Records packed gray for a colour network (or the reverse) calibrate nothing it will see: refused, as
     training refuses them (the first decodable record of each file tells its packing)."""
-    want = preprocessing.num_channels
-    for rec in dict.fromkeys(r for r, _, _ in chosen):
-        for _, _, payload in (c for c in chosen if c[0] == rec):
-            img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                continue
-            have = 1 if img.ndim == 2 else img.shape[2]
-            if (have == 1) != (want == 1):
-                raise ParameterError(lambda n: f'{n("calibration")} {rec} holds {have}-channel images but the '
-                                               f'network takes {preprocessing.channels} ({want} channels): '
-                                               f'calibrate on records packed for it')
-            break
+    want, checked = preprocessing.num_channels, set()
+    for rec, _, payload in chosen:
+        img = None if rec in checked else cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:  # file already checked, or an undecodable record (skipped and listed later)
+            continue
+        checked.add(rec)
+        have = 1 if img.ndim == 2 else img.shape[2]
+        if (have == 1) != (want == 1):
+            raise ParameterError(lambda n: f'{n("calibration")} {rec} holds {have}-channel images but the '
+                                           f'network takes {preprocessing.channels} ({want} channels): '
+                                           f'calibrate on records packed for it')
 
 
 def _from_records(rec_paths, preprocessing, count):

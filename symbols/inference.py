@@ -282,18 +282,11 @@ def image_loader(preprocessing, center_crop=None, align=None):
         return fit(align(img)) if align is not None else preprocessing.decoded(img, center_crop)
 
     def many(sources):
-        out = []
-        for source in sources:
-            try:
-                out.append(decode(source))
-            except ImageError as err:
-                out.append(err)
+        out = _each(decode, sources)
         todo = [k for k, img in enumerate(out) if not isinstance(img, ImageError)]
-        for k, result in zip(todo, align.align_batch([out[k] for k in todo]) if todo else []):
-            try:
-                out[k] = fit(result.image)
-            except ImageError as err:
-                out[k] = err
+        aligned = align.align_batch([out[k] for k in todo]) if todo else []
+        for k, fitted in zip(todo, _each(lambda result: fit(result.image), aligned)):
+            out[k] = fitted
         return out
 
     if align is not None and hasattr(align, 'align_batch'):
@@ -307,16 +300,21 @@ def _check_array(img):
     return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
 
 
-def _load_batch(load, sources):
-    if hasattr(load, 'many'):  # e.g. face alignment, batched across the images
-        return load.many(sources)
+def _each(fn, items):
+    """``fn(item)`` for every item, the :class:`ImageError` it raised in its place where it raised one."""
     out = []
-    for source in sources:
+    for item in items:
         try:
-            out.append(load(source))
+            out.append(fn(item))
         except ImageError as err:
             out.append(err)
     return out
+
+
+def _load_batch(load, sources):
+    if hasattr(load, 'many'):  # e.g. face alignment, batched across the images
+        return load.many(sources)
+    return _each(load, sources)
 
 
 def prefetch_batches(load, sources, batch_size, num_workers=2):
