@@ -218,6 +218,15 @@ def image_record_batches(scan, preprocessing, batch_size, train=True, **options)
                               skipped=scan.meta_records, **options)
 
 
+def evaluation_batches(scan, preprocessing, batch_size, threads=4):
+    """Centre-cropped batches of a scanned ``.rec`` in file order (validation, BN statistics): MXNet's
+    ``ImageRecordIter``, or :class:`ImageRecordBatches` when the file holds records without images.
+    A short last batch may be filled past the end: callers cap each batch by ``scan.count``."""
+    if scan.meta_records:
+        return image_record_batches(scan, preprocessing, batch_size, train=False, threads=threads).epoch(0)
+    return record_iter(scan.path, preprocessing, batch_size, train=False, threads=threads)
+
+
 class SyntheticBatches:
     """Random images and labels already on the devices: measures the network, not the input."""
 

@@ -31,7 +31,7 @@ from .checks import check_records, check_same_identities, check_validators
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
                      freeze_epochs, parse_config, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
-from .data import (RecordBatches, SyntheticBatches, check_record_file, image_record_batches, record_iter,
+from .data import (RecordBatches, SyntheticBatches, check_record_file, evaluation_batches, image_record_batches,
                    record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
@@ -577,14 +577,8 @@ def refresh_embedding_bn(run, images=PRECISE_BN_IMAGES):
         return
     args, scan = run.args, run.train_scan
     batch_size = min(args.batch_size, images)
-    if scan.meta_records:
-        batches = image_record_batches(scan, run.preprocessing, batch_size, train=False,
-                                       threads=args.data_nthreads).epoch(0)
-    else:
-        batches = record_iter(args.data_train, run.preprocessing, batch_size, train=False,
-                              threads=args.data_nthreads)
     ctx, features, seen = run.contexts[0], [], 0
-    for batch in batches:
+    for batch in evaluation_batches(scan, run.preprocessing, batch_size, args.data_nthreads):
         n = min(batch.data[0].shape[0] - (batch.pad or 0), scan.count - seen)
         if n <= 0:
             break

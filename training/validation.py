@@ -23,7 +23,7 @@ from symbols.checkpoint import load_metadata, save_checkpoint
 from symbols.inference import Embedder, embed_bin, embed_images, items_from_pairs
 
 from .callbacks import Callback
-from .data import check_record_file, image_record_batches, record_iter
+from .data import check_record_file, evaluation_batches
 
 
 def evaluate_classification(net, preprocessing, contexts, rec_path, batch_size, threads=4, scan=None):
@@ -41,10 +41,7 @@ def evaluate_classification(net, preprocessing, contexts, rec_path, batch_size, 
         ``val_top1``, ``val_top5``: fractions in [0, 1] (top-5 is top-k with k = min(5, classes)).
     """
     scan = scan if scan is not None else check_record_file(rec_path)
-    if scan.meta_records:
-        batches = image_record_batches(scan, preprocessing, batch_size, train=False, threads=threads).epoch(0)
-    else:
-        batches = record_iter(rec_path, preprocessing, batch_size, train=False, threads=threads)
+    batches = evaluation_batches(scan, preprocessing, batch_size, threads)
     k = min(5, net.num_classes)
     top1 = [mx.nd.zeros((1,), ctx=c) for c in contexts]
     topk = [mx.nd.zeros((1,), ctx=c) for c in contexts]
