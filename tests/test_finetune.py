@@ -295,6 +295,33 @@ def test_fine_tuned_real_v4_keeps_its_features_when_frozen(real_v4, tmp_path):
     np.testing.assert_allclose(mat.features, tuned.embed(sorted(paths)), rtol=1e-5, atol=1e-5)
 
 
+def _features_cosine(net, batch):
+    features = net(batch)[1].asnumpy()
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    return (features @ features.T)[np.triu_indices(len(features), 1)]
+
+
+def test_data_dependent_init_standardises_every_filter_and_zeroes_the_classifier(gray_rec, tmp_path):
+    run = setup(parse_config(_config(gray_rec, tmp_path / 'data', input_size=32)), **QUIET)
+    # the faces it was computed on: the first 32 records, centre crops
+    batch = next(iter(record_iter(gray_rec, run.preprocessing, 32, train=False, seed=1, threads=1)))
+    batch = batch.data[0].as_in_context(mx.cpu())
+    net = run.net
+    first = net.features[0].filter
+    out = mx.nd.Convolution(batch, first.weight.data(), first.bias.data(), **first._kwargs).asnumpy()
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    dense = net.fc1.filter(net.features(batch)).asnumpy()  # the last MFM, after all earlier ones changed
+    np.testing.assert_allclose(dense.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(dense.std(axis=0), 1, atol=1e-3)
+    assert not np.abs(_params(net)['fc2.weight']).any() and run.meta['init'] == 'data'
+    # LightCNNInit alone: every face has the same feature direction (what made training sit at chance)
+    xavier = setup(parse_config(_config(gray_rec, tmp_path / 'xavier', input_size=32, init='xavier')), **QUIET)
+    assert _features_cosine(xavier.net, batch).min() > 0.99
+    assert _features_cosine(net, batch).mean() < 0.7
+    assert np.abs(_params(xavier.net)['fc2.weight']).max() > 0.01
+
+
 def pattern_tree(root, identities=8, images=12, size=SIZE, seed=0):
     """``id_K/J.png`` gray images: an identity is a smooth random pattern, an image it shifted, lit, noisy."""
     rng = np.random.default_rng(seed)

@@ -54,6 +54,9 @@ OPTIONS = {
         Option('network', None, 'LightCNN variant', choices=tuple(NETWORKS),
                shown=f"{DEFAULT_NETWORK}, or the network of --pretrained"),
         Option('dropout', 0.5, 'dropout before fc2', float),
+        Option('init', 'data', 'initialisation: data = LightCNNInit, then every MFM filter standardised on a '
+               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone',
+               choices=('data', 'xavier')),
     ],
     'fine-tuning': [
         Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, '

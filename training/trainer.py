@@ -28,11 +28,12 @@ from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar,
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, base_lr, check_config, freeze_epochs,
                      parse_config, step_epochs)
 from .data import (RecordBatches, SyntheticBatches, check_record_file, packing_summary,
-                   record_preprocessing, steps_per_epoch)
+                   record_iter, record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
                        set_lr_mults)
 from .heads import build_head
+from .initialization import data_dependent_init, zero_classifier
 from .validation import ClassificationValidation
 
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
@@ -170,12 +171,14 @@ def setup(args, contexts=None, log=None):
                          num_parts=num_workers, part_index=rank, threads=args.data_nthreads)
     net = build_network(args, num_classes, preprocessing, contexts)
     copied = copy_backbone(net, pretrained) if pretrained else None
+    if args.init == 'data':
+        initialise_from_data(net, pretrained, args, preprocessing, contexts[0])
     head = build_head(args, num_classes)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=int(num_classes), preprocessing=preprocessing,
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
-                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
+                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout, init=args.init,
                 loss=head.metadata().get('loss'), head=head.metadata(),
                 pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
                 epoch_numbering=EPOCH_NUMBERING,
@@ -236,6 +239,17 @@ def build_network(args, num_classes, preprocessing, contexts):
     set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def initialise_from_data(net, pretrained, args, preprocessing, ctx, faces=32):
+    """``init='data'``: a new network's MFM filters standardised on ``faces`` training faces (centre crops,
+    :mod:`training.initialization`), and the classifier zero, fine-tuned or not. A resumed run loads its
+    weights afterwards, so the filters are left as they are then."""
+    if not pretrained and not args.load_epoch:
+        it = record_iter(args.data_train, preprocessing, faces, train=False, seed=args.seed,
+                         threads=args.data_nthreads)
+        data_dependent_init(net, next(iter(it)).data[0].as_in_context(ctx))
+    zero_classifier(net)
 
 
 def make_lr_scheduler(args, updates_per_epoch):
