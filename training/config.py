@@ -19,7 +19,8 @@ NETWORKS = get_model_list()
 DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --pretrained
 BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
 ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
-PRETRAINED_BACKBONE_LR_MULT = 0.1  # --backbone-lr-mult with --pretrained
+PRETRAINED_BACKBONE_LR_MULT = 0.01  # --backbone-lr-mult with --pretrained
+PRETRAINED_CLASSIFIER_LR_MULT = 10.0  # --fc2-lr-mult with --pretrained
 PRETRAINED_FREEZE_EPOCHS = 1  # --freeze-epochs with --pretrained
 
 
@@ -63,9 +64,9 @@ OPTIONS = {
                'or trained, any class count): its backbone weights, network and preprocessing; a new fc2 for '
                'the classes of --data-train', shown='none: from scratch'),
         Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
-               shown='1; with --pretrained 0.1'),
+               shown=f'1; with --pretrained {PRETRAINED_BACKBONE_LR_MULT:g}'),
         Option('freeze_epochs', None, 'train only the classifier for this many epochs, then the backbone '
-               'at --backbone-lr-mult', int, shown='0; with --pretrained 1'),
+               'at --backbone-lr-mult', int, shown=f'0; with --pretrained {PRETRAINED_FREEZE_EPOCHS}'),
     ],
     'optimisation': [
         Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
@@ -79,7 +80,8 @@ OPTIONS = {
         Option('lr_step_epochs', '', 'e.g. 10,20: multiply the lr by --lr-factor there', shown='none'),
         Option('lr_factor', 0.1, 'lr multiplier at each --lr-step-epochs', float),
         Option('warmup_epochs', 1.0, 'linear warm-up from 0 over this many epochs', float),
-        Option('fc2_lr_mult', 1.0, 'lr multiplier of the classifier (official SGD recipe: 10)', float),
+        Option('fc2_lr_mult', None, 'lr multiplier of the classifier (official SGD recipe: 10)', float,
+               shown=f'1; with --pretrained {PRETRAINED_CLASSIFIER_LR_MULT:g}'),
         Option('clip_norm', 5.0, 'rescale the batch-mean gradient to this L2 norm when larger (0: off)',
                float),
         Option('clip_gradient', 0.0, 'clip every gradient element to [-C, C] (0: off)', float),
@@ -200,6 +202,13 @@ def base_lr(args):
     if args.lr is not None:
         return args.lr
     return ADAM_LR if args.optimizer == 'adam' else BASE_LR
+
+
+def classifier_lr_mult(args):
+    """``fc2_lr_mult``, or 1 from scratch and :data:`PRETRAINED_CLASSIFIER_LR_MULT` with ``pretrained``."""
+    if args.fc2_lr_mult is not None:
+        return args.fc2_lr_mult
+    return PRETRAINED_CLASSIFIER_LR_MULT if args.pretrained else 1.0
 
 
 def backbone_lr_mult(args):

@@ -25,8 +25,8 @@ from models.checkpoint import checkpoint_stem, load_metadata, read_optimizer_sta
 from symbols import LightCNNInit, default_preprocessing, get_model
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
-from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, base_lr, check_config, freeze_epochs,
-                     parse_config, step_epochs)
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, base_lr, check_config, classifier_lr_mult,
+                     freeze_epochs, parse_config, step_epochs)
 from .data import (RecordBatches, SyntheticBatches, check_record_file, packing_summary,
                    record_iter, record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
@@ -236,7 +236,7 @@ def build_network(args, num_classes, preprocessing, contexts):
                     dropout=args.dropout, return_features=True)
     mx.random.seed(args.seed)
     net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
-    set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
+    set_lr_mults(net, backbone_lr_mult(args), classifier_lr_mult(args))
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
@@ -487,7 +487,7 @@ def save_epoch(run, epoch, row):
     schedule = dict(lr=run.trainer.learning_rate, num_update=run.trainer.optimizer.num_update,
                     base_lr=run.base_lr, lr_step_epochs=step_epochs(args.lr_step_epochs),
                     lr_factor=args.lr_factor, warmup_epochs=args.warmup_epochs,
-                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=args.fc2_lr_mult,
+                    updates_per_epoch=run.updates_per_epoch, fc2_lr_mult=classifier_lr_mult(args),
                     backbone_lr_mult=backbone_lr_mult(args), freeze_epochs=freeze_epochs(args),
                     clip_norm=args.clip_norm, clip_gradient=args.clip_gradient)
     meta = dict(run.meta, metrics=row, lr_schedule=schedule)
