@@ -296,6 +296,18 @@ def test_fine_tuned_real_v4_keeps_its_features_when_frozen(real_v4, tmp_path):
     np.testing.assert_allclose(mat.features, tuned.embed(sorted(paths)), rtol=1e-5, atol=1e-5)
 
 
+def test_validation_scores_every_record_once_whatever_the_batch(gray_rec, tmp_path):
+    """12 validation records: a partial last batch (5, 5, 2) or a batch larger than the file (16) score the same
+    12 faces as batches of 1 (ImageRecordIter fills a partial batch with other images and reports pad 0)."""
+    from training.validation import evaluate_classification
+    run = setup(parse_config(_config(gray_rec, tmp_path / 'v', input_size=32, init='xavier')), **QUIET)
+    val = gray_rec.replace('.rec', '_val.rec')
+    scores = {b: evaluate_classification(run.net, run.preprocessing, [mx.cpu()], val, b, threads=1)
+              for b in (1, 5, 16)}
+    assert scores[1]['val_top1'] * 12 == pytest.approx(round(scores[1]['val_top1'] * 12))
+    assert scores[5] == pytest.approx(scores[1]) and scores[16] == pytest.approx(scores[1])
+
+
 def _features_cosine(net, batch):
     features = net(batch)[1].asnumpy()
     features /= np.linalg.norm(features, axis=1, keepdims=True)

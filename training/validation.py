@@ -9,7 +9,7 @@ evaluation stages, which come after training, so it lives there
 import mxnet as mx
 from mxnet import gluon
 
-from .data import record_iter
+from .data import check_record_file, record_iter
 
 
 def evaluate_classification(net, preprocessing, contexts, rec_path, batch_size, threads=4):
@@ -21,12 +21,18 @@ def evaluate_classification(net, preprocessing, contexts, rec_path, batch_size, 
         ``val_top1``, ``val_top5``: fractions in [0, 1] (top-5 is top-k with k = min(5, classes)).
     """
     it = record_iter(rec_path, preprocessing, batch_size, train=False, threads=threads)
+    # ImageRecordIter (MXNet 1.9.1) fills a last, partial batch with other images and reports pad=0:
+    # count the records of the .idx and score only those
+    remaining = check_record_file(rec_path)
     k = min(5, net.num_classes)
     top1 = [mx.nd.zeros((1,), ctx=c) for c in contexts]
     topk = [mx.nd.zeros((1,), ctx=c) for c in contexts]
     total = 0
     for batch in it:
-        n = batch.data[0].shape[0] - batch.pad
+        n = min(batch.data[0].shape[0] - batch.pad, remaining)
+        if n <= 0:
+            break
+        remaining -= n
         data = gluon.utils.split_and_load(batch.data[0][:n], contexts, even_split=False)
         label = gluon.utils.split_and_load(batch.label[0][:n], contexts, even_split=False)
         for i, (x, y) in enumerate(zip(data, label)):
