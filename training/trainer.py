@@ -222,7 +222,8 @@ def create_kvstore(args):
 
 # Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
 # deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
-# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+# and 87 (V4), and training diverged within the first epochs. What --init xavier keeps; --init data rescales
+# the filters afterwards (README, Training: Network, Defaults that learn).
 INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
 
 
