@@ -23,10 +23,16 @@ from symbols import MFM
 
 
 def _filter_output(mfm, x):
-    """The ``2 * out_channels`` maps of ``mfm``'s filter before the max, for input ``x``."""
+    """The ``2 * out_channels`` maps of ``mfm``'s filter before the max, for input ``x``.
+
+    The convolution gets copies of the weights: outside ``autograd.record`` oneDNN reorders a weight array it is
+    handed into its blocked layout in place, and a parameter left so was pushed too late by a ``dist_sync``
+    kvstore's init (the server saw a worker's pull first: "init 3 first").
+    """
     conv = mfm.filter
     if isinstance(conv, nn.Conv2D):
-        return mx.nd.Convolution(x, conv.weight.data(x.context), conv.bias.data(x.context), **conv._kwargs)
+        weight, bias = (p.data(x.context).copy() for p in (conv.weight, conv.bias))
+        return mx.nd.Convolution(x, weight, bias, **conv._kwargs)
     return conv(x)
 
 
