@@ -66,6 +66,9 @@ OPTIONS = {
                choices=('on', 'off'),
                shown='on for arcface, cosface, combined from scratch; with --pretrained or --load-epoch: the '
                      "checkpoint's"),
+        Option('init', 'data', 'initialisation: data = LightCNNInit, then every MFM filter standardised on a '
+               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone (README: Initialisation)',
+               choices=('data', 'xavier')),
     ],
     'fine-tuning': [
         Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, '

@@ -31,12 +31,13 @@ from .checks import check_records, check_same_identities, check_validators
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
                      freeze_epochs, parse_config, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
-from .data import (RecordBatches, SyntheticBatches, check_record_file, evaluation_batches, image_record_batches,
+from .data import (RecordBatches, SyntheticBatches, check_record_file, counted_batches, image_record_batches,
                    record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
                        set_lr_mults)
 from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
+from .initialization import data_dependent_init, zero_classifier
 from .outputs import PrefixLock, remove_stale_temporaries
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
                      open_resume_point)
@@ -248,13 +249,15 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     args.embedding_bn = 'on' if embedding_bn(args, bn_from) else 'off'
     net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
     copied = copy_backbone(net, pretrained) if pretrained else None
+    if args.init == 'data':
+        initialise_from_data(net, scan, args, preprocessing, contexts[0], fresh=not (pretrained or point))
     head = build_head(args, num_classes, contexts)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
                 embedding_bn=args.embedding_bn == 'on',
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
-                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
+                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout, init=args.init,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
                 loss=head.name, head=head.metadata(),
                 pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
@@ -287,7 +290,8 @@ def create_kvstore(args):
 
 # Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
 # deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
-# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+# and 87 (V4), and training diverged within the first epochs. What --init xavier keeps; --init data rescales
+# the filters afterwards (README, Training: Network, Defaults that learn).
 INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
 
 
@@ -306,6 +310,16 @@ def build_network(args, num_classes, preprocessing, contexts):
     set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def initialise_from_data(net, scan, args, preprocessing, ctx, fresh, faces=32):
+    """``init='data'``: a ``fresh`` network's MFM filters standardised on the first ``faces`` training faces
+    (centre crops, :mod:`training.initialization`), and the classifier ``fc2`` zero, fine-tuned or not. A
+    resumed run loads its weights afterwards."""
+    if fresh:
+        faces, _ = next(counted_batches(scan, preprocessing, faces, args.data_nthreads, limit=faces))
+        data_dependent_init(net, faces.as_in_context(ctx))
+    zero_classifier(net)
 
 
 def make_lr_scheduler(args, updates_per_epoch, base_lr=None):
@@ -575,18 +589,9 @@ def refresh_embedding_bn(run, images=PRECISE_BN_IMAGES):
     bn = getattr(run.net, 'embedding_bn', None)
     if bn is None:
         return
-    args, scan = run.args, run.train_scan
-    batch_size = min(args.batch_size, images)
-    ctx, features, seen = run.contexts[0], [], 0
-    for batch in evaluation_batches(scan, run.preprocessing, batch_size, args.data_nthreads):
-        n = min(batch.data[0].shape[0] - (batch.pad or 0), scan.count - seen)
-        if n <= 0:
-            break
-        x = batch.data[0][:n].as_in_context(ctx)
-        features.append(run.net.embed(x))
-        seen += x.shape[0]
-        if seen >= images:
-            break
+    args, ctx = run.args, run.contexts[0]
+    features = [run.net.embed(x.as_in_context(ctx)) for x, _ in counted_batches(
+        run.train_scan, run.preprocessing, min(args.batch_size, images), args.data_nthreads, limit=images)]
     if not features:
         return
     f = mx.nd.concat(*features, dim=0)
