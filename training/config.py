@@ -24,7 +24,8 @@ DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --p
 BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
 ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
 PRETRAINED_BACKBONE_LR_MULT = 0.01  # --backbone-lr-mult with --pretrained
-PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained
+PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained and --probe-epochs 0
+PRETRAINED_PROBE_EPOCHS = 30  # --probe-epochs with --pretrained
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,12 @@ OPTIONS = {
                'the classes of --data-train', shown='none: from scratch'),
         Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
                shown=f'1; with --pretrained {PRETRAINED_BACKBONE_LR_MULT}'),
+        Option('probe_epochs', None, 'before training, fit the new classifier on the frozen network\'s features of '
+               '--data-train (embedded once) for this many passes: linear probe, then fine-tuning (LP-FT)', int,
+               shown=f'0; with --pretrained {PRETRAINED_PROBE_EPOCHS}'),
         Option('freeze_epochs', None, 'train only the classifier for this many epochs, then the backbone '
-               'at --backbone-lr-mult', int, shown=f'0; with --pretrained {PRETRAINED_FREEZE_EPOCHS}'),
+               'at --backbone-lr-mult', int,
+               shown=f'0; with --pretrained and --probe-epochs 0: {PRETRAINED_FREEZE_EPOCHS}'),
     ],
     'optimisation': [
         Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
@@ -179,6 +184,7 @@ RANGES = {
     'fc2_lr_mult': Range(0),
     'backbone_lr_mult': Range(0, reason='0: frozen'),
     'freeze_epochs': Range(0),
+    'probe_epochs': Range(0, 10 ** 4, reason='0: off'),
     'clip_norm': Range(0, reason='0: off'),
     'clip_gradient': Range(0, reason='0: off'),
     'seed': Range(0, 10 ** 6, reason='epoch seeds are seed * 1000 + epoch'),
@@ -383,8 +389,16 @@ def embedding_bn(args, checkpoint_meta=None):
     return getattr(args, 'loss', 'softmax') in MARGIN_LOSSES
 
 
+def probe_epochs(args):
+    """``probe_epochs``, or 0 from scratch and :data:`PRETRAINED_PROBE_EPOCHS` with ``pretrained``."""
+    if args.probe_epochs is not None:
+        return args.probe_epochs
+    return PRETRAINED_PROBE_EPOCHS if args.pretrained else 0
+
+
 def freeze_epochs(args):
-    """``freeze_epochs``, or 0 from scratch and :data:`PRETRAINED_FREEZE_EPOCHS` with ``pretrained``."""
+    """``freeze_epochs``, or :data:`PRETRAINED_FREEZE_EPOCHS` with ``pretrained`` and no linear probe (the
+    probe is the classifier-only stage), else 0."""
     if args.freeze_epochs is not None:
         return args.freeze_epochs
-    return PRETRAINED_FREEZE_EPOCHS if args.pretrained else 0
+    return PRETRAINED_FREEZE_EPOCHS if args.pretrained and not probe_epochs(args) else 0

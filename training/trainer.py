@@ -29,7 +29,7 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_same_identities, check_validators
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
-                     freeze_epochs, parse_config, step_epochs, val_targets)
+                     freeze_epochs, parse_config, probe_epochs, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
 from .data import (RecordBatches, SyntheticBatches, check_record_file, counted_batches, image_record_batches,
                    record_preprocessing, steps_per_epoch)
@@ -39,6 +39,7 @@ from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_pr
 from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
 from .initialization import data_dependent_init, zero_classifier
 from .outputs import PrefixLock, remove_stale_temporaries
+from .probe import linear_probe
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
                      open_resume_point)
 from .sampler import IdentityBatches
@@ -252,6 +253,10 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     if args.init == 'data':
         initialise_from_data(net, scan, args, preprocessing, contexts[0], fresh=not (pretrained or point))
     head = build_head(args, num_classes, contexts)
+    probe = None
+    if probe_epochs(args) and point is None:  # a resumed run loads the head it trained
+        probe = linear_probe(net, head, scan, preprocessing, contexts, probe_epochs(args), wd=args.wd,
+                             threads=args.data_nthreads, seed=args.seed, log=log)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
@@ -259,7 +264,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout, init=args.init,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
-                loss=head.name, head=head.metadata(),
+                loss=head.name, head=head.metadata(), probe=probe,
                 pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
                 epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
