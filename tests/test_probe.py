@@ -3,6 +3,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from helpers import train_config
 from models.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from training import setup, train
 from training.config import PRETRAINED_PROBE_EPOCHS, parse_config
@@ -22,10 +23,7 @@ def source(tiny_rec, tmp_path_factory):
 
 
 def _config(rec, prefix, **overrides):
-    config = dict(data_train=rec, model_prefix=str(prefix), batch_size=8, num_epochs=1, data_nthreads=1,
-                  disp_batches=100, seed=1, dropout=0.0)
-    config.update(overrides)
-    return config
+    return train_config(rec, prefix, **dict(dict(num_epochs=1, dropout=0.0), **overrides))
 
 
 def _features(run, rec):
