@@ -1,11 +1,13 @@
 """Linear probe before fine-tuning (LP-FT, training/probe.py): the classifier fitted on the frozen features."""
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
 
-from helpers import train_config
+from helpers import PRE, train_config
 from models.checkpoint import load_checkpoint, load_metadata, save_checkpoint
-from training import setup, train
+from training import ParameterError, setup, train
 from training.config import PRETRAINED_PROBE_EPOCHS, parse_config
 from training.data import check_record_file
 from training.probe import embed_records, fit_head
@@ -114,3 +116,53 @@ def test_probe_defaults_and_resume(tiny_rec, source, tmp_path):
     second = train(_config(tiny_rec, prefix, pretrained=source, num_epochs=2, load_epoch=1), log=lines.append)
     assert not any('linear probe' in line for line in lines)  # the resumed run keeps the classifier it trained
     assert load_checkpoint(second['checkpoint'])[0] is not None
+
+
+def test_probe_does_not_depend_on_the_feature_scale_and_never_ends_worse(tiny_rec, source, tmp_path):
+    run = setup(parse_config(_config(tiny_rec, tmp_path / 'f', pretrained=source, probe_epochs=0)), **QUIET)
+    features, labels = embed_records(run.net, check_record_file(tiny_rec), run.preprocessing, mx.cpu(), threads=1)
+    fc2 = run.net.fc2
+    start = [p.data().copy() for p in (fc2.weight, fc2.bias)]
+
+    def fitted_logits(scale, **kw):
+        for p, value in zip((fc2.weight, fc2.bias), start):
+            p.set_data(value)
+        fit = fit_head(run.net, run.head, features * scale, labels, [mx.cpu()], **dict(dict(epochs=20), **kw))
+        return fit, fc2(features * scale).asnumpy()
+    fit1, logits1 = fitted_logits(1.0)
+    fit1000, logits1000 = fitted_logits(1000.0)
+    # LightCNN-9 and V4 features differ in scale by orders of magnitude: the same fit either way
+    assert fit1['kept'] and fit1000['feature_scale'] == pytest.approx(1000 * fit1['feature_scale'], rel=1e-5)
+    np.testing.assert_allclose(logits1000, logits1, rtol=1e-3, atol=1e-3)
+    assert fit1['loss'] < fit1['loss_before'] == pytest.approx(np.log(6), rel=1e-5)  # fc2 starts at zero
+    # a fit that ends worse than it started (lr far too large) leaves the classifier as it started
+    fit, _ = fitted_logits(1.0, lr=1e4, epochs=3)
+    assert not fit['kept'] and fit['loss'] == fit['loss_before']
+    for p, value in zip((fc2.weight, fc2.bias), start):
+        np.testing.assert_array_equal(p.data().asnumpy(), value.asnumpy())
+
+
+def test_resuming_a_fine_tuned_run_keeps_its_settings_without_pretrained(tiny_rec, source, tmp_path, repo_root):
+    prefix = tmp_path / 'keep'
+    train(_config(tiny_rec, prefix, pretrained=source, num_epochs=1), **QUIET)
+    lines = []
+    resumed = train(_config(tiny_rec, prefix, num_epochs=2, load_epoch=1), log=lines.append)
+    meta = load_metadata(resumed['checkpoint'])
+    assert meta['lr_schedule']['backbone_lr_mult'] == 0.01 and meta['pretrained']['stem'] == os.path.abspath(source)
+    assert f'resuming a run fine-tuned from {os.path.abspath(source)}: its fine-tuning settings apply' in lines
+    assert 'Epoch[1] backbone trained at lr x 0.01' in lines
+    other = save_checkpoint(setup(parse_config(_config(tiny_rec, tmp_path / 'o', input_size=32)), **QUIET).net,
+                            str(tmp_path / 'other'), dict(network='lightcnn9', num_classes=6, preprocessing=PRE))
+    with pytest.raises(ParameterError, match='is not the checkpoint the resumed run'):
+        train(_config(tiny_rec, prefix, num_epochs=3, load_epoch=2, pretrained=other), **QUIET)
+
+
+def test_a_margin_head_with_the_papers_scale_on_few_classes_gets_a_note(tiny_rec, tmp_path):
+    def notes(**options):
+        lines = []
+        setup(parse_config(_config(tiny_rec, tmp_path / str(len(options)), loss='arcface', **options)),
+              log=lines.append)
+        return [line for line in lines if line.startswith('note: margin_s')]
+    assert notes() == ["note: margin_s (--margin-s) is 64, the papers' value for thousands of identities; with 6 "
+                       'classes it saturates the softmax: give 16 (README: Why these defaults)']
+    assert notes(margin_s=16.0) == []

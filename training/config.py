@@ -68,7 +68,7 @@ OPTIONS = {
                shown='on for arcface, cosface, combined from scratch; with --pretrained or --load-epoch: the '
                      "checkpoint's"),
         Option('init', 'data', 'initialisation: data = LightCNNInit, then every MFM filter standardised on a '
-               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone (README: Initialisation)',
+               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone (README: Training, Network)',
                choices=('data', 'xavier')),
     ],
     'fine-tuning': [
@@ -364,11 +364,17 @@ def base_lr(args):
     return ADAM_LR if args.optimizer == 'adam' else BASE_LR
 
 
+def fine_tuning(args):
+    """Whether the run starts from ``pretrained`` weights or resumes one that did (``resumed_pretrained``, set
+    by the trainer from the checkpoint): the fine-tuning defaults below apply to both."""
+    return bool(args.pretrained or getattr(args, 'resumed_pretrained', None))
+
+
 def backbone_lr_mult(args):
     """``backbone_lr_mult``, or 1 from scratch and :data:`PRETRAINED_BACKBONE_LR_MULT` with ``pretrained``."""
     if args.backbone_lr_mult is not None:
         return args.backbone_lr_mult
-    return PRETRAINED_BACKBONE_LR_MULT if args.pretrained else 1.0
+    return PRETRAINED_BACKBONE_LR_MULT if fine_tuning(args) else 1.0
 
 
 MARGIN_LOSSES = ('arcface', 'cosface', 'combined')  # heads on L2-normalised features and weights
@@ -393,7 +399,7 @@ def probe_epochs(args):
     """``probe_epochs``, or 0 from scratch and :data:`PRETRAINED_PROBE_EPOCHS` with ``pretrained``."""
     if args.probe_epochs is not None:
         return args.probe_epochs
-    return PRETRAINED_PROBE_EPOCHS if args.pretrained else 0
+    return PRETRAINED_PROBE_EPOCHS if fine_tuning(args) else 0
 
 
 def freeze_epochs(args):
@@ -401,4 +407,4 @@ def freeze_epochs(args):
     probe is the classifier-only stage), else 0."""
     if args.freeze_epochs is not None:
         return args.freeze_epochs
-    return PRETRAINED_FREEZE_EPOCHS if args.pretrained and not probe_epochs(args) else 0
+    return PRETRAINED_FREEZE_EPOCHS if fine_tuning(args) and not probe_epochs(args) else 0

@@ -66,8 +66,11 @@ def fit_head(net, head, features, labels, contexts, epochs, lr=PROBE_LR, wd=0.0,
     Returns
     -------
     dict or None
-        ``loss`` (mean of the last epoch), ``accuracy`` (top-1 on ``features`` after fitting), ``updates``,
-        ``seconds``; ``None`` when the head has no classifier (triplet).
+        ``loss_before`` / ``loss``: the head's mean loss on ``features`` (center loss not included) with the
+        classifier as it started / as fitted; ``kept``: whether the fit lowered it (otherwise the classifier is
+        put back as it started); ``accuracy`` (top-1 on ``features``), ``feature_scale`` (RMS of the features
+        fc2 was fitted on, 1 for a cosine classifier), ``updates``, ``seconds``; ``None`` when the head has no
+        classifier (triplet).
     """
     start = time.time()
     if head.center is not None:
@@ -75,28 +78,49 @@ def fit_head(net, head, features, labels, contexts, epochs, lr=PROBE_LR, wd=0.0,
     params, outputs_fn, logits_fn = probe_classifier(net, head)
     if params is None or epochs <= 0:
         return None
+    # fc2 sees raw features, whose scale differs by orders of magnitude between networks: fit on features of
+    # unit RMS and divide the weights by that scale afterwards (Adam is invariant to the gradient's scale, not
+    # to the input's); a cosine classifier does not see the scale
+    scale = float(mx.nd.sqrt(mx.nd.mean(mx.nd.square(features))).asscalar()) if head.uses_fc2 else 1.0
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    start_values = {name: p.data().copy() for name, p in params.items()}
+    before = _mean_loss(head, outputs_fn, features / scale, labels, contexts[0], batch_size)
     trainer = gluon.Trainer(params, 'adam', dict(learning_rate=lr, wd=wd), kvstore='local')
     n = features.shape[0]
     order = np.random.RandomState(seed).permutation
-    losses = []
     for _ in range(epochs):
-        losses = []
         perm = mx.nd.array(order(n), ctx=features.context, dtype='int64')
         for begin in range(0, n, batch_size):
             index = perm[begin:begin + batch_size]
-            f = gluon.utils.split_and_load(features.take(index), contexts, even_split=False)
+            f = gluon.utils.split_and_load(features.take(index) / scale, contexts, even_split=False)
             y = gluon.utils.split_and_load(labels.take(index), contexts, even_split=False)
             with autograd.record(train_mode=False):
-                loss, _ = head([outputs_fn(x) for x in f], y)
+                loss = [head.classify(outputs_fn(x), label)[0] for x, label in zip(f, y)]
             autograd.backward(loss)
             trainer.step(index.shape[0])
-            losses.append(sum(float(v.sum().asscalar()) for v in loss))
+    after = _mean_loss(head, outputs_fn, features / scale, labels, contexts[0], batch_size)
+    kept = after < before
+    if kept and head.uses_fc2:
+        net.fc2.weight.set_data(net.fc2.weight.data() / scale)
+    elif not kept:  # the fit did not lower the loss on the features: the classifier stays as it started
+        for name, p in params.items():
+            p.set_data(start_values[name])
     ctx, hits = contexts[0], 0
     for begin in range(0, n, batch_size):
         logits = logits_fn(features[begin:begin + batch_size].as_in_context(ctx))
         hits += int((logits.argmax(axis=1) == labels[begin:begin + batch_size].as_in_context(ctx)).sum().asscalar())
-    return dict(loss=sum(losses) / n, accuracy=hits / n, updates=epochs * -(-n // batch_size),
-                seconds=time.time() - start)
+    return dict(loss=after if kept else before, loss_before=before, kept=bool(kept), accuracy=hits / n,
+                feature_scale=scale, updates=epochs * -(-n // batch_size), seconds=time.time() - start)
+
+
+def _mean_loss(head, outputs_fn, features, labels, ctx, batch_size):
+    """The head's loss (without center loss) averaged over ``features``, in inference mode."""
+    total = 0.0
+    for begin in range(0, features.shape[0], batch_size):
+        x = features[begin:begin + batch_size].as_in_context(ctx)
+        y = labels[begin:begin + batch_size].as_in_context(ctx)
+        total += float(head.classify(outputs_fn(x), y)[0].sum().asscalar())
+    return total / features.shape[0]
 
 
 def linear_probe(net, head, scan, preprocessing, contexts, epochs, wd=0.0, threads=4, seed=0, log=print):
@@ -105,12 +129,14 @@ def linear_probe(net, head, scan, preprocessing, contexts, epochs, wd=0.0, threa
     head has no classifier to fit)."""
     start = time.time()
     features, labels = embed_records(net, scan, preprocessing, contexts[0], threads=threads)
+    features.wait_to_read()  # the engine runs ahead of Python: time the embedding, not its queueing
     embed_seconds = time.time() - start
     fit = fit_head(net, head, features, labels, contexts, epochs, wd=wd, seed=seed)
     if fit is None:
         log(f'linear probe skipped: the {head.name} head has no classifier')
         return None
+    outcome = (f'loss {fit["loss_before"]:.3f} -> {fit["loss"]:.3f}, training top-1 {100 * fit["accuracy"]:.1f} %'
+               if fit['kept'] else f'loss {fit["loss_before"]:.3f} not lowered: the classifier is kept as it started')
     log(f'linear probe: {features.shape[0]} training faces embedded in {embed_seconds:.0f} s, classifier fitted '
-        f'on them in {epochs} epochs ({fit["updates"]} updates, {fit["seconds"]:.0f} s): loss {fit["loss"]:.3f}, '
-        f'training top-1 {100 * fit["accuracy"]:.1f} %')
+        f'on them in {epochs} epochs ({fit["updates"]} updates, {fit["seconds"]:.0f} s): {outcome}')
     return dict(fit, epochs=epochs, images=int(features.shape[0]), embed_seconds=embed_seconds)

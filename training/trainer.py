@@ -20,7 +20,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from common.devices import parse_devices
-from common.errors import UsageError, error_message
+from common.errors import UsageError, error_message, flag
 from common.preprocessing import Preprocessing
 from data_tools.dataset_info import records_info
 from symbols import LightCNNInit, default_preprocessing, get_model
@@ -45,6 +45,7 @@ from .resume import (check_network, check_optimizer, check_states, describe_chan
 from .sampler import IdentityBatches
 from .validation import BestTargetCheckpoints, BinVerification, ClassificationValidation, PairVerification
 
+FEW_CLASSES = 1000  # below this, a margin head with the papers' s = 64 gets a note in the log
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
                    'metrics.epoch = 0-based index of the last of them, as Epoch[i] in the log '
                    "and 'epoch' in PREFIX-metrics.csv")
@@ -199,6 +200,27 @@ def _check_pretrained_kept(source_stem, prefix, begin_epoch, num_epochs):
                                            f'choose another {n("model_prefix")}')
 
 
+def _resumed_source(point, pretrained, log):
+    """The checkpoint JSON's ``pretrained`` entry of a resumed fine-tuning run (its defaults then apply:
+    :func:`training.config.fine_tuning`), or ``None``.
+
+    Raises
+    ------
+    ParameterError
+        ``pretrained`` given and another checkpoint than the one the resumed run started from.
+    """
+    source = (point.meta.get('pretrained') if point is not None else None) or None
+    if source is None:
+        return None
+    if pretrained is None:
+        log(f'resuming a run fine-tuned from {source.get("stem")}: its fine-tuning settings apply')
+    elif os.path.realpath(pretrained.stem) != os.path.realpath(str(source.get('stem'))):
+        raise ParameterError(lambda n: f'{n("pretrained")} {pretrained.stem} is not the checkpoint the resumed run '
+                                       f'{point.stem} started from ({source.get("stem")}): drop '
+                                       f'{n("pretrained")} or give that one')
+    return source
+
+
 def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock):
     if lock is not None:
         removed = remove_stale_temporaries(prefix)
@@ -217,7 +239,10 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     pretrained = read_pretrained(args.pretrained) if args.pretrained else None
     if pretrained and saves:
         _check_pretrained_kept(pretrained.stem, prefix, args.load_epoch or 0, args.num_epochs)
-    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
+    resumed_from = _resumed_source(point, pretrained, log)
+    network = args.network or (point.meta.get('network') if point is not None and not pretrained else None)
+    args = argparse.Namespace(**dict(vars(args), network=network_name(network, pretrained),
+                                     resumed_pretrained=resumed_from))
     if pretrained:
         preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
                                                  args.input_size)
@@ -253,6 +278,10 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     if args.init == 'data':
         initialise_from_data(net, scan, args, preprocessing, contexts[0], fresh=not (pretrained or point))
     head = build_head(args, num_classes, contexts)
+    if getattr(head, 'margin', None) is not None and args.margin_s is None and num_classes < FEW_CLASSES:
+        log(f'note: margin_s ({flag("margin_s")}) is {head.margin.s:g}, the papers\' value for thousands of '
+            f'identities; with {num_classes} classes it saturates the softmax: give 16 (README: Why these '
+            'defaults)')
     probe = None
     if probe_epochs(args) and point is None:  # a resumed run loads the head it trained
         probe = linear_probe(net, head, scan, preprocessing, contexts, probe_epochs(args), wd=args.wd,
@@ -265,7 +294,7 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
                 global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout, init=args.init,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
                 loss=head.name, head=head.metadata(), probe=probe,
-                pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
+                pretrained=dict(pretrained.describe(), **copied) if pretrained else resumed_from,
                 epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
