@@ -68,7 +68,8 @@ OPTIONS = {
                shown='on for arcface, cosface, combined from scratch; with --pretrained or --load-epoch: the '
                      "checkpoint's"),
         Option('init', 'data', 'initialisation: data = LightCNNInit, then every MFM filter standardised on a '
-               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone (README: Training, Network)',
+               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone (README: '
+               'Training, Network)',
                choices=('data', 'xavier')),
     ],
     'fine-tuning': [

@@ -68,9 +68,9 @@ def fit_head(net, head, features, labels, contexts, epochs, lr=PROBE_LR, wd=0.0,
     dict or None
         ``loss_before`` / ``loss``: the head's mean loss on ``features`` (center loss not included) with the
         classifier as it started / as fitted; ``kept``: whether the fit lowered it (otherwise the classifier is
-        put back as it started); ``accuracy`` (top-1 on ``features``), ``feature_scale`` (mean L2 norm of the features
-        fc2 was fitted on, 1 for a cosine classifier), ``updates``, ``seconds``; ``None`` when the head has no
-        classifier (triplet).
+        put back as it started); ``accuracy`` (top-1 on ``features``), ``feature_scale`` (mean L2 norm of the
+        features fc2 was fitted on, 1 for a cosine classifier), ``updates``, ``seconds``; ``None`` when the head
+        has no classifier (triplet).
     """
     start = time.time()
     if head.center is not None:
