@@ -10,7 +10,7 @@ over all pairs of them (cosine similarity). Configurations (``train_lightcnn.py`
 
 - ``defaults``: V4 with ``--pretrained`` and nothing else (the trainer's fine-tuning defaults),
 - ``official``: V4 with the official from-scratch recipe (SGD 0.01, classifier lr x10, no warm-up, no clipping,
-  no freezing, backbone at the full lr),
+  no freezing, backbone at the full lr, a random classifier: ``--init xavier``),
 - ``unfrozen``: V4 with the defaults but without the frozen first epoch (``--freeze-epochs 0``),
 - ``scratch``: LightCNN-9 from scratch with the defaults on the same images packed gray (``--scratch-size``
   records, input side ``min(128, size - 8)``), beside the same network untrained (epoch 0).
@@ -28,7 +28,7 @@ from harness import finish, pin_threads
 FINETUNE = {  # the comparisons train one epoch: what they do to the features first
     'defaults': {},
     'official': dict(optimizer='sgd', lr=0.01, freeze_epochs=0, backbone_lr_mult=1.0, fc2_lr_mult=10.0,
-                     warmup_epochs=0.0, clip_norm=0.0, num_epochs=1),
+                     warmup_epochs=0.0, clip_norm=0.0, init='xavier', num_epochs=1),
     'unfrozen': dict(freeze_epochs=0, num_epochs=1),
 }
 CONFIGS = ['scratch'] + list(FINETUNE)

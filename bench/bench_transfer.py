@@ -73,12 +73,13 @@ ALIGN_COMMAND = ('python data_tools/align.py --images pubfig83 --out DIR --size 
 # from scratch: the recipe that learned in /work/notes/RECIPE.md, without warm-up (an epoch of warm-up would be
 # the whole budget); fine-tuning: the trainer's own --pretrained defaults, only the flags the issue names
 SCRATCH = dict(network='lightcnn9', optimizer='adam', lr=1e-3, fc2_lr_mult=1.0, warmup_epochs=0.0)
-# fine-tuning V4 (8 updates per epoch here): the trainer's default trunk lr (x0.1 of Adam 1e-3, one frozen
-# epoch) moved every conv weight of V4 by 3-5 % in 30 updates and cost 0.06 unknown AUC (README, Training: why
-# these defaults); x0.01 (Adam 1e-5 on the trunk, the Gluon seed's fine-tuning lr) and two frozen epochs (after
-# one, inside its warm-up, the new classifier was still at chance: train accuracy 1 %)
+# fine-tuning V4: the trainer's --pretrained defaults (linear probe of the new classifier on the cached V4
+# features, then everything with the trunk at lr x0.01, no frozen epoch); FIRST_DEFAULTS / FROZEN_TWO_STAGE are
+# the earlier defaults, kept as rows: trunk x0.1 after one frozen epoch moved every conv weight of V4 by 3-5 % in
+# 30 updates and cost 0.06 unknown AUC; x0.01 after two frozen epochs kept the AUC but the new classifier was
+# still at chance when the trunk started training (README, Training: why these defaults)
 FINETUNE = dict(pretrained='{v4}')
-FINETUNE_TUNING = dict(backbone_lr_mult=0.01, freeze_epochs=2)
+FROZEN_TWO_STAGE = dict(probe_epochs=0, backbone_lr_mult=0.01, freeze_epochs=2)
 # ArcFace on 63 classes: s = 16 (the papers' 64 is for 10k-85k classes and saturated the softmax here: from
 # scratch it did not move off the untrained AUC, README "Training: why these defaults"); from scratch the
 # trainer adds its embedding BatchNorm by default (--embedding-bn), V4 keeps its own feature (no BN)
@@ -112,13 +113,14 @@ class Config:
 
 CONFIGS = {c.name: c for c in [
     Config('v4_imported', 'LightCNN-V4 as imported', 'imported', 'bgr144'),
-    Config('v4_softmax', 'V4 fine-tuned, softmax (two-stage)', 'ours', 'bgr144',
-           dict(FINETUNE, freeze_epochs=FINETUNE_TUNING['freeze_epochs']),
-           implicit=dict(FINETUNE_TUNING, loss='softmax')),
-    Config('v4_arcface', 'V4 fine-tuned, ArcFace', 'ours', 'bgr144', dict(FINETUNE, loss='arcface'),
-           implicit=dict(FINETUNE_TUNING, **FEW_CLASS_SCALE)),
-    Config('v4_center', 'V4 fine-tuned, softmax + center loss', 'ours', 'bgr144',
-           dict(FINETUNE, center_loss_weight=0.003), implicit=dict(FINETUNE_TUNING, loss='softmax')),
+    Config('v4_softmax', 'V4 fine-tuned, softmax (LP-FT: probe, then trunk x0.01)', 'ours', 'bgr144',
+           dict(FINETUNE), implicit=dict(loss='softmax')),
+    Config('v4_arcface', 'V4 fine-tuned, ArcFace s 16 (LP-FT)', 'ours', 'bgr144', dict(FINETUNE, loss='arcface'),
+           implicit=dict(FEW_CLASS_SCALE)),
+    Config('v4_center', 'V4 fine-tuned, softmax + center loss (LP-FT)', 'ours', 'bgr144',
+           dict(FINETUNE, center_loss_weight=0.003), implicit=dict(loss='softmax')),
+    Config('v4_softmax_frozen', 'V4 fine-tuned, softmax (two-stage: 2 frozen epochs, no probe, trunk x0.01)',
+           'ours', 'bgr144', dict(FINETUNE, freeze_epochs=2), implicit=dict(FROZEN_TWO_STAGE, loss='softmax')),
     Config('scratch_softmax', 'LightCNN-9 from scratch, softmax', 'ours', 'gray72', dict(SCRATCH),
            implicit=dict(loss='softmax')),
     Config('scratch_arcface', 'LightCNN-9 from scratch, ArcFace', 'ours', 'gray72',
@@ -127,7 +129,9 @@ CONFIGS = {c.name: c for c in [
            dict(SCRATCH, loss='triplet')),
     Config('scratch_softmax_bn', 'LightCNN-9 from scratch, softmax + embedding BN', 'ours', 'gray72',
            dict(SCRATCH, embedding_bn='on'), implicit=dict(loss='softmax')),
-    Config('untrained', 'LightCNN-9 untrained (floor)', 'untrained', 'gray72'),
+    Config('untrained', 'LightCNN-9 untrained (floor: as the trainer sets it up)', 'untrained', 'gray72'),
+    Config('untrained_xavier', 'LightCNN-9 untrained, LightCNNInit alone (--init xavier)', 'untrained', 'gray72',
+           dict(init='xavier')),
     Config('torch_reference', 'LightCNN-9 from scratch, official PyTorch recipe', 'reference', 'gray72'),
 ]}
 RECORDS = {'bgr144': dict(size=144, color='bgr', input_size=128),
@@ -381,7 +385,8 @@ class Clock:
 def budget_stop(budget_seconds, stem, clock='cpu'):
     """A ``training.Callback`` that saves the weights at the first update past the budget and stops.
 
-    ``clock``: what the budget counts (:class:`Clock`); the callback's ``clock`` is started at train begin.
+    ``clock``: what the budget counts (:class:`Clock`), started here, just before ``training.train`` is
+    called: setup (record checks, initialisation, the linear probe of fine-tuning) is part of the budget.
     """
     import mxnet as mx
 
@@ -391,9 +396,6 @@ def budget_stop(budget_seconds, stem, clock='cpu'):
     class BudgetStop(Callback):
         def __init__(self):
             self.clock, self.updates, self.stem, self.epoch = Clock(clock), 0, None, 0
-
-        def on_train_begin(self, run):
-            self.clock = Clock(clock)
 
         def on_batch_end(self, run, epoch, nbatch):
             mx.nd.waitall()  # the engine runs ahead of Python: time the updates done, not the ones queued
@@ -452,20 +454,19 @@ def _last_loss(log_path):
     return value
 
 
-def save_untrained(prefix, num_classes, records, seed):
-    """LightCNN-9 as our trainer initialises it (``LightCNNInit``), saved as a checkpoint; its stem."""
-    import mxnet as mx
-    from common.preprocessing import Preprocessing
-    from symbols import LightCNNInit, get_model
+def save_untrained(prefix, rec, records, seed, options):
+    """LightCNN-9 as our trainer sets it up before the first update (``training.setup`` with ``options``: the
+    data-dependent initialisation by default, LightCNNInit alone with ``init='xavier'``), saved as a
+    checkpoint; its stem."""
     from symbols.checkpoint import save_checkpoint
-    geometry = RECORDS[records]
-    pre = Preprocessing(channels=geometry['color'], input_size=geometry['input_size'],
-                        record_size=geometry['size'])
-    net = get_model('lightcnn9', num_classes=num_classes, preprocessing=pre)
-    mx.random.seed(seed)
-    net.initialize(LightCNNInit())
-    return save_checkpoint(net, prefix, dict(network='lightcnn9', num_classes=num_classes, preprocessing=pre,
-                                             source='untrained (LightCNNInit)'))
+    from training import parse_config, setup
+    config = dict(network='lightcnn9', data_train=rec, model_prefix=prefix + '-setup', seed=seed, data_nthreads=1,
+                  input_size=RECORDS[records]['input_size'], **options)
+    run = setup(parse_config(config), log=lambda _: None)
+    try:
+        return save_checkpoint(run.net, prefix, dict(run.meta, source='untrained (training.setup)'))
+    finally:
+        run.release()
 
 
 def train_reference(rec, num_classes, budget_seconds, epochs, batch_size, seed, threads, prefix, records,
@@ -573,8 +574,8 @@ def run_config(config, args, split, recs, lists, aligned_side):
         if config.kind == 'imported':
             stem = args.v4
         elif config.kind == 'untrained':
-            stem = save_untrained(os.path.join(workdir, config.name, 'untrained'), num_classes, config.records,
-                                  args.seed)
+            stem = save_untrained(os.path.join(workdir, config.name, 'untrained'), rec, config.records,
+                                  args.seed, config.options)
         elif config.kind == 'ours':
             stem, info = train_ours(config, rec, workdir, budget, args.epochs, args.batch_size, args.seed,
                                     args.v4, os.path.join(workdir, config.name, 'train.log'), args.budget_clock)
@@ -664,7 +665,7 @@ def run_protocol(args):
           f'{len(train_items["bgr144"])} fine-tuning; evaluation: '
           f'{len(lists[0])} centroid + {len(lists[1])} test + {len(lists[2])} unknown images')
     print(f'budget: {budget_text}; load {load()}', flush=True)
-    needed = {CONFIGS[n].records for n in names if CONFIGS[n].kind in ('ours', 'reference')}
+    needed = {CONFIGS[n].records for n in names if CONFIGS[n].kind in ('ours', 'reference', 'untrained')}
     recs = {}
     for kind in sorted(needed):
         geometry = RECORDS[kind]
@@ -722,11 +723,14 @@ def write_results(rows, args, split, train_items, lists, budget_text, threads):
              f'verification: {len(lists[2])} images of the unknown identities (<= {args.unknown_images or "all"} '
              f'per identity): AUC over all pairs, accuracy over {args.folds} identity-disjoint folds',
              'V4: BGR 144 records, input 128; LightCNN-9: gray 72 records, input 64 (4x cheaper on CPU)',
-             'ours from scratch: Adam lr 1e-3, classifier lr mult 1, no warm-up (notes/RECIPE.md), ArcFace with the '
-             "trainer's default embedding BatchNorm and s 16; fine-tuning V4: two-stage (classifier alone for "
-             '--freeze-epochs 2, then the backbone at --backbone-lr-mult 0.01), ArcFace s 16, center loss weight '
-             '0.003 (Wen et al. 2016); each row lists its options in the JSON; reference: official train.py SGD '
-             'recipe in PyTorch, PyTorch default init']
+             'ours from scratch: Adam lr 1e-3, classifier lr mult 1, no warm-up (notes/RECIPE.md), the '
+             "trainer's data-dependent initialisation, ArcFace with its default embedding BatchNorm and s 16; "
+             "fine-tuning V4: the trainer's --pretrained defaults (linear probe of the new classifier on the "
+             'cached V4 features, then everything with the trunk at lr x0.01; v4_softmax_frozen: the earlier '
+             'two-stage defaults, 2 frozen epochs and no probe), ArcFace s 16, center loss weight 0.003 (Wen et '
+             'al. 2016); the budget counts from the call to training.train (setup and probe included); each row '
+             'lists its options in the JSON; reference: official train.py SGD recipe in PyTorch, PyTorch default '
+             'init']
     if ratio:
         notes.append('ours / PyTorch reference (LightCNN-9 softmax, same budget): unknown AUC '
                      f'{ratio["auc_ratio"]:.3f}, top-1 {ratio["top1_ratio"]:.2f}'

@@ -14,14 +14,13 @@ import time
 import mxnet as mx
 
 from common.errors import UsageError
-from common.preprocessing import Preprocessing
 from data_tools.packing import pack_records
 from data_tools.pairs import make_pairs, write_pairs
 from data_tools.synthetic import make_synthetic_faces
 from extract_features import extract_to_mat
 from lfw_verification import evaluate_verification, plot_roc, write_json
-from symbols.checkpoint import load_metadata, save_checkpoint
-from training import DEFAULTS, ParameterError, build_network, train
+from symbols.checkpoint import save_checkpoint
+from training import DEFAULTS, ParameterError, setup, train
 from training import parse_config as parse_training_config
 
 from .config import DEMO_CROP, parse_config
@@ -77,7 +76,7 @@ def run_demo(config=None, log=print):
     mat_path = os.path.join(work, 'heldout_features.mat')
     extract_to_mat(result['checkpoint'], mat_path, pairs=pairs_path, root=images, progress=False)
     evaluation = evaluate_verification(mat_path, pairs_path)
-    untrained = _untrained_accuracy(train_config, result['checkpoint'], pairs_path, images, work)
+    untrained = _untrained_accuracy(train_config, pairs_path, images, work)
     roc_path = os.path.join(work, 'heldout_roc.png')
     plot_roc(evaluation, roc_path)
     write_json(evaluation, os.path.join(work, 'heldout_verification.json'))
@@ -100,14 +99,11 @@ def run_demo(config=None, log=print):
     return summary
 
 
-def _untrained_accuracy(train_config, checkpoint, pairs_path, images, work):
-    """Verification accuracy of the initial weights: how much of the result training earned."""
-    meta = load_metadata(checkpoint)
-    args = parse_training_config(train_config)
-    pre = Preprocessing.from_dict(meta['preprocessing'])
-    net = build_network(args, meta['num_classes'], pre, [mx.cpu()])
-    stem = save_checkpoint(net, os.path.join(work, 'untrained', args.network),
-                           dict(network=args.network, num_classes=meta['num_classes'], preprocessing=pre))
+def _untrained_accuracy(train_config, pairs_path, images, work):
+    """Verification accuracy of the initial weights (as training set them up): how much training earned."""
+    args = parse_training_config(dict(train_config, model_prefix=os.path.join(work, 'untrained', 'run')))
+    run = setup(args, contexts=[mx.cpu()], log=lambda _: None)
+    stem = save_checkpoint(run.net, os.path.join(work, 'untrained', run.args.network), run.meta)
     mat = os.path.join(work, 'untrained', 'heldout_features.mat')
     extract_to_mat(stem, mat, pairs=pairs_path, root=images, progress=False)
     return evaluate_verification(mat, pairs_path)['metrics']['accuracy_mean']

@@ -157,7 +157,7 @@ def test_unavailable_options_are_reported_not_passed():
     assert options['loss'] == 'softmax' and missing == []
     _, missing = bt.CONFIGS['v4_arcface'].training_options(before)
     assert set(missing) == {'pretrained', 'loss'}
-    _, missing = bt.CONFIGS['v4_softmax'].training_options(before | {'loss'})
+    _, missing = bt.CONFIGS['v4_softmax_frozen'].training_options(before | {'loss'})
     assert set(missing) == {'pretrained', 'freeze_epochs'}
 
 

@@ -1,4 +1,5 @@
 """dist_sync on loopback: tools.launch starts scheduler, server and two workers that stay in sync."""
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 
 from common import threads
 from symbols.checkpoint import load_checkpoint
-from helpers import synthetic_rec
+from helpers import make_checkpoint, synthetic_rec
 from tools.launch import launch, role_env
 
 
@@ -75,3 +76,21 @@ def test_two_workers_train_arcface_with_center_loss_in_sync(tmp_path, repo_root)
     for key in params[0]:
         np.testing.assert_array_equal(params[0][key], params[1][key], err_msg=key)
     assert np.abs(params[0]['head.center.centers']).max() > 0
+
+
+@pytest.mark.slow
+def test_two_workers_fine_tune_with_the_linear_probe_in_sync(tmp_path, repo_root):
+    # every worker embeds the whole file and fits the same classifier; rank 0's weights then reach all
+    source = make_checkpoint(tmp_path / 'source', num_classes=9, seed=5)
+    proc = _train_two_workers(tmp_path, repo_root, '--pretrained', source, '--loss', 'arcface', '--margin-s', '16')
+    assert proc.stdout.count('linear probe: 32 training faces embedded') == 2
+    params = []
+    for rank in (0, 1):
+        stem = str(tmp_path / f'w{rank}-0001')
+        net, meta = load_checkpoint(stem)
+        assert meta['probe']['images'] == 32 and meta['pretrained']['stem'] == os.path.abspath(source)
+        values = {k: v.data().asnumpy() for k, v in net._collect_params_with_prefix().items()}
+        values.update({'head.' + k: v.asnumpy() for k, v in mx.nd.load(stem + '.head.params').items()})
+        params.append(values)
+    for key in params[0]:
+        np.testing.assert_array_equal(params[0][key], params[1][key], err_msg=key)

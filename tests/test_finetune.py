@@ -66,7 +66,8 @@ def _backbone(params):
 
 
 def test_backbone_is_copied_by_name_and_the_classifier_is_new(tiny_rec, source, tmp_path):
-    run = setup(parse_config(_config(tiny_rec, tmp_path / 'ft', pretrained=source)), **QUIET)
+    # without the linear probe (tests/test_probe.py), which then fits the new classifier
+    run = setup(parse_config(_config(tiny_rec, tmp_path / 'ft', pretrained=source, probe_epochs=0)), **QUIET)
     got, src = _params(run.net), _source_params(source)
     assert _backbone(got).keys() == _backbone(src).keys() and len(_backbone(got)) == 20
     for key, value in _backbone(got).items():
@@ -110,9 +111,10 @@ def test_backbone_lr_mult_zero_freezes_the_backbone_bit_for_bit(tiny_rec, source
 
 def test_backbone_lr_mult_scales_the_backbone_update(tiny_rec, source, tmp_path):
     # one plain-SGD update (36 records, batch 36) from the same weights on the same batch: the backbone
-    # moves by backbone_lr_mult x the full update, the classifier by the same amount in both runs
+    # moves by backbone_lr_mult x the full update, the classifier by the same amount in both runs (a random
+    # classifier, init='xavier': a zero one would pass no gradient to the backbone in the first update)
     common = dict(pretrained=source, batch_size=36, optimizer='sgd', mom=0.0, wd=0.0, dropout=0.0, lr=0.05,
-                  warmup_epochs=0.0, freeze_epochs=0, clip_gradient=0.0)
+                  warmup_epochs=0.0, freeze_epochs=0, clip_gradient=0.0, init='xavier')
     full = train(_config(tiny_rec, tmp_path / 'full', backbone_lr_mult=1.0, **common), **QUIET)
     part = train(_config(tiny_rec, tmp_path / 'part', backbone_lr_mult=0.25, **common), **QUIET)
     src = _source_params(source)
@@ -284,6 +286,34 @@ def test_fine_tuned_real_v4_keeps_its_features_when_frozen(real_v4, tmp_path):
     assert probs.shape == (12, 3)
     mat = extract_to_mat(result['checkpoint'], str(tmp_path / 'f.mat'), images=str(images), progress=False)
     np.testing.assert_allclose(mat.features, tuned.embed(sorted(paths)), rtol=1e-5, atol=1e-5)
+
+
+def _features_cosine(net, batch):
+    features = net(batch)[1].asnumpy()
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    return (features @ features.T)[np.triu_indices(len(features), 1)]
+
+
+def test_data_dependent_init_standardises_every_filter_and_zeroes_the_classifier(tiny_rec, tmp_path):
+    run = setup(parse_config(_config(tiny_rec, tmp_path / 'data', input_size=32)), **QUIET)
+    # the faces it was computed on: the first 32 records, centre crops
+    batch = next(iter(record_iter(tiny_rec, run.preprocessing, 32, train=False, seed=1, threads=1)))
+    batch = batch.data[0].as_in_context(mx.cpu())
+    net = run.net
+    first = net.features[0].filter
+    weight, bias = first.weight.data().copy(), first.bias.data().copy()  # copies: oneDNN may reorder in place
+    out = mx.nd.Convolution(batch, weight, bias, **first._kwargs).asnumpy()
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    dense = net.fc1.filter(net.features(batch)).asnumpy()  # the last MFM, after all earlier ones changed
+    np.testing.assert_allclose(dense.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(dense.std(axis=0), 1, atol=1e-3)
+    assert not np.abs(_params(net)['fc2.weight']).any() and run.meta['init'] == 'data'
+    # LightCNNInit alone: every face has the same feature direction (what made training sit at chance)
+    xavier = setup(parse_config(_config(tiny_rec, tmp_path / 'xavier', input_size=32, init='xavier')), **QUIET)
+    assert _features_cosine(xavier.net, batch).min() > 0.99
+    assert _features_cosine(net, batch).mean() < 0.7
+    assert np.abs(_params(xavier.net)['fc2.weight']).max() > 0.01
 
 
 def pattern_tree(root, identities=8, images=12, size=SIZE, seed=0):

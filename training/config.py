@@ -24,7 +24,8 @@ DEFAULT_NETWORK = 'lightcnn9'  # --network when neither given nor taken from --p
 BASE_LR = 0.01  # --lr of sgd/nag when neither given nor resumed
 ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
 PRETRAINED_BACKBONE_LR_MULT = 0.01  # --backbone-lr-mult with --pretrained
-PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained
+PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained and --probe-epochs 0
+PRETRAINED_PROBE_EPOCHS = 30  # --probe-epochs with --pretrained
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ OPTIONS = {
                choices=('on', 'off'),
                shown='on for arcface, cosface, combined from scratch; with --pretrained or --load-epoch: the '
                      "checkpoint's"),
+        Option('init', 'data', 'initialisation: data = LightCNNInit, then every MFM filter standardised on a '
+               'batch of training faces (from scratch) and fc2 zero; xavier = LightCNNInit alone (README: '
+               'Training, Network)',
+               choices=('data', 'xavier')),
     ],
     'fine-tuning': [
         Option('pretrained', None, 'start from this checkpoint (imported, e.g. runs/pretrained/lightcnn-v4, '
@@ -73,8 +78,12 @@ OPTIONS = {
                'the classes of --data-train', shown='none: from scratch'),
         Option('backbone_lr_mult', None, 'lr multiplier of everything but the classifier (0: frozen)', float,
                shown=f'1; with --pretrained {PRETRAINED_BACKBONE_LR_MULT}'),
+        Option('probe_epochs', None, 'before training, fit the new classifier on the frozen network\'s features of '
+               '--data-train (embedded once) for this many passes: linear probe, then fine-tuning (LP-FT)', int,
+               shown=f'0; with --pretrained {PRETRAINED_PROBE_EPOCHS}'),
         Option('freeze_epochs', None, 'train only the classifier for this many epochs, then the backbone '
-               'at --backbone-lr-mult', int, shown=f'0; with --pretrained {PRETRAINED_FREEZE_EPOCHS}'),
+               'at --backbone-lr-mult', int,
+               shown=f'0; with --pretrained and --probe-epochs 0: {PRETRAINED_FREEZE_EPOCHS}'),
     ],
     'optimisation': [
         Option('optimizer', 'adam', 'optimiser', choices=('sgd', 'nag', 'adam')),
@@ -176,6 +185,7 @@ RANGES = {
     'fc2_lr_mult': Range(0),
     'backbone_lr_mult': Range(0, reason='0: frozen'),
     'freeze_epochs': Range(0),
+    'probe_epochs': Range(0, 10 ** 4, reason='0: off'),
     'clip_norm': Range(0, reason='0: off'),
     'clip_gradient': Range(0, reason='0: off'),
     'seed': Range(0, 10 ** 6, reason='epoch seeds are seed * 1000 + epoch'),
@@ -355,11 +365,17 @@ def base_lr(args):
     return ADAM_LR if args.optimizer == 'adam' else BASE_LR
 
 
+def fine_tuning(args):
+    """Whether the run starts from ``pretrained`` weights or resumes one that did (``resumed_pretrained``, set
+    by the trainer from the checkpoint): the fine-tuning defaults below apply to both."""
+    return bool(args.pretrained or getattr(args, 'resumed_pretrained', None))
+
+
 def backbone_lr_mult(args):
     """``backbone_lr_mult``, or 1 from scratch and :data:`PRETRAINED_BACKBONE_LR_MULT` with ``pretrained``."""
     if args.backbone_lr_mult is not None:
         return args.backbone_lr_mult
-    return PRETRAINED_BACKBONE_LR_MULT if args.pretrained else 1.0
+    return PRETRAINED_BACKBONE_LR_MULT if fine_tuning(args) else 1.0
 
 
 MARGIN_LOSSES = ('arcface', 'cosface', 'combined')  # heads on L2-normalised features and weights
@@ -380,8 +396,16 @@ def embedding_bn(args, checkpoint_meta=None):
     return getattr(args, 'loss', 'softmax') in MARGIN_LOSSES
 
 
+def probe_epochs(args):
+    """``probe_epochs``, or 0 from scratch and :data:`PRETRAINED_PROBE_EPOCHS` with ``pretrained``."""
+    if args.probe_epochs is not None:
+        return args.probe_epochs
+    return PRETRAINED_PROBE_EPOCHS if fine_tuning(args) else 0
+
+
 def freeze_epochs(args):
-    """``freeze_epochs``, or 0 from scratch and :data:`PRETRAINED_FREEZE_EPOCHS` with ``pretrained``."""
+    """``freeze_epochs``, or :data:`PRETRAINED_FREEZE_EPOCHS` with ``pretrained`` and no linear probe (the
+    probe is the classifier-only stage), else 0."""
     if args.freeze_epochs is not None:
         return args.freeze_epochs
-    return PRETRAINED_FREEZE_EPOCHS if args.pretrained else 0
+    return PRETRAINED_FREEZE_EPOCHS if fine_tuning(args) and not probe_epochs(args) else 0

@@ -227,6 +227,19 @@ def evaluation_batches(scan, preprocessing, batch_size, threads=4):
     return record_iter(scan.path, preprocessing, batch_size, train=False, threads=threads)
 
 
+def counted_batches(scan, preprocessing, batch_size, threads=4, limit=None):
+    """``(data, label)`` NDArrays of the centre-cropped records of a scanned ``.rec`` in file order, every
+    image record once: each batch of :func:`evaluation_batches` is cut to the records left (``scan.count``,
+    or ``limit`` when smaller), so the filling of a short last batch is never seen."""
+    left = scan.count if limit is None else min(limit, scan.count)
+    for batch in evaluation_batches(scan, preprocessing, batch_size, threads):
+        n = min(batch.data[0].shape[0] - (batch.pad or 0), left)
+        if n <= 0:
+            return
+        yield batch.data[0][:n], batch.label[0][:n]
+        left -= n
+
+
 class SyntheticBatches:
     """Random images and labels already on the devices: measures the network, not the input."""
 

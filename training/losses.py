@@ -18,6 +18,8 @@ network's outputs on each device.
 """
 import math
 
+import mxnet as mx
+import numpy as np
 from mxnet import gluon, init
 from mxnet.gluon import nn
 
@@ -153,6 +155,17 @@ class CenterLoss(nn.HybridBlock):
                               dim=1)
         carrier = F.sum(F.take(stats, label) * per_sample, axis=1)
         return loss + (carrier - F.BlockGrad(carrier))  # value: exactly the loss
+
+    def set_class_means(self, features, labels):
+        """Start every centre at the mean of its class's ``features`` ``(N, units)`` (labels ``(N,)``);
+        classes without a sample keep their centre (used by :func:`training.probe.fit_head`)."""
+        f, y = features.asnumpy().astype(np.float64), labels.asnumpy().astype(np.int64)
+        sums, counts = np.zeros((self.centers.shape[0], self.units)), np.bincount(y, minlength=self.centers.shape[0])
+        np.add.at(sums, y, f)
+        centers = self.centers.data().asnumpy()
+        seen = counts > 0
+        centers[seen] = sums[seen] / counts[seen, None]
+        self.centers.set_data(mx.nd.array(centers.astype(np.float32)))
 
     def update_centers(self):
         """Apply Eq. 4 with the batch's summed statistics (call after ``trainer.step``)."""

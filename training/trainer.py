@@ -20,7 +20,7 @@ import mxnet as mx
 from mxnet import autograd, gluon
 
 from common.devices import parse_devices
-from common.errors import UsageError, error_message
+from common.errors import UsageError, error_message, flag
 from common.preprocessing import Preprocessing
 from data_tools.dataset_info import records_info
 from symbols import LightCNNInit, default_preprocessing, get_model
@@ -29,20 +29,23 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_same_identities, check_validators
 from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
-                     freeze_epochs, parse_config, step_epochs, val_targets)
+                     freeze_epochs, parse_config, probe_epochs, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
-from .data import (RecordBatches, SyntheticBatches, check_record_file, evaluation_batches, image_record_batches,
+from .data import (RecordBatches, SyntheticBatches, check_record_file, counted_batches, image_record_batches,
                    record_preprocessing, steps_per_epoch)
 from .errors import ParameterError, TrainingDiverged
 from .finetune import (TrunkSchedule, copy_backbone, network_name, pretrained_preprocessing, read_pretrained,
                        set_lr_mults)
 from .heads import HEAD_PARAMS, build_head, head_params_path, network_classes, triplet_batch
+from .initialization import data_dependent_init, zero_classifier
 from .outputs import PrefixLock, remove_stale_temporaries
+from .probe import linear_probe
 from .resume import (check_network, check_optimizer, check_states, describe_changes, install_optimizer,
                      open_resume_point)
 from .sampler import IdentityBatches
 from .validation import BestTargetCheckpoints, BinVerification, ClassificationValidation, PairVerification
 
+FEW_CLASSES = 1000  # below this, a margin head with the papers' s = 64 gets a note in the log
 EPOCH_NUMBERING = ('epoch = epochs completed = the -NNNN suffix = what --load-epoch (load_epoch) takes; '
                    'metrics.epoch = 0-based index of the last of them, as Epoch[i] in the log '
                    "and 'epoch' in PREFIX-metrics.csv")
@@ -197,6 +200,27 @@ def _check_pretrained_kept(source_stem, prefix, begin_epoch, num_epochs):
                                            f'choose another {n("model_prefix")}')
 
 
+def _resumed_source(point, pretrained, log):
+    """The checkpoint JSON's ``pretrained`` entry of a resumed fine-tuning run (its defaults then apply:
+    :func:`training.config.fine_tuning`), or ``None``.
+
+    Raises
+    ------
+    ParameterError
+        ``pretrained`` given and another checkpoint than the one the resumed run started from.
+    """
+    source = (point.meta.get('pretrained') if point is not None else None) or None
+    if source is None:
+        return None
+    if pretrained is None:
+        log(f'resuming a run fine-tuned from {source.get("stem")}: its fine-tuning settings apply')
+    elif os.path.realpath(pretrained.stem) != os.path.realpath(str(source.get('stem'))):
+        raise ParameterError(lambda n: f'{n("pretrained")} {pretrained.stem} is not the checkpoint the resumed run '
+                                       f'{point.stem} started from ({source.get("stem")}): drop '
+                                       f'{n("pretrained")} or give that one')
+    return source
+
+
 def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock):
     if lock is not None:
         removed = remove_stale_temporaries(prefix)
@@ -215,7 +239,10 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     pretrained = read_pretrained(args.pretrained) if args.pretrained else None
     if pretrained and saves:
         _check_pretrained_kept(pretrained.stem, prefix, args.load_epoch or 0, args.num_epochs)
-    args = argparse.Namespace(**dict(vars(args), network=network_name(args.network, pretrained)))
+    resumed_from = _resumed_source(point, pretrained, log)
+    network = args.network or (point.meta.get('network') if point is not None and not pretrained else None)
+    args = argparse.Namespace(**dict(vars(args), network=network_name(network, pretrained),
+                                     resumed_pretrained=resumed_from))
     if pretrained:
         preprocessing = pretrained_preprocessing(pretrained, summary.get('record') or {}, args.data_train,
                                                  args.input_size)
@@ -248,16 +275,26 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     args.embedding_bn = 'on' if embedding_bn(args, bn_from) else 'off'
     net = build_network(args, network_classes(args, num_classes), preprocessing, contexts)
     copied = copy_backbone(net, pretrained) if pretrained else None
+    if args.init == 'data':
+        initialise_from_data(net, scan, args, preprocessing, contexts[0], fresh=not (pretrained or point))
     head = build_head(args, num_classes, contexts)
+    if getattr(head, 'margin', None) is not None and args.margin_s is None and num_classes < FEW_CLASSES:
+        log(f'note: margin_s ({flag("margin_s")}) is {head.margin.s:g}, the papers\' value for thousands of '
+            f'identities; with {num_classes} classes it saturates the softmax: give 16 (README: Why these '
+            'defaults)')
+    probe = None
+    if probe_epochs(args) and point is None:  # a resumed run loads the head it trained
+        probe = linear_probe(net, head, scan, preprocessing, contexts, probe_epochs(args), wd=args.wd,
+                             threads=args.data_nthreads, seed=args.seed, log=log)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
                 embedding_bn=args.embedding_bn == 'on',
                 data_train=os.path.abspath(args.data_train), batch_size=args.batch_size,
-                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout,
+                global_batch=global_batch, optimizer=args.optimizer, dropout=args.dropout, init=args.init,
                 wd=args.wd, mom=args.mom, devices=len(contexts), num_workers=num_workers,
-                loss=head.name, head=head.metadata(),
-                pretrained=dict(pretrained.describe(), **copied) if pretrained else None,
+                loss=head.name, head=head.metadata(), probe=probe,
+                pretrained=dict(pretrained.describe(), **copied) if pretrained else resumed_from,
                 epoch_numbering=EPOCH_NUMBERING,
                 identities=identities if len(identities or ()) <= 20000 else None)
     run = TrainingRun(args=args, contexts=contexts, log=log, rank=rank, num_workers=num_workers,
@@ -287,7 +324,8 @@ def create_kvstore(args):
 
 # Xavier magnitude of LightCNNInit per network, chosen so that the logits of a 128 px input have a standard
 # deviation near 0.8 at initialisation. With magnitude 3 for all, the residual nets start at 5 (29), 28 (29v2)
-# and 87 (V4): SGD then diverges within the first epochs (README, Training: defaults).
+# and 87 (V4), and training diverged within the first epochs. What --init xavier keeps; --init data rescales
+# the filters afterwards (README, Training: Network, Defaults that learn).
 INIT_MAGNITUDE = {'lightcnn9': 3.0, 'lightcnn29': 2.0, 'lightcnn29v2': 1.5, 'lightcnn_v4': 1.0}
 
 
@@ -306,6 +344,16 @@ def build_network(args, num_classes, preprocessing, contexts):
     set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def initialise_from_data(net, scan, args, preprocessing, ctx, fresh, faces=32):
+    """``init='data'``: a ``fresh`` network's MFM filters standardised on the first ``faces`` training faces
+    (centre crops, :mod:`training.initialization`), and the classifier ``fc2`` zero, fine-tuned or not. A
+    resumed run loads its weights afterwards."""
+    if fresh:
+        faces, _ = next(counted_batches(scan, preprocessing, faces, args.data_nthreads, limit=faces))
+        data_dependent_init(net, faces.as_in_context(ctx))
+    zero_classifier(net)
 
 
 def make_lr_scheduler(args, updates_per_epoch, base_lr=None):
@@ -575,18 +623,9 @@ def refresh_embedding_bn(run, images=PRECISE_BN_IMAGES):
     bn = getattr(run.net, 'embedding_bn', None)
     if bn is None:
         return
-    args, scan = run.args, run.train_scan
-    batch_size = min(args.batch_size, images)
-    ctx, features, seen = run.contexts[0], [], 0
-    for batch in evaluation_batches(scan, run.preprocessing, batch_size, args.data_nthreads):
-        n = min(batch.data[0].shape[0] - (batch.pad or 0), scan.count - seen)
-        if n <= 0:
-            break
-        x = batch.data[0][:n].as_in_context(ctx)
-        features.append(run.net.embed(x))
-        seen += x.shape[0]
-        if seen >= images:
-            break
+    args, ctx = run.args, run.contexts[0]
+    features = [run.net.embed(x.as_in_context(ctx)) for x, _ in counted_batches(
+        run.train_scan, run.preprocessing, min(args.batch_size, images), args.data_nthreads, limit=images)]
     if not features:
         return
     f = mx.nd.concat(*features, dim=0)

@@ -23,7 +23,7 @@ from symbols.checkpoint import load_metadata, save_checkpoint
 from symbols.inference import Embedder, embed_bin, embed_images, items_from_pairs
 
 from .callbacks import Callback
-from .data import check_record_file, evaluation_batches
+from .data import check_record_file, counted_batches
 
 
 def evaluate_classification(net, preprocessing, contexts, rec_path, batch_size, threads=4, scan=None):
@@ -41,17 +41,14 @@ def evaluate_classification(net, preprocessing, contexts, rec_path, batch_size, 
         ``val_top1``, ``val_top5``: fractions in [0, 1] (top-5 is top-k with k = min(5, classes)).
     """
     scan = scan if scan is not None else check_record_file(rec_path)
-    batches = evaluation_batches(scan, preprocessing, batch_size, threads)
     k = min(5, net.num_classes)
     top1 = [mx.nd.zeros((1,), ctx=c) for c in contexts]
     topk = [mx.nd.zeros((1,), ctx=c) for c in contexts]
     total = 0
-    for batch in batches:
-        n = min(batch.data[0].shape[0] - batch.pad, scan.count - total)
-        if n <= 0:
-            break
-        data = gluon.utils.split_and_load(batch.data[0][:n], contexts, even_split=False)
-        label = gluon.utils.split_and_load(batch.label[0][:n], contexts, even_split=False)
+    for x, y in counted_batches(scan, preprocessing, batch_size, threads):
+        n = x.shape[0]
+        data = gluon.utils.split_and_load(x, contexts, even_split=False)
+        label = gluon.utils.split_and_load(y, contexts, even_split=False)
         for i, (x, y) in enumerate(zip(data, label)):
             logits = net(x)[0]
             best = logits.topk(k=k, axis=1)
