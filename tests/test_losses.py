@@ -475,6 +475,14 @@ def test_resume_equals_a_straight_run_for_every_head(case, tiny_rec, tmp_path):
         assert 0 <= straight['history'][-1]['val_top1'] <= 1  # top-1 through the cosine classifier
 
 
+def test_only_heads_with_parameters_write_a_head_file(tiny_rec, tmp_path):
+    plain = train(_config(tiny_rec, tmp_path / 'plain', num_epochs=1), log=lambda _: None)['checkpoint']
+    assert not os.path.exists(plain + '.head.params') and 'params' not in load_checkpoint(plain)[1]['head']
+    center = train(_config(tiny_rec, tmp_path / 'center', num_epochs=1, center_loss_weight=0.01),
+                   log=lambda _: None)['checkpoint']
+    assert sorted(mx.nd.load(center + '.head.params')) == ['center.centers', 'center.stats']
+
+
 def test_margin_checkpoint_embeds_with_extraction_and_the_api(tiny_rec, tmp_path):
     result = train(_config(tiny_rec, tmp_path / 'arc', num_epochs=1, loss='arcface'), log=lambda _: None)
     stem = result['checkpoint']

@@ -98,7 +98,9 @@ class Head:
 
     @property
     def has_parameters(self):
-        return bool(self.blocks.collect_params())
+        """Whether the head has parameters of its own (margin classifier, centres); a ``ParameterDict`` is
+        always true, so its keys are counted."""
+        return len(self.blocks.collect_params().keys()) > 0
 
     def save_parameters(self, path):
         self.blocks.save_parameters(path)
