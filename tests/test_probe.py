@@ -8,7 +8,7 @@ import pytest
 from helpers import PRE, train_config
 from models.checkpoint import load_checkpoint, load_metadata, save_checkpoint
 from training import ParameterError, setup, train
-from training.config import PRETRAINED_PROBE_EPOCHS, parse_config
+from training.config import PRETRAINED_PROBE_EPOCHS, classifier_lr_mult, parse_config
 from training.data import check_record_file
 from training.probe import embed_records, fit_head
 
@@ -149,6 +149,9 @@ def test_resuming_a_fine_tuned_run_keeps_its_settings_without_pretrained(tiny_re
     resumed = train(_config(tiny_rec, prefix, num_epochs=2, load_epoch=1), log=lines.append)
     meta = load_metadata(resumed['checkpoint'])
     assert meta['lr_schedule']['backbone_lr_mult'] == 0.01 and meta['pretrained']['stem'] == os.path.abspath(source)
+    first = load_metadata(str(prefix) + '-0001')
+    assert meta['probe'] == first['probe'] and meta['probe']['images'] == 36  # the probe of the first run
+    assert meta['lr_schedule']['fc2_lr_mult'] == first['lr_schedule']['fc2_lr_mult']
     assert f'resuming a run fine-tuned from {os.path.abspath(source)}: its fine-tuning settings apply' in lines
     assert 'Epoch[1] backbone trained at lr x 0.01' in lines
     other = save_checkpoint(setup(parse_config(_config(tiny_rec, tmp_path / 'o', input_size=32)), **QUIET).net,
@@ -166,3 +169,19 @@ def test_a_margin_head_with_the_papers_scale_on_few_classes_gets_a_note(tiny_rec
     assert notes() == ["note: margin_s (--margin-s) is 64, the papers' value for thousands of identities; with 6 "
                        'classes it saturates the softmax: give 16 (README: Why these defaults)']
     assert notes(margin_s=16.0) == []
+
+
+def test_fine_tuned_classifier_lr_follows_the_feature_scale_and_the_probe_ignores_it(tiny_rec, source, tmp_path):
+    args = parse_config(_config(tiny_rec, tmp_path / 'x', pretrained=source))
+    # one Adam step moves a logit by ~lr x |features|: x1 for V4's norm 1.3, 2/566 for a LightCNN-9 from scratch
+    assert classifier_lr_mult(args, 1.3) == 1.0 and classifier_lr_mult(args, 566.0) == pytest.approx(2 / 566)
+    assert classifier_lr_mult(parse_config(_config(tiny_rec, tmp_path / 'x', pretrained=source, fc2_lr_mult=10.0)),
+                              566.0) == 10.0
+    assert classifier_lr_mult(parse_config(_config(tiny_rec, tmp_path / 'x')), 566.0) == 1.0  # from scratch
+    run = setup(parse_config(_config(tiny_rec, tmp_path / 'p', pretrained=source)), **QUIET)
+    scale = run.meta['probe']['feature_scale']
+    assert run.net.fc2.weight.lr_mult == pytest.approx(min(1.0, 2 / scale))
+    # a frozen classifier (--fc2-lr-mult 0) is still fitted by the probe, and stays frozen for training
+    frozen = setup(parse_config(_config(tiny_rec, tmp_path / 'z', pretrained=source, fc2_lr_mult=0.0)), **QUIET)
+    assert frozen.meta['probe']['kept'] and np.abs(frozen.net.fc2.weight.data().asnumpy()).max() > 0
+    assert frozen.net.fc2.weight.lr_mult == 0.0

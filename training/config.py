@@ -26,6 +26,7 @@ ADAM_LR = 1e-3  # --lr of adam when neither given nor resumed
 PRETRAINED_BACKBONE_LR_MULT = 0.01  # --backbone-lr-mult with --pretrained
 PRETRAINED_FREEZE_EPOCHS = 2  # --freeze-epochs with --pretrained and --probe-epochs 0
 PRETRAINED_PROBE_EPOCHS = 30  # --probe-epochs with --pretrained
+FC2_STEP_NORM = 2.0  # fine-tuning fc2 on features of mean norm F: lr mult min(1, this / F) (V4: F = 1.3 -> 1)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ OPTIONS = {
         Option('lr_step_epochs', '', 'e.g. 10,20: multiply the lr by --lr-factor there', shown='none'),
         Option('lr_factor', 0.1, 'lr multiplier at each --lr-step-epochs', float),
         Option('warmup_epochs', 1.0, 'linear warm-up from 0 over this many epochs', float),
-        Option('fc2_lr_mult', 1.0, 'lr multiplier of the classifier (official SGD recipe: 10)', float),
+        Option('fc2_lr_mult', None, 'lr multiplier of the classifier (official SGD recipe: 10)', float,
+               shown=f'1; fine-tuning fc2 after the probe: min(1, {FC2_STEP_NORM:g} / the features\' mean norm)'),
         Option('clip_norm', 5.0, 'rescale the batch-mean gradient to this L2 norm when larger (0: off)',
                float),
         Option('clip_gradient', 0.0, 'clip every gradient element to [-C, C] (0: off)', float),
@@ -369,6 +371,21 @@ def fine_tuning(args):
     """Whether the run starts from ``pretrained`` weights or resumes one that did (``resumed_pretrained``, set
     by the trainer from the checkpoint): the fine-tuning defaults below apply to both."""
     return bool(args.pretrained or getattr(args, 'resumed_pretrained', None))
+
+
+def classifier_lr_mult(args, feature_scale=None):
+    """``fc2_lr_mult``, or when fine-tuning with the probe's ``feature_scale`` (mean L2 norm of the
+    features fc2 sees) ``min(1, FC2_STEP_NORM / feature_scale)``, else 1.
+
+    An Adam step moves every fc2 weight by about the lr, so a logit by about lr x the features' L1 norm: 0.02
+    for V4's features (norm 1.3), but several units for a LightCNN-9 trained from scratch (norm ~500), whose
+    new classifier then overshoots at every step (training loss above chance although the probe had fitted it).
+    """
+    if args.fc2_lr_mult is not None:
+        return args.fc2_lr_mult
+    if feature_scale and fine_tuning(args):
+        return min(1.0, FC2_STEP_NORM / feature_scale)
+    return 1.0
 
 
 def backbone_lr_mult(args):

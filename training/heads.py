@@ -232,7 +232,8 @@ def build_head(args, num_classes, contexts=None):
                            _given(args, 'triplet_k', TRIPLET['triplet_k']), **center)
     else:
         head = MarginHead(loss, num_classes, _given(args, 'margin_s', SCALE), margins(args),
-                          dropout=args.dropout, classifier_lr_mult=args.fc2_lr_mult, **center)
+                          dropout=args.dropout, classifier_lr_mult=1.0 if args.fc2_lr_mult is None else args.fc2_lr_mult,
+                          **center)
     return head.initialize(contexts) if contexts else head
 
 

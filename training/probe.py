@@ -89,16 +89,14 @@ def fit_head(net, head, features, labels, contexts, epochs, lr=PROBE_LR, wd=0.0,
     trainer = gluon.Trainer(params, 'adam', dict(learning_rate=lr, wd=wd), kvstore='local')
     n = features.shape[0]
     order = np.random.RandomState(seed).permutation
-    for _ in range(epochs):
-        perm = mx.nd.array(order(n), ctx=features.context, dtype='int64')
-        for begin in range(0, n, batch_size):
-            index = perm[begin:begin + batch_size]
-            f = gluon.utils.split_and_load(features.take(index) / scale, contexts, even_split=False)
-            y = gluon.utils.split_and_load(labels.take(index), contexts, even_split=False)
-            with autograd.record(train_mode=False):
-                loss = [head.classify(outputs_fn(x), label)[0] for x, label in zip(f, y)]
-            autograd.backward(loss)
-            trainer.step(index.shape[0])
+    lr_mults = {name: p.lr_mult for name, p in params.items()}
+    for p in params.values():  # the optimizer reads lr_mult at each update: the probe's lr is its own
+        p.lr_mult = 1.0
+    try:
+        _fit(trainer, head, outputs_fn, features / scale, labels, contexts, epochs, batch_size, order)
+    finally:
+        for name, p in params.items():
+            p.lr_mult = lr_mults[name]
     after = _mean_loss(head, outputs_fn, features / scale, labels, contexts[0], batch_size)
     kept = after < before
     if kept and head.uses_fc2:
@@ -112,6 +110,21 @@ def fit_head(net, head, features, labels, contexts, epochs, lr=PROBE_LR, wd=0.0,
         hits += int((logits.argmax(axis=1) == labels[begin:begin + batch_size].as_in_context(ctx)).sum().asscalar())
     return dict(loss=after if kept else before, loss_before=before, kept=bool(kept), accuracy=hits / n,
                 feature_scale=scale, updates=epochs * -(-n // batch_size), seconds=time.time() - start)
+
+
+def _fit(trainer, head, outputs_fn, features, labels, contexts, epochs, batch_size, order):
+    """``epochs`` passes of shuffled minibatches (split over ``contexts``) of the head's loss, no dropout."""
+    n = features.shape[0]
+    for _ in range(epochs):
+        perm = mx.nd.array(order(n), ctx=features.context, dtype='int64')
+        for begin in range(0, n, batch_size):
+            index = perm[begin:begin + batch_size]
+            f = gluon.utils.split_and_load(features.take(index), contexts, even_split=False)
+            y = gluon.utils.split_and_load(labels.take(index), contexts, even_split=False)
+            with autograd.record(train_mode=False):
+                loss = [head.classify(outputs_fn(x), label)[0] for x, label in zip(f, y)]
+            autograd.backward(loss)
+            trainer.step(index.shape[0])
 
 
 def _mean_loss(head, outputs_fn, features, labels, ctx, batch_size):

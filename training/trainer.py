@@ -28,7 +28,8 @@ from symbols.checkpoint import checkpoint_stem, load_metadata, read_optimizer_st
 
 from .callbacks import CallbackList, EpochLog, LogSink, MetricsCSV, ProgressBar, Speedometer
 from .checks import check_records, check_same_identities, check_validators
-from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, embedding_bn,
+from .config import (BASE_LR, DEFAULT_NETWORK, backbone_lr_mult, check_config, check_values, classifier_lr_mult,
+                     embedding_bn,
                      freeze_epochs, parse_config, probe_epochs, step_epochs, val_targets)
 from .config import base_lr as default_base_lr
 from .data import (RecordBatches, SyntheticBatches, check_record_file, counted_batches, image_record_batches,
@@ -286,6 +287,13 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
     if probe_epochs(args) and point is None:  # a resumed run loads the head it trained
         probe = linear_probe(net, head, scan, preprocessing, contexts, probe_epochs(args), wd=args.wd,
                              threads=args.data_nthreads, seed=args.seed, log=log)
+    if point is not None:  # the probe ran before the first epoch: its numbers and fc2 multiplier stay
+        probe = point.meta.get('probe')
+    if args.fc2_lr_mult is None:
+        saved = (point.meta.get('lr_schedule') or {}).get('fc2_lr_mult') if point is not None else None
+        args.fc2_lr_mult = saved if saved is not None else classifier_lr_mult(
+            args, (probe or {}).get('feature_scale') if head.uses_fc2 else None)
+        set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
     trainer = make_trainer(args, net, head, kvstore, updates_per_epoch)
     identities = summary.get('identities')
     meta = dict(network=args.network, num_classes=net.num_classes, preprocessing=preprocessing,
@@ -341,7 +349,7 @@ def build_network(args, num_classes, preprocessing, contexts):
                     embedding_bn=getattr(args, 'embedding_bn', None) in ('on', True))
     mx.random.seed(args.seed)
     net.initialize(LightCNNInit(magnitude=INIT_MAGNITUDE[args.network or DEFAULT_NETWORK]), ctx=contexts)
-    set_lr_mults(net, backbone_lr_mult(args), args.fc2_lr_mult)
+    set_lr_mults(net, backbone_lr_mult(args), classifier_lr_mult(args))
     net.hybridize(static_alloc=True, static_shape=True)
     return net
 
