@@ -29,7 +29,7 @@ def _config(rec, prefix, **overrides):
 
 
 def _features(run, rec):
-    """Features and labels of every record in file order, computed here with numpy-side batching of 1."""
+    """Features and labels of every record in file order (batches of 5: another split than the probe's)."""
     feats, labels = embed_records(run.net, check_record_file(rec), run.preprocessing, mx.cpu(), batch_size=5,
                                   threads=1)
     return feats.asnumpy().astype(np.float64), labels.asnumpy().astype(np.int64)

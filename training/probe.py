@@ -84,39 +84,35 @@ def fit_head(net, head, features, labels, contexts, epochs, lr=PROBE_LR, wd=0.0,
     # classifier does not see the scale
     scale = float(mx.nd.norm(features, axis=1).mean().asscalar()) if head.uses_fc2 else 1.0
     scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    scaled = features / scale
     start_values = {name: p.data().copy() for name, p in params.items()}
-    before = _mean_loss(head, outputs_fn, features / scale, labels, contexts[0], batch_size)
+    before = _score(head, outputs_fn, logits_fn, scaled, labels, contexts[0], batch_size)
     trainer = gluon.Trainer(params, 'adam', dict(learning_rate=lr, wd=wd), kvstore='local')
-    n = features.shape[0]
-    order = np.random.RandomState(seed).permutation
     lr_mults = {name: p.lr_mult for name, p in params.items()}
     for p in params.values():  # the optimizer reads lr_mult at each update: the probe's lr is its own
         p.lr_mult = 1.0
     try:
-        _fit(trainer, head, outputs_fn, features / scale, labels, contexts, epochs, batch_size, order)
+        _fit(trainer, head, outputs_fn, scaled, labels, contexts, epochs, batch_size, np.random.RandomState(seed))
     finally:
         for name, p in params.items():
             p.lr_mult = lr_mults[name]
-    after = _mean_loss(head, outputs_fn, features / scale, labels, contexts[0], batch_size)
-    kept = after < before
-    if kept and head.uses_fc2:
+    after = _score(head, outputs_fn, logits_fn, scaled, labels, contexts[0], batch_size)
+    kept = after[0] < before[0]
+    if kept and head.uses_fc2:  # back to the raw features' scale: the same logits
         net.fc2.weight.set_data(net.fc2.weight.data() / scale)
     elif not kept:  # the fit did not lower the loss on the features: the classifier stays as it started
         for name, p in params.items():
             p.set_data(start_values[name])
-    ctx, hits = contexts[0], 0
-    for begin in range(0, n, batch_size):
-        logits = logits_fn(features[begin:begin + batch_size].as_in_context(ctx))
-        hits += int((logits.argmax(axis=1) == labels[begin:begin + batch_size].as_in_context(ctx)).sum().asscalar())
-    return dict(loss=after if kept else before, loss_before=before, kept=bool(kept), accuracy=hits / n,
-                feature_scale=scale, updates=epochs * -(-n // batch_size), seconds=time.time() - start)
+    loss, accuracy = after if kept else before
+    return dict(loss=loss, loss_before=before[0], kept=bool(kept), accuracy=accuracy, feature_scale=scale,
+                updates=epochs * -(-features.shape[0] // batch_size), seconds=time.time() - start)
 
 
-def _fit(trainer, head, outputs_fn, features, labels, contexts, epochs, batch_size, order):
+def _fit(trainer, head, outputs_fn, features, labels, contexts, epochs, batch_size, rng):
     """``epochs`` passes of shuffled minibatches (split over ``contexts``) of the head's loss, no dropout."""
     n = features.shape[0]
     for _ in range(epochs):
-        perm = mx.nd.array(order(n), ctx=features.context, dtype='int64')
+        perm = mx.nd.array(rng.permutation(n), ctx=features.context, dtype='int64')
         for begin in range(0, n, batch_size):
             index = perm[begin:begin + batch_size]
             f = gluon.utils.split_and_load(features.take(index), contexts, even_split=False)
@@ -127,14 +123,17 @@ def _fit(trainer, head, outputs_fn, features, labels, contexts, epochs, batch_si
             trainer.step(index.shape[0])
 
 
-def _mean_loss(head, outputs_fn, features, labels, ctx, batch_size):
-    """The head's loss (without center loss) averaged over ``features``, in inference mode."""
-    total = 0.0
+def _score(head, outputs_fn, logits_fn, features, labels, ctx, batch_size):
+    """``(mean loss, top-1)`` of the head on ``features`` in inference mode (center loss not included; top-1 by
+    the plain logits), summed on the device and read once."""
+    loss, hits = mx.nd.zeros((1,), ctx=ctx), mx.nd.zeros((1,), ctx=ctx)
     for begin in range(0, features.shape[0], batch_size):
         x = features[begin:begin + batch_size].as_in_context(ctx)
         y = labels[begin:begin + batch_size].as_in_context(ctx)
-        total += float(head.classify(outputs_fn(x), y)[0].sum().asscalar())
-    return total / features.shape[0]
+        loss += head.classify(outputs_fn(x), y)[0].sum()
+        hits += (logits_fn(x).argmax(axis=1) == y).sum()
+    n = features.shape[0]
+    return float(loss.asscalar()) / n, float(hits.asscalar()) / n
 
 
 def linear_probe(net, head, scan, preprocessing, contexts, epochs, wd=0.0, threads=4, seed=0, log=print):

@@ -283,12 +283,11 @@ def _setup(args, contexts, log, kvstore, rank, num_workers, prefix, saves, lock)
         log(f'note: margin_s ({flag("margin_s")}) is {head.margin.s:g}, the papers\' value for thousands of '
             f'identities; with {num_classes} classes it saturates the softmax: give 16 (README: Why these '
             'defaults)')
-    probe = None
-    if probe_epochs(args) and point is None:  # a resumed run loads the head it trained
-        probe = linear_probe(net, head, scan, preprocessing, contexts, probe_epochs(args), wd=args.wd,
-                             threads=args.data_nthreads, seed=args.seed, log=log)
-    if point is not None:  # the probe ran before the first epoch: its numbers and fc2 multiplier stay
+    if point is not None:  # the probe ran before the run's first epoch: the head it fitted is loaded, its numbers kept
         probe = point.meta.get('probe')
+    else:
+        probe = linear_probe(net, head, scan, preprocessing, contexts, probe_epochs(args), wd=args.wd,
+                             threads=args.data_nthreads, seed=args.seed, log=log) if probe_epochs(args) else None
     if args.fc2_lr_mult is None:
         saved = (point.meta.get('lr_schedule') or {}).get('fc2_lr_mult') if point is not None else None
         args.fc2_lr_mult = saved if saved is not None else classifier_lr_mult(
