@@ -180,51 +180,38 @@ def test_every_script_runs_from_the_root_and_misuse_is_exit_2(repo_root, tmp_pat
     assert 'Traceback' not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-# Runs a script as ``python SCRIPT --help`` would, noting OMP_NUM_THREADS when MXNet is first imported.
-_SPY = """
+# Runs ``SCRIPT --help`` and prints whether MXNet was imported and the value VARIABLE had when it was (or at
+# the end); RUN_NAME 'main' runs the command, anything else only imports the script as a module.
+_ENV_SPY = """
 import os, runpy, sys
+script, variable, run_name = sys.argv[1:4]
 seen = []
 class Spy:
     def find_spec(self, name, path=None, target=None):
         if name == 'mxnet' and not seen:
-            seen.append(os.environ.get('OMP_NUM_THREADS'))
+            seen.append(os.environ.get(variable))
 sys.meta_path.insert(0, Spy())
-sys.argv = [sys.argv[1], '--help']
-try:
-    runpy.run_path(sys.argv[0], run_name='__main__')
-except SystemExit:
-    pass
-print('threads', 'mxnet' in sys.modules, seen[0] if seen else os.environ.get('OMP_NUM_THREADS'))
-"""
-
-
-@pytest.mark.parametrize('script', SCRIPTS)
-def test_every_script_sizes_threads_before_mxnet(repo_root, tmp_path, script):
-    env = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')}
-    run = subprocess.run([sys.executable, '-c', _SPY, str(repo_root / script)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, check=True)
-    _, mxnet_loaded, threads = run.stdout.split()[-3:]
-    assert threads == str(physical_cores()), f'{script}: OMP_NUM_THREADS={threads} (mxnet loaded: {mxnet_loaded})'
-
-
-# As _SPY, noting the OpenMP wait policy when MXNet is first imported; run_name 'main' runs the command,
-# anything else only imports the script.
-_WAIT_SPY = """
-import os, runpy, sys
-seen = []
-class Spy:
-    def find_spec(self, name, path=None, target=None):
-        if name == 'mxnet' and not seen:
-            seen.append(os.environ.get('OMP_WAIT_POLICY'))
-sys.meta_path.insert(0, Spy())
-script, run_name = sys.argv[1], sys.argv[2]
 sys.argv = [script, '--help']
 try:
     runpy.run_path(script, run_name='__main__' if run_name == 'main' else run_name)
 except SystemExit:
     pass
-print('wait', seen[0] if seen else os.environ.get('OMP_WAIT_POLICY'))
+print('mxnet' in sys.modules, seen[0] if seen else os.environ.get(variable))
 """
+
+
+def _env_when_mxnet_loads(script, variable, run_name, cwd, env):
+    """``(mxnet loaded: 'True'/'False', value of variable)`` for ``script`` run by :data:`_ENV_SPY`."""
+    run = subprocess.run([sys.executable, '-c', _ENV_SPY, str(script), variable, run_name], cwd=cwd, env=env,
+                         capture_output=True, text=True, check=True)
+    return tuple(run.stdout.split()[-2:])
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_script_sizes_threads_before_mxnet(repo_root, tmp_path, script):
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')}
+    mxnet_loaded, threads = _env_when_mxnet_loads(repo_root / script, 'OMP_NUM_THREADS', 'main', tmp_path, env)
+    assert threads == str(physical_cores()), f'{script}: OMP_NUM_THREADS={threads} (mxnet loaded: {mxnet_loaded})'
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -233,11 +220,8 @@ def test_every_command_waits_passively_and_importing_it_does_not(repo_root, tmp_
     threads made small networks collapse on a busy machine, common/threads.py); importing the script as a
     module leaves the environment alone."""
     env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
-    seen = {}
-    for run_name in ('main', 'imported_script'):
-        run = subprocess.run([sys.executable, '-c', _WAIT_SPY, str(repo_root / script), run_name], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, check=True)
-        seen[run_name] = run.stdout.split()[-1]
+    seen = {run_name: _env_when_mxnet_loads(repo_root / script, 'OMP_WAIT_POLICY', run_name, tmp_path, env)[1]
+            for run_name in ('main', 'imported_script')}
     assert seen == {'main': 'PASSIVE', 'imported_script': 'None'}, script
 
 
